@@ -1,0 +1,29 @@
+"""Exceptions raised by the runtime. Each message says what the user can do about it."""
+
+
+class DeployError(Exception):
+    """Base class: a problem the user can act on (CLIs print it as one line and exit with code 2)."""
+
+
+class InputError(DeployError, ValueError):
+    """An argument is out of range or of the wrong kind."""
+
+
+class EngineError(DeployError):
+    """The engine file is missing, unreadable, not a model, or not what its manifest describes."""
+
+
+class ManifestError(EngineError):
+    """The manifest beside an engine is missing, malformed or does not match the engine."""
+
+
+class SchedulerConfigError(DeployError):
+    """The scheduler configuration asks for something this runtime does not implement, or is malformed."""
+
+
+class BackendUnavailableError(DeployError):
+    """The backend an engine needs (ONNX Runtime provider, TensorRT, a GPU) is not available here."""
+
+
+class OutputError(DeployError):
+    """Images cannot be written where the user asked."""

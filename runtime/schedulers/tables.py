@@ -1,0 +1,114 @@
+"""Noise-schedule tables computed exactly as diffusers computes them, in numpy.
+
+diffusers builds betas with ``torch.linspace`` in float32 and takes ``torch.cumprod`` of float32
+alphas, which accumulates in double on CPU and rounds each partial product to float32; naive numpy
+(float64 linspace, float32 cumprod) drifts from that by several ulps. These functions reproduce
+torch's arithmetic so that the tables match diffusers element for element.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from .config import SchedulerConfig
+
+
+def torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
+    """``torch.linspace(start, end, steps, dtype=torch.float32)`` on CPU.
+
+    torch computes ``step = (end - start) / (steps - 1)`` in float32, then the first half as
+    ``start + step * i`` and the second half as ``end - step * (steps - 1 - i)``, each a fused
+    multiply-add (one rounding). float32 * integer is exact in float64, so float64 emulates the FMA.
+    """
+    if steps == 1:
+        return np.array([start], dtype=np.float32)
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float64((end32 - start32) / np.float32(steps - 1))
+    i = np.arange(steps, dtype=np.float64)
+    out = np.where(i < steps // 2, np.float64(start32) + step * i, np.float64(end32) - step * (steps - 1 - i))
+    return out.astype(np.float32)
+
+
+def _betas_for_alpha_bar(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
+    """diffusers' ``betas_for_alpha_bar`` with the cosine transform (Python floats, then float32)."""
+
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [
+        min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
+        for i in range(num_train_timesteps)
+    ]
+    return np.array(betas, dtype=np.float32)
+
+
+def _sigmoid_f32(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def cumprod_f32(x: np.ndarray) -> np.ndarray:
+    """``torch.cumprod`` of a float32 tensor on CPU: double accumulator, float32 results."""
+    return np.cumprod(x.astype(np.float64)).astype(np.float32)
+
+
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """diffusers' ``rescale_zero_terminal_snr`` in float32."""
+    alphas_bar_sqrt = np.sqrt(cumprod_f32(np.float32(1.0) - betas))
+    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt * alphas_bar_sqrt
+    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return (np.float32(1.0) - alphas).astype(np.float32)
+
+
+def betas(config: SchedulerConfig) -> np.ndarray:
+    n = config.num_train_timesteps
+    if config.trained_betas is not None:
+        out = np.array(config.trained_betas, dtype=np.float32)
+    elif config.beta_schedule == "linear":
+        out = torch_linspace_f32(config.beta_start, config.beta_end, n)
+    elif config.beta_schedule == "scaled_linear":
+        root = torch_linspace_f32(config.beta_start**0.5, config.beta_end**0.5, n)
+        out = root * root
+    elif config.beta_schedule == "squaredcos_cap_v2":
+        out = _betas_for_alpha_bar(n)
+    else:  # sigmoid
+        out = _sigmoid_f32(torch_linspace_f32(-6, 6, n)) * np.float32(config.beta_end - config.beta_start) + np.float32(
+            config.beta_start
+        )
+    if config.rescale_betas_zero_snr:
+        out = _rescale_zero_terminal_snr(out)
+    return out.astype(np.float32)
+
+
+def alphas_cumprod(config: SchedulerConfig) -> np.ndarray:
+    return cumprod_f32(np.float32(1.0) - betas(config))
+
+
+def check_steps(num_inference_steps, num_train_timesteps: int) -> int:
+    if (
+        isinstance(num_inference_steps, bool)
+        or not isinstance(num_inference_steps, (int, np.integer))
+        or not 1 <= num_inference_steps <= num_train_timesteps
+    ):
+        raise InputError(
+            f"steps must be a whole number from 1 to {num_train_timesteps} (the scheduler's num_train_timesteps), "
+            f"got {num_inference_steps!r}"
+        )
+    return int(num_inference_steps)
+
+
+def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
+    """The descending int64 timesteps of ``set_timesteps(num_inference_steps)``."""
+    n_train = config.num_train_timesteps
+    k = check_steps(num_inference_steps, n_train)
+    if config.timestep_spacing == "linspace":
+        out = np.linspace(0, n_train - 1, k).round()[::-1].astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        out = (np.arange(0, k) * (n_train // k)).round()[::-1].astype(np.int64) + config.steps_offset
+    else:  # trailing
+        out = np.round(np.arange(n_train, 0, -n_train / k)).astype(np.int64) - 1
+    return np.ascontiguousarray(out)
