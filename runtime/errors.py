@@ -2,7 +2,9 @@
 
 
 class DeployError(Exception):
-    """Base class: a problem the user can act on (CLIs print it as one line and exit with code 2)."""
+    """Base class: a problem the user can act on (CLIs print it as one line and exit with ``exit_code``)."""
+
+    exit_code = 2
 
 
 class InputError(DeployError, ValueError):
@@ -27,3 +29,9 @@ class BackendUnavailableError(DeployError):
 
 class OutputError(DeployError):
     """Images cannot be written where the user asked."""
+
+
+class GateError(DeployError):
+    """A built artifact failed its accuracy gate; it was not written. CLIs exit with code 3."""
+
+    exit_code = 3

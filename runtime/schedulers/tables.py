@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SchedulerConfigError
 from .config import SchedulerConfig
 
 
@@ -111,4 +111,9 @@ def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
         out = (np.arange(0, k) * (n_train // k)).round()[::-1].astype(np.int64) + config.steps_offset
     else:  # trailing
         out = np.round(np.arange(n_train, 0, -n_train / k)).astype(np.int64) - 1
+    if out.max() >= n_train or out.min() < 0:
+        raise SchedulerConfigError(
+            f"{k} steps with timestep_spacing={config.timestep_spacing!r} and steps_offset={config.steps_offset} "
+            f"give timestep {int(out.max())}, outside 0..{n_train - 1}; use fewer steps or steps_offset=0"
+        )
     return np.ascontiguousarray(out)

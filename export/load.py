@@ -1,0 +1,154 @@
+"""Loading a diffusers UNet2DModel from a hub id or a local ``save_pretrained`` folder.
+
+Everything about the network comes from its ``config.json`` (block types, channels,
+``layers_per_block``, sample size). safetensors weights are preferred; a folder with only a pickle
+checkpoint (``.bin``) is refused unless the caller allows pickle, because unpickling runs code.
+The scheduler config is read from diffusers' own ``scheduler_config.json`` when the model ships one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import DeployError
+from runtime.manifest import sha256_file
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+SCHEDULER_CONFIG = "scheduler_config.json"
+SAFETENSORS = "diffusion_pytorch_model.safetensors"
+PICKLE = "diffusion_pytorch_model.bin"
+UNET_CLASS = "UNet2DModel"
+# Where diffusers puts the UNet and the scheduler: the folder itself, or a pipeline's subfolders.
+UNET_DIRS = ("", "unet")
+SCHEDULER_DIRS = ("", "scheduler")
+
+
+class ModelSourceError(DeployError):
+    """The model cannot be found, downloaded or is not a UNet2DModel we can load safely."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    source: str  # what the user passed
+    folder: Path  # local folder holding config.json and the weights
+    weights: Path
+    config: dict[str, Any]
+    scheduler_config: dict[str, Any] | None
+
+    @property
+    def uses_pickle(self) -> bool:
+        return self.weights.suffix == ".bin"
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _download(repo_id: str, allow_pickle: bool) -> Path:
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = [f"{d}/{name}".lstrip("/") for d in UNET_DIRS for name in (CONFIG, SAFETENSORS)]
+    patterns += [f"{d}/{SCHEDULER_CONFIG}".lstrip("/") for d in SCHEDULER_DIRS]
+    if allow_pickle:
+        patterns += [f"{d}/{PICKLE}".lstrip("/") for d in UNET_DIRS]
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        raise ModelSourceError(
+            f"cannot reach the model hub for {repo_id!r} and it is not in the local cache; download it elsewhere "
+            f"(e.g. `DDPMPipeline.from_pretrained('{repo_id}').save_pretrained('DIR')`) and pass --model DIR"
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"cannot download {repo_id!r} from the hub: {first}; check the id or pass a local folder") from None
+
+
+def _unet_folder(root: Path) -> Path:
+    for sub in UNET_DIRS:
+        folder = root / sub if sub else root
+        if (folder / CONFIG).is_file():
+            try:
+                if json.loads((folder / CONFIG).read_text()).get("_class_name") == UNET_CLASS or sub:
+                    return folder
+            except (OSError, json.JSONDecodeError):
+                return folder  # reported when the config is read
+    raise ModelSourceError(
+        f"{root} has no {CONFIG} (looked in {', '.join(str(root / d) if d else str(root) for d in UNET_DIRS)}); "
+        "pass a folder written by UNet2DModel.save_pretrained or a DDPMPipeline folder"
+    )
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSourceError(f"cannot read {what} {path}: {exc}; fix or re-save the model") from None
+    if not isinstance(data, dict):
+        raise ModelSourceError(f"{what} {path} is not a JSON object; re-save the model")
+    return data
+
+
+def _scheduler_config(root: Path, unet_folder: Path) -> dict[str, Any] | None:
+    for folder in (unet_folder, *(root / d if d else root for d in SCHEDULER_DIRS)):
+        path = folder / SCHEDULER_CONFIG
+        if path.is_file():
+            return _read_json(path, "scheduler config")
+    return None
+
+
+def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
+    """Finds the UNet's config, weights and scheduler config for a hub id or a local folder."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelSourceError(f"--model {source} is a file; pass the folder that holds {CONFIG} and the weights")
+        root = path
+    elif _looks_like_hub_id(source):
+        root = _download(source, allow_pickle)
+    else:
+        raise ModelSourceError(f"--model {source}: no such folder, and it is not a hub id of the form owner/name")
+    folder = _unet_folder(root)
+    config = _read_json(folder / CONFIG, "model config")
+    if config.get("_class_name") != UNET_CLASS:
+        raise ModelSourceError(
+            f"{folder / CONFIG} describes a {config.get('_class_name')!r}, not a {UNET_CLASS}; "
+            "ddpm-deploy exports unconditional diffusers UNet2DModel checkpoints"
+        )
+    if (folder / SAFETENSORS).is_file():
+        weights = folder / SAFETENSORS
+    elif (folder / PICKLE).is_file():
+        if not allow_pickle:
+            raise ModelSourceError(
+                f"{folder} has only a pickle checkpoint ({PICKLE}); loading it runs code from the file. "
+                "Convert it to safetensors, or pass --allow-pickle if you trust its origin"
+            )
+        weights = folder / PICKLE
+    else:
+        raise ModelSourceError(f"{folder} has no weights ({SAFETENSORS}); re-save the model with save_pretrained")
+    return ModelSource(
+        source=source, folder=folder, weights=weights, config=config, scheduler_config=_scheduler_config(root, folder)
+    )
+
+
+def load_unet(model: ModelSource):
+    """The UNet2DModel in eval mode, float32, on CPU."""
+    from diffusers import UNet2DModel
+
+    try:
+        unet = UNet2DModel.from_pretrained(model.folder, use_safetensors=not model.uses_pickle)
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"diffusers cannot load the UNet from {model.folder}: {first}") from None
+    return unet.float().eval()
+
+
+def weights_sha256(model: ModelSource) -> str:
+    return sha256_file(model.weights)

@@ -1,0 +1,205 @@
+"""``python -m export.onnx``: export a diffusers UNet2DModel to ONNX with a dynamic batch, parity-gated.
+
+Writes ``OUT/unet.onnx`` and ``OUT/manifest.json`` only when ONNX Runtime reproduces PyTorch within
+the tolerance at batch 1 and 3 with distinct timesteps per element; otherwise exits non-zero and
+leaves the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime import __version__
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import DeployError, SchedulerConfigError
+from runtime.io_spec import UNetIO
+from runtime.manifest import sha256_file, update_artifact
+from runtime.schedulers.config import SchedulerConfig
+
+from . import load
+from .parity import FP32_PARITY_ATOL, check_parity
+
+PROG = "export.onnx"
+ONNX_NAME = "unet.onnx"
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+PROTOBUF_LIMIT = 2 * 1024**3  # one ONNX protobuf cannot exceed 2 GB: larger models keep weights outside
+DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler"}  # diffusers' defaults, used when the model ships none
+
+log = logging.getLogger(__name__)
+
+
+def _forward_module(unet):
+    """UNet2DModel.forward(sample, timestep) → tensor, as a module torch.onnx can export."""
+    import torch
+
+    class UNetForward(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep):
+            return self.unet(sample, timestep, return_dict=False)[0]
+
+    return UNetForward()
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"ddpm-deploy": __version__}
+    for pkg in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def io_for(config: dict[str, Any]) -> UNetIO:
+    size = config.get("sample_size")
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return UNetIO.for_model(config["in_channels"], config["out_channels"], int(height), int(width))
+
+
+def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
+    """Traces ``unet`` with torch.onnx's exporter (torch.export based); returns whether weights went to external data."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    params_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
+    external = params_bytes >= PROTOBUF_LIMIT
+    example = {
+        name: torch.zeros(spec.concrete(2), dtype=getattr(torch, spec.dtype)) for name, spec in ((t.name, t) for t in io.inputs)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _forward_module(unet),
+            tuple(example.values()),
+            str(path),
+            input_names=io.input_names,
+            output_names=io.output_names,
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes={name: {0: batch} for name in example},
+            external_data=external,
+            optimize=True,
+            verbose=False,
+        )
+    return external
+
+
+def publish(src: Path, dst: Path) -> None:
+    """Moves a finished file into place atomically (same filesystem), durable before the rename."""
+    with open(src, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("--model", required=True, help="hub id (google/ddpm-cat-256) or a local diffusers folder")
+    p.add_argument("--out", default="engines", help="output folder (default engines/)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {MIN_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("--tolerance", type=float, default=FP32_PARITY_ATOL, help=f"parity gate max abs error (default {FP32_PARITY_ATOL:g})")
+    p.add_argument("--scheduler-config", default=None, help="scheduler_config.json to record instead of the model's own")
+    p.add_argument("--allow-pickle", action="store_true", help="accept a pickle .bin checkpoint (runs code from the file)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def scheduler_config_for(model: load.ModelSource, override: str | None) -> dict[str, Any]:
+    if override:
+        raw = load._read_json(Path(override), "scheduler config")
+    elif model.scheduler_config is not None:
+        raw = model.scheduler_config
+    else:
+        log.warning("%s ships no %s; recording diffusers' DDPMScheduler defaults", model.source, load.SCHEDULER_CONFIG)
+        raw = dict(DEFAULT_SCHEDULER)
+    try:
+        SchedulerConfig.from_dict(raw)  # refuse now what the runtime could not sample
+    except SchedulerConfigError as exc:
+        raise SchedulerConfigError(f"the model's scheduler config cannot be sampled: {exc}") from None
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.opset < MIN_OPSET:
+        raise DeployError(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
+    if not args.tolerance > 0:
+        raise DeployError(f"--tolerance must be positive, got {args.tolerance}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DeployError(f"--out {out} is a file; pass a folder")
+    model = load.resolve(args.model, allow_pickle=args.allow_pickle)
+    scheduler_raw = scheduler_config_for(model, args.scheduler_config)
+    num_train_timesteps = SchedulerConfig.from_dict(scheduler_raw).num_train_timesteps
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeployError(f"cannot create {out} ({exc.strerror}); pass a writable folder for --out") from None
+
+    started = time.perf_counter()
+    unet = load.load_unet(model)
+    io = io_for(model.config)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        tmp_onnx = work / ONNX_NAME
+        log.info("exporting %s (%.1fM parameters) to ONNX opset %d", model.source, sum(p.numel() for p in unet.parameters()) / 1e6, args.opset)
+        external = export_onnx(unet, io, tmp_onnx, args.opset)
+        import onnx
+
+        onnx.checker.check_model(str(tmp_onnx), full_check=False)
+        log.info("parity gate: ONNX Runtime vs PyTorch at batch 1 and 3")
+        parity = check_parity(unet, tmp_onnx, io, num_train_timesteps, atol=args.tolerance)
+        entry = {
+            "kind": "onnx",
+            "precision": "fp32",
+            "sha256": sha256_file(tmp_onnx),
+            "bytes": tmp_onnx.stat().st_size,
+            "external_data": {},
+            "opset": args.opset,
+            "parity": {"tolerance": args.tolerance, "results": [r.to_dict() for r in parity]},
+            "tools": tool_versions(),
+        }
+        # External weight files first, then the graph that names them: a reader never sees a graph
+        # whose data is missing.
+        for data_file in sorted(p for p in work.iterdir() if p != tmp_onnx) if external else []:
+            entry["external_data"][data_file.name] = sha256_file(data_file)
+            publish(data_file, out / data_file.name)
+        publish(tmp_onnx, out / ONNX_NAME)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = {
+        "model": {
+            "source": model.source,
+            "config": model.config,
+            "weights_file": model.weights.name,
+            "weights_sha256": load.weights_sha256(model),
+        },
+        "scheduler_config": scheduler_raw,
+        "io": io.to_dict(),
+    }
+    manifest = update_artifact(out, base, ONNX_NAME, entry)
+    worst = max(r.max_abs_error for r in parity)
+    print(
+        f"wrote {out / ONNX_NAME} ({entry['bytes'] / 1e6:.1f} MB) and {manifest} in {time.perf_counter() - started:.1f} s; "
+        f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, PROG))

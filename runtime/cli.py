@@ -1,0 +1,43 @@
+"""What every command line of the project shares: one-line errors and exit codes.
+
+Exit codes: 0 success, 1 an unexpected failure (a bug: traceback shown), 2 a usage or input
+problem the user can fix (one line on stderr, nothing written), 3 an accuracy gate failed (one
+line, nothing written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from .errors import DeployError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports errors on one line (``prog: error: ...``) with exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def setup_logging(verbose: bool) -> None:
+    """Our own loggers at INFO (DEBUG with -v); libraries' chatter only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for name in ("runtime", "export"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def run(main: Callable[[list[str] | None], int], prog: str, argv: list[str] | None = None) -> int:
+    try:
+        return main(argv)
+    except DeployError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,5 @@
+"""Inference backends behind one interface (:class:`~runtime.runners.base.Runner`)."""
+
+from .base import Runner
+
+__all__ = ["Runner"]

@@ -1,0 +1,97 @@
+"""One interface for every inference backend, after Polygraphy's runners.
+
+A runner is a context manager: ``activate()`` loads the engine (a session, an execution
+context), ``infer(feed)`` maps a dict of named numpy inputs to a dict of named numpy outputs, and
+``deactivate()`` releases what ``activate`` made. Inputs are checked against the engine's declared
+I/O before they reach the backend, so a wrong shape or dtype gives a clear error instead of a
+backend crash.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import EngineError, InputError
+from ..io_spec import BATCH, BatchProfile, UNetIO
+
+
+class Runner(abc.ABC):
+    name = "runner"
+
+    def __init__(self, io: UNetIO, profile: BatchProfile | None = None):
+        self.io = io
+        self.profile = profile  # None: any batch size
+        self.is_active = False
+
+    # lifecycle -------------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # inference -------------------------------------------------------------------------------
+    def check_batch(self, batch: int) -> None:
+        if self.profile is not None and not self.profile.min <= batch <= self.profile.max:
+            raise InputError(
+                f"batch {batch} is outside the engine's profile {self.profile.min}..{self.profile.max}; "
+                "use a batch in that range or rebuild the engine with a wider profile"
+            )
+
+    def check_inputs(self, feed: Mapping[str, np.ndarray]) -> int:
+        """Validates names, dtypes and shapes; returns the batch size."""
+        expected = set(self.io.input_names)
+        if set(feed) != expected:
+            raise InputError(f"inputs must be exactly {sorted(expected)}, got {sorted(feed)}")
+        batch = None
+        for spec in self.io.inputs:
+            arr = feed[spec.name]
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(spec.dtype):
+                got = getattr(arr, "dtype", type(arr).__name__)
+                raise InputError(f"input {spec.name!r} must be a numpy {spec.dtype} array, got {got}")
+            if arr.ndim != len(spec.shape):
+                raise InputError(f"input {spec.name!r} must have {len(spec.shape)} dimensions, got shape {arr.shape}")
+            for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+                if want == BATCH:
+                    if batch is None:
+                        batch = got
+                    elif got != batch:
+                        raise InputError(f"input {spec.name!r} has batch {got}, other inputs have {batch}")
+                elif want != got:
+                    raise InputError(
+                        f"input {spec.name!r} axis {axis} must be {want} (engine shape {spec.shape}), got {arr.shape}"
+                    )
+        if not batch:
+            raise InputError("batch must be at least 1")
+        self.check_batch(batch)
+        return batch
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.is_active:
+            raise EngineError(f"{self.name} runner is not active; use it as a context manager or call activate()")
+        self.check_inputs(feed)
+        return self._infer(feed)
+
+    # backend hooks ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,119 @@
+"""``python -m runtime.sample``: sample images from an exported UNet engine, with no torch in the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .cli import ArgumentParser, run, setup_logging
+from .errors import InputError
+from .images import make_output_dir, prepare_output_dir, write_png
+from .noise import MAX_SEED, NOISE_KINDS
+from .pipeline import Pipeline
+
+PROG = "runtime.sample"
+log = logging.getLogger(__name__)
+
+
+def _int_in(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError from None
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError
+        return value
+
+    parse.__name__ = f"whole number >= {lo}" if hi is None else f"whole number in {lo}..{hi}"
+    return parse
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("--engine", required=True, help="engines/unet.onnx (or .plan); its manifest.json must sit beside it")
+    p.add_argument("--batch", type=_int_in(1), default=1, help="images to sample in one batch (default 1)")
+    p.add_argument("--steps", type=_int_in(1), default=None, help="inference steps (default: num_train_timesteps)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed (default 0)")
+    p.add_argument(
+        "--per-image-seeds",
+        action="store_true",
+        help="give image i its own generator seeded SEED+i, so an image does not depend on its batch",
+    )
+    p.add_argument(
+        "--noise",
+        choices=NOISE_KINDS,
+        default="numpy",
+        help="numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' pipelines use it)",
+    )
+    p.add_argument("--out", default="out", help="folder for the PNGs (created if missing; default out/)")
+    p.add_argument("--prefix", default="ddpm_", help="file name prefix (default ddpm_)")
+    p.add_argument("--scheduler-config", default=None, help="a diffusers scheduler_config.json overriding the manifest's")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime device (default auto)")
+    p.add_argument("--threads", type=_int_in(1), default=None, help="intra-op threads (default: usable cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    out = prepare_output_dir(args.out)
+    seeds = [args.seed + i for i in range(args.batch)] if args.per_image_seeds else None
+    if seeds and seeds[-1] > MAX_SEED:
+        raise InputError(f"--seed {args.seed} with --per-image-seeds needs seeds up to {seeds[-1]}, above {MAX_SEED}")
+    with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads) as pipe:
+        steps = args.steps if args.steps is not None else pipe.default_steps
+        table = pipe.table(steps)  # validates steps before any work
+        pipe.check_batch(args.batch)
+        make_output_dir(out)
+        bar = tqdm(total=table.num_steps, desc="sampling", unit="step", file=sys.stderr, disable=args.quiet)
+        started = time.perf_counter()
+        try:
+            images = pipe.sample(
+                batch=args.batch,
+                steps=steps,
+                seed=args.seed,
+                seeds=seeds,
+                noise=args.noise,
+                progress=lambda done, total: bar.update(1),
+            )
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        scheduler = json.dumps({"_class_name": "DDPMScheduler", **pipe.scheduler_config.to_dict()}, sort_keys=True)
+        paths = []
+        for i, image in enumerate(images):
+            path = out / f"{args.prefix}{i:04d}.png"
+            write_png(
+                path,
+                image,
+                {
+                    "seed": str(seeds[i] if seeds else args.seed),
+                    "seed_mode": "per-image" if seeds else "shared",
+                    "batch_index": str(i),
+                    "noise": args.noise,
+                    "steps": str(table.num_steps),
+                    "scheduler": scheduler,
+                    "engine": Path(args.engine).name,
+                    "engine_sha256": pipe.engine_sha256,
+                    "software": f"ddpm-deploy {__version__}",
+                },
+            )
+            paths.append(path)
+    print(
+        f"wrote {len(paths)} image(s) to {out}/ in {elapsed:.2f} s "
+        f"({elapsed / table.num_steps:.4f} s/step, {table.num_steps} steps, batch {args.batch})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, PROG))
