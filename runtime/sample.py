@@ -115,5 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,32 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.models import TINY_CONFIG, reference_blocks_tiny, save_model  # noqa: E402
+
+
+def export_engine(model_dir: Path, out: Path) -> Path:
+    from export.onnx import main
+
+    assert main(["--model", str(model_dir), "--out", str(out)]) == 0
+    return out / "unet.onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_model(tmp_path_factory.mktemp("tiny_model"), TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, tmp_path_factory) -> Path:
+    return export_engine(tiny_model, tmp_path_factory.mktemp("tiny_engine"))
+
+
+@pytest.fixture(scope="session", params=[1, 2], ids=["lpb1", "lpb2"])
+def reference_blocks_model(request, tmp_path_factory) -> Path:
+    return save_model(tmp_path_factory.mktemp(f"ref_lpb{request.param}"), reference_blocks_tiny(request.param))
