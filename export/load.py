@@ -25,6 +25,7 @@ SAFETENSORS = "diffusion_pytorch_model.safetensors"
 PICKLE = "diffusion_pytorch_model.bin"
 UNET_CLASS = "UNet2DModel"
 # Where diffusers puts the UNet and the scheduler: the folder itself, or a pipeline's subfolders.
+# (A pipeline folder's own config.json is model_index-like; its UNet lives in unet/.)
 UNET_DIRS = ("", "unet")
 SCHEDULER_DIRS = ("", "scheduler")
 
@@ -72,14 +73,11 @@ def _download(repo_id: str, allow_pickle: bool) -> Path:
 
 
 def _unet_folder(root: Path) -> Path:
-    for sub in UNET_DIRS:
+    """A pipeline folder's ``unet/`` when there is one, else the folder itself."""
+    for sub in reversed(UNET_DIRS):
         folder = root / sub if sub else root
         if (folder / CONFIG).is_file():
-            try:
-                if json.loads((folder / CONFIG).read_text()).get("_class_name") == UNET_CLASS or sub:
-                    return folder
-            except (OSError, json.JSONDecodeError):
-                return folder  # reported when the config is read
+            return folder
     raise ModelSourceError(
         f"{root} has no {CONFIG} (looked in {', '.join(str(root / d) if d else str(root) for d in UNET_DIRS)}); "
         "pass a folder written by UNet2DModel.save_pretrained or a DDPMPipeline folder"
