@@ -1,0 +1,100 @@
+"""runtime.sample refuses bad input with one line on stderr, exit code 2, and writes nothing."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def sample_cli(*args):
+    return subprocess.run([sys.executable, "-m", "runtime.sample", "--quiet", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_refused(result, *needles):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("runtime.sample: error:")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.fixture
+def engine_copy(tiny_engine, tmp_path):
+    folder = tmp_path / "engines"
+    shutil.copytree(tiny_engine.parent, folder)
+    return folder / "unet.onnx"
+
+
+def test_missing_engine(tmp_path):
+    assert_refused(sample_cli("--engine", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "o")), "does not exist", "make engine")
+    assert not (tmp_path / "o").exists()
+
+
+def test_file_that_is_not_onnx(engine_copy, tmp_path):
+    from runtime.manifest import sha256_file
+
+    engine_copy.write_bytes(b"definitely not a protobuf" * 10)
+    manifest = engine_copy.parent / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["artifacts"]["unet.onnx"]["sha256"] = sha256_file(engine_copy)  # a consistent manifest: ORT itself must refuse
+    manifest.write_text(json.dumps(data))
+    assert_refused(sample_cli("--engine", str(engine_copy), "--out", str(tmp_path / "o"), "--steps", "2"), "cannot load", "rebuild")
+    assert not (tmp_path / "o").exists()
+
+
+def test_manifest_missing(engine_copy, tmp_path):
+    (engine_copy.parent / "manifest.json").unlink()
+    assert_refused(sample_cli("--engine", str(engine_copy), "--out", str(tmp_path / "o")), "no manifest")
+
+
+def test_manifest_hash_mismatch(engine_copy, tmp_path):
+    with open(engine_copy, "ab") as f:
+        f.write(b"\0")
+    assert_refused(sample_cli("--engine", str(engine_copy), "--out", str(tmp_path / "o")), "does not match its manifest", "rebuild")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batch", "0"], "--batch"),
+    (["--batch", "-2"], "--batch"),
+    (["--batch", "two"], "--batch"),
+    (["--steps", "0"], "--steps"),
+    (["--seed", "-1"], "--seed"),
+    (["--noise", "cuda"], "--noise"),
+])
+def test_bad_arguments(tiny_engine, tmp_path, args, needle):
+    assert_refused(sample_cli("--engine", str(tiny_engine), "--out", str(tmp_path / "o"), *args), needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_steps_above_num_train_timesteps(tiny_engine, tmp_path):
+    assert_refused(sample_cli("--engine", str(tiny_engine), "--out", str(tmp_path / "o"), "--steps", "1001"), "1 to 1000")
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_path_is_a_file(tiny_engine, tmp_path):
+    target = tmp_path / "file.png"
+    target.write_bytes(b"x")
+    assert_refused(sample_cli("--engine", str(tiny_engine), "--out", str(target), "--steps", "2"), "is a file")
+    assert target.read_bytes() == b"x"
+
+
+def test_output_path_not_writable(tiny_engine):
+    # /proc refuses new files even to root, unlike a chmod-ed folder.
+    assert_refused(sample_cli("--engine", str(tiny_engine), "--out", "/proc/ddpm-out", "--steps", "2"), "cannot write", "writable")
+
+
+def test_bad_scheduler_override(tiny_engine, tmp_path):
+    cfg = tmp_path / "sched.json"
+    cfg.write_text(json.dumps({"variance_type": "learned_range"}))
+    assert_refused(
+        sample_cli("--engine", str(tiny_engine), "--out", str(tmp_path / "o"), "--scheduler-config", str(cfg)), "variance_type"
+    )
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,71 @@
+"""tiny random UNet2DModel → save_pretrained → export CLI → runtime.sample CLI == diffusers' DDPMPipeline."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from PIL import Image
+
+from tests.conftest import ROOT
+
+# ONNX Runtime and PyTorch kernels differ in the last bits and torch's vectorised randn by a few
+# ulps, so a pixel may round the other way: at most 1 on uint8, on at most 0.5 % of values.
+MAX_PIXEL_DIFF = 1
+MAX_DIFF_FRACTION = 0.005
+
+
+def diffusers_images(model_dir, batch, steps, generator):
+    pipe = DDPMPipeline(unet=UNet2DModel.from_pretrained(model_dir), scheduler=DDPMScheduler.from_pretrained(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=batch, generator=generator, num_inference_steps=steps, output_type="np").images
+    return (out * 255).round().astype(np.uint8)  # DDPMPipeline.numpy_to_pil's conversion
+
+
+def sample_cli(engine, out, *args):
+    r = subprocess.run(
+        [sys.executable, "-m", "runtime.sample", "--engine", str(engine), "--out", str(out), "--quiet", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def read_pngs(out, n):
+    return np.stack([np.array(Image.open(out / f"ddpm_{i:04d}.png")) for i in range(n)])
+
+
+def assert_images_close(ours, ref):
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype == np.uint8
+    diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
+    assert diff.max() <= MAX_PIXEL_DIFF, f"max pixel difference {diff.max()}"
+    assert (diff > 0).mean() <= MAX_DIFF_FRACTION, f"{(diff > 0).mean():.4%} of values differ"
+    return diff
+
+
+@pytest.mark.parametrize("steps", [25, 1000])
+def test_sample_cli_equals_ddpm_pipeline(tiny_model, tiny_engine, tmp_path, steps):
+    r = sample_cli(tiny_engine, tmp_path, "--batch", "2", "--steps", str(steps), "--seed", "7", "--noise", "torch")
+    assert "wrote 2 image(s)" in r.stdout and "s/step" in r.stdout
+    ours = read_pngs(tmp_path, 2)
+    ref = diffusers_images(tiny_model, 2, steps, torch.manual_seed(7))
+    diff = assert_images_close(ours, ref)
+    print(f"\n{steps} steps: max diff {diff.max()}, {(diff > 0).mean():.4%} of values differ")
+
+
+def test_per_image_seeds_equal_a_generator_list(tiny_model, tiny_engine, tmp_path):
+    sample_cli(tiny_engine, tmp_path, "--batch", "3", "--steps", "10", "--seed", "40", "--per-image-seeds", "--noise", "torch")
+    ref = diffusers_images(tiny_model, 3, 10, [torch.Generator().manual_seed(s) for s in (40, 41, 42)])
+    assert_images_close(read_pngs(tmp_path, 3), ref)
+
+
+def test_png_metadata(tiny_engine, tmp_path):
+    sample_cli(tiny_engine, tmp_path, "--steps", "3", "--seed", "5")
+    info = Image.open(tmp_path / "ddpm_0000.png").text
+    from runtime.manifest import sha256_file
+
+    assert info["seed"] == "5" and info["steps"] == "3" and info["noise"] == "numpy"
+    assert info["engine_sha256"] == sha256_file(tiny_engine)
+    assert '"_class_name": "DDPMScheduler"' in info["scheduler"]
