@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailableError, EngineError
+from .errors import EngineError
 from .manifest import Manifest, verify_artifact
 from .runners.base import Runner
 
@@ -26,6 +26,6 @@ def open_engine(path: str | Path, device: str = "auto", threads: int | None = No
         from .runners.ort import OrtRunner
 
         return OrtRunner(path, io, device=device, threads=threads), manifest, entry
-    raise BackendUnavailableError(
-        f"{path} is a TensorRT plan, which this build of the runtime cannot run yet; use the ONNX engine beside it"
-    )
+    from .runners.trt import TrtRunner
+
+    return TrtRunner(path, io, entry), manifest, entry

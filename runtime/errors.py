@@ -24,7 +24,9 @@ class SchedulerConfigError(DeployError):
 
 
 class BackendUnavailableError(DeployError):
-    """The backend an engine needs (ONNX Runtime provider, TensorRT, a GPU) is not available here."""
+    """The backend an engine needs (ONNX Runtime provider, TensorRT, a GPU) is not available here. Exit code 4."""
+
+    exit_code = 4
 
 
 class OutputError(DeployError):

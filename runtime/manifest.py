@@ -111,7 +111,9 @@ def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entr
     """Writes ``directory/manifest.json`` atomically with ``base``'s sections and ``entry`` for ``name``.
 
     Entries of other artifacts are kept only when they were built from the same model and I/O
-    declaration; otherwise they would describe files of another model and are dropped.
+    declaration, their file is still there, and (for derived artifacts, which name their ``source``)
+    the source entry still has the hash they were built from: a rebuilt FP32 model makes the old
+    FP16 model and plan stale, and the runtime then refuses them.
     """
     path = Path(directory) / MANIFEST_NAME
     artifacts: dict[str, Any] = {}
@@ -123,6 +125,14 @@ def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entr
         if old and old["model"] == base["model"] and old["io"] == base["io"]:
             artifacts = {k: v for k, v in old["artifacts"].items() if (Path(directory) / k).exists()}
     artifacts[name] = entry
+    changed = True
+    while changed:
+        changed = False
+        for key, value in list(artifacts.items()):
+            source = value.get("source")
+            if source and (source not in artifacts or artifacts[source]["sha256"] != value.get("source_sha256")):
+                del artifacts[key]
+                changed = True
     data = {"format": FORMAT_VERSION, **base, "artifacts": artifacts}
     atomic_write_json(path, data)
     return path

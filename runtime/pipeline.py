@@ -13,6 +13,7 @@ from .engine import open_engine
 from .errors import EngineError, InputError
 from .io_spec import NOISE_PRED, SAMPLE, TIMESTEP
 from .noise import NoiseSource
+from .runners.base import Runner
 from .schedulers import DDPMTable, SchedulerConfig, ddpm_step, ddpm_table
 from .schedulers.tables import check_steps
 
@@ -21,10 +22,14 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
 
 
+def to_unit_range(sample: np.ndarray) -> np.ndarray:
+    """[B,C,H,W] float in [-1, 1] → [0, 1], as diffusers' pipelines do (x / 2 + 0.5, clamped)."""
+    return np.clip(sample / np.float32(2) + np.float32(0.5), np.float32(0), np.float32(1))
+
+
 def to_uint8(sample: np.ndarray) -> np.ndarray:
-    """[B,C,H,W] float in [-1, 1] → [B,H,W,C] uint8, with diffusers' arithmetic (x/2+0.5, clamp, *255, round)."""
-    image = np.clip(sample / np.float32(2) + np.float32(0.5), np.float32(0), np.float32(1))
-    return (image.transpose(0, 2, 3, 1) * np.float32(255)).round().astype(np.uint8)
+    """[B,C,H,W] float in [-1, 1] → [B,H,W,C] uint8 with diffusers' arithmetic (then *255, round)."""
+    return (to_unit_range(sample).transpose(0, 2, 3, 1) * np.float32(255)).round().astype(np.uint8)
 
 
 def resolve_scheduler_config(manifest_config: dict[str, Any], override: str | Path | dict | SchedulerConfig | None) -> SchedulerConfig:
@@ -44,12 +49,12 @@ class Pipeline:
     ...     images = pipe(batch=2, steps=50, seed=0, noise="torch")  # uint8 [2, H, W, 3]
     """
 
-    def __init__(self, runner, manifest, entry: dict[str, Any], scheduler_config: SchedulerConfig):
+    def __init__(self, runner: Runner, scheduler_config: SchedulerConfig, engine_sha256: str | None = None):
+        """Wraps an active ``runner``; :meth:`load` is the usual way in."""
         self.runner = runner
-        self.manifest = manifest
-        self.engine_sha256 = entry["sha256"]
+        self.engine_sha256 = engine_sha256
         self.scheduler_config = scheduler_config
-        self.channels, self.height, self.width = (int(d) for d in manifest.io.sample.shape[1:])
+        self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
         self._tables: dict[int, DDPMTable] = {}
 
     @classmethod
@@ -63,7 +68,7 @@ class Pipeline:
         runner, manifest, entry = open_engine(engine, device=device, threads=threads)
         config = resolve_scheduler_config(manifest.scheduler_config, scheduler_config)
         runner.activate()
-        return cls(runner, manifest, entry, config)
+        return cls(runner, config, entry["sha256"])
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -97,7 +102,7 @@ class Pipeline:
         self.runner.check_batch(int(batch))
         return int(batch)
 
-    def sample(
+    def denoise(
         self,
         batch: int = 1,
         steps: int | None = None,
@@ -106,12 +111,7 @@ class Pipeline:
         noise: str = "numpy",
         progress: ProgressFn | None = None,
     ) -> np.ndarray:
-        """Runs the full sampling loop and returns uint8 images [batch, H, W, C].
-
-        ``seed`` seeds one generator for the whole batch (diffusers' ``generator=torch.manual_seed(seed)``
-        with ``noise="torch"``); ``seeds`` gives each image its own generator, so an image depends only on
-        its own seed. ``progress(done, total)`` is called after every step.
-        """
+        """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1])."""
         batch = self.check_batch(batch)
         table = self.table(self.default_steps if steps is None else steps)
         source = self.noise_source(batch, seed, seeds, noise)
@@ -130,6 +130,16 @@ class Pipeline:
             x = ddpm_step(table, i, eps, x, z)
             if progress is not None:
                 progress(i + 1, table.num_steps)
-        return to_uint8(x)
+        return x
+
+    def sample(self, *args, **kwargs) -> np.ndarray:
+        """Runs the full sampling loop and returns uint8 images [batch, H, W, C].
+
+        Arguments as :meth:`denoise`: ``seed`` seeds one generator for the whole batch (diffusers'
+        ``generator=torch.manual_seed(seed)`` with ``noise="torch"``); ``seeds`` gives each image its own
+        generator, so an image depends only on its own seed. ``progress(done, total)`` is called after
+        every step.
+        """
+        return to_uint8(self.denoise(*args, **kwargs))
 
     __call__ = sample

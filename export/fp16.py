@@ -1,0 +1,200 @@
+"""``python -m export.fp16``: the FP32 ONNX → a mixed-precision FP16 ONNX, accuracy-gated.
+
+Weights, convolutions and matmuls go to FP16 with onnxconverter-common's float16 converter; the
+parts that FP16 gets wrong stay FP32 through its block lists:
+
+* the timestep embedding (everything feeding Sin/Cos: ``t * freq`` at t=999 loses ~0.18 in FP16);
+* group-norm statistics (the exporter's InstanceNormalization inside each GroupNorm: variance of
+  large activations overflows FP16);
+* attention scores and softmax (the MatMul feeding Softmax, and the Softmax).
+
+Graph inputs and outputs stay FP32, so the runtime contract does not change. The gate then runs
+both models in ONNX Runtime on CPU: noise predictions over timesteps spread across the schedule,
+and a short sampling run with identical noise; it fails on NaN/Inf or a PSNR below the thresholds
+(Apple's coremltools uses 35 dB for the same purpose), and then nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import DeployError, GateError
+from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
+from runtime.manifest import sha256_file, update_artifact, verify_artifact
+from runtime.schedulers import SchedulerConfig
+
+from .onnx import ONNX_NAME, publish, tool_versions
+
+PROG = "export.fp16"
+FP16_NAME = "unet.fp16.onnx"
+FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax", "Sin", "Cos")
+# Ops between an attention MatMul and its Softmax (scaling, masking): kept FP32 with the MatMul.
+_SCORE_OPS = ("Mul", "Div", "Add", "Where")
+
+FP16_MIN_PSNR_DB = 35.0  # per noise prediction, coremltools' definition (peak = max |reference|)
+FP16_MIN_IMAGE_PSNR_DB = 35.0  # final image in [0, 1] after a short sampling run
+GATE_TIMESTEP_FRACTIONS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 1.0)
+GATE_SAMPLING_STEPS = 10
+GATE_SEED = 0
+
+log = logging.getLogger(__name__)
+
+
+def fp32_node_names(model) -> list[str]:
+    """Nodes to keep in FP32 beyond the blocked op types: the timestep embedding and attention scores."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    keep: set[str] = set()
+
+    def ancestors(node) -> None:
+        for name in node.input:
+            parent = producer.get(name)
+            if parent is not None and parent.name not in keep:
+                keep.add(parent.name)
+                ancestors(parent)
+
+    for node in model.graph.node:
+        if node.op_type in ("Sin", "Cos"):
+            ancestors(node)  # t * freq and what shapes t
+        elif node.op_type == "Softmax":
+            parent = producer.get(node.input[0])
+            while parent is not None and parent.op_type in _SCORE_OPS:
+                keep.add(parent.name)
+                parent = producer.get(parent.input[0])
+            if parent is not None and parent.op_type == "MatMul":
+                keep.add(parent.name)
+    return sorted(keep)
+
+
+def convert(model):
+    from onnxconverter_common import float16
+
+    return float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS),
+        node_block_list=fp32_node_names(model),
+        disable_shape_infer=False,
+    )
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
+    """10·log10(peak² / MSE); peak defaults to max |reference| (coremltools' definition)."""
+    reference = reference.astype(np.float64)
+    mse = float(np.mean((reference - test.astype(np.float64)) ** 2))
+    peak_sq = float(np.max(reference**2)) if peak is None else peak**2
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak_sq / mse)
+
+
+def gate_timesteps(num_train_timesteps: int) -> np.ndarray:
+    return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
+
+
+def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler: SchedulerConfig) -> dict[str, Any]:
+    """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
+    from runtime.pipeline import Pipeline, to_unit_range
+    from runtime.runners.ort import OrtRunner
+
+    runners = [OrtRunner(p, io, device="cpu") for p in (fp32_path, fp16_path)]
+    with runners[0], runners[1]:
+        ts = gate_timesteps(scheduler.num_train_timesteps)
+        x = np.random.default_rng(GATE_SEED).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
+        ref, got = (r.infer({SAMPLE: x, TIMESTEP: ts})[NOISE_PRED] for r in runners)
+        if not np.isfinite(got).all():
+            bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
+            raise GateError(f"FP16 gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
+        per_t = [
+            {"timestep": int(t), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
+            for i, t in enumerate(ts)
+        ]
+        worst = min(per_t, key=lambda r: r["psnr_db"])
+        log.info("FP16 noise prediction: worst PSNR %.1f dB at t=%d", worst["psnr_db"], worst["timestep"])
+        if worst["psnr_db"] < FP16_MIN_PSNR_DB:
+            raise GateError(
+                f"FP16 gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "
+                f"is below {FP16_MIN_PSNR_DB} dB; nothing was written. Keep more of the graph in FP32 or use the FP32 engine"
+            )
+        images = []
+        for runner in runners:
+            try:
+                images.append(to_unit_range(Pipeline(runner, scheduler).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED)))
+            except DeployError as exc:
+                raise GateError(f"FP16 gate failed during the sampling run: {exc}") from None
+        image_psnr = psnr(images[0], images[1], peak=1.0)
+        log.info("FP16 %d-step sampling run: image PSNR %.1f dB vs FP32", GATE_SAMPLING_STEPS, image_psnr)
+        if image_psnr < FP16_MIN_IMAGE_PSNR_DB:
+            raise GateError(
+                f"FP16 gate failed: a {GATE_SAMPLING_STEPS}-step sampling run gives image PSNR {image_psnr:.1f} dB vs FP32, "
+                f"below {FP16_MIN_IMAGE_PSNR_DB} dB; nothing was written"
+            )
+    return {
+        "min_psnr_db": FP16_MIN_PSNR_DB,
+        "min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB,
+        "noise_prediction": per_t,
+        "sampling": {"steps": GATE_SAMPLING_STEPS, "seed": GATE_SEED, "noise": "numpy", "image_psnr_db": image_psnr},
+    }
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import onnx
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    folder = Path(args.engines)
+    fp32_path = folder / ONNX_NAME
+    if not fp32_path.is_file():
+        raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
+    manifest, fp32_entry = verify_artifact(fp32_path)
+    scheduler = SchedulerConfig.from_dict(manifest.scheduler_config)
+    started = time.perf_counter()
+    model16 = convert(onnx.load(str(fp32_path)))
+    with tempfile.TemporaryDirectory(prefix=".fp16-", dir=folder) as work:
+        tmp = Path(work) / FP16_NAME
+        onnx.save(model16, str(tmp))
+        onnx.checker.check_model(str(tmp))
+        gate = fp16_gate(fp32_path, tmp, manifest.io, scheduler)
+        entry = {
+            "kind": "onnx",
+            "precision": "fp16-mixed",
+            "sha256": sha256_file(tmp),
+            "bytes": tmp.stat().st_size,
+            "source": ONNX_NAME,
+            "source_sha256": fp32_entry["sha256"],
+            "fp32_ops": list(FP32_OPS),
+            "fp32_nodes": len(fp32_node_names(onnx.load(str(fp32_path), load_external_data=False))),
+            "gate": gate,
+            "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
+        }
+        publish(tmp, folder / FP16_NAME)
+    base = {k: manifest.data[k] for k in ("model", "scheduler_config", "io")}
+    update_artifact(folder, base, FP16_NAME, entry)
+    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
+    print(
+        f"wrote {folder / FP16_NAME} ({entry['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
+        f"noise prediction PSNR >= {worst:.1f} dB, {GATE_SAMPLING_STEPS}-step image PSNR "
+        f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32"
+    )
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,129 @@
+"""``python -m export.trt``: the FP16 ONNX → a TensorRT engine (``unet.plan``) with a batch profile.
+
+The network is strongly typed (TensorRT >= 10.12; TensorRT 11 has no FP16 builder flag): precision
+follows the ONNX graph's types, so FP16 comes from ``unet.fp16.onnx`` and the parts it keeps in
+FP32 stay FP32. One optimization profile covers the batch (min/opt/max) and is applied to every
+input with a batch axis, from the same I/O declaration the ONNX export used. A timing cache is
+reused across builds. The plan is written atomically and recorded in the manifest with the
+TensorRT version, GPU name and compute capability, profile, precision and sha256.
+
+Exits 4 with a message when TensorRT or a GPU is missing; the ONNX models run on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from runtime.atomic import atomic_path, atomic_write_bytes
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import DeployError
+from runtime.io_spec import BatchProfile, UNetIO
+from runtime.manifest import sha256_file, update_artifact, verify_artifact
+from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
+
+from .fp16 import FP16_NAME
+
+PROG = "export.trt"
+PLAN_NAME = "unet.plan"
+TIMING_CACHE_NAME = "timing.cache"
+MIN_TENSORRT = (10, 12)
+
+log = logging.getLogger(__name__)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def set_profile(builder, config, io: UNetIO, profile: BatchProfile) -> None:
+    """One optimization profile: min/opt/max batch for every input that has a batch axis."""
+    opt_profile = builder.create_optimization_profile()
+    for spec in io.inputs:
+        opt_profile.set_shape(spec.name, spec.concrete(profile.min), spec.concrete(profile.opt), spec.concrete(profile.max))
+    config.add_optimization_profile(opt_profile)
+
+
+def build_plan(onnx_path: Path, io: UNetIO, profile: BatchProfile, workspace_gib: float, opt_level: int, cache_path: Path) -> bytes:
+    trt = import_tensorrt()
+    if _version_tuple(trt.__version__) < MIN_TENSORRT:
+        raise DeployError(f"TensorRT {trt.__version__} is too old: strongly typed FP16 builds need >= 10.12")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise DeployError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 1024**3))
+    config.builder_optimization_level = opt_level
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    set_profile(builder, config, io, profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise DeployError("TensorRT failed to build the engine (see the TensorRT log above)")
+    atomic_write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+def build_parser() -> ArgumentParser:
+    defaults = BatchProfile()
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="engines", help=f"folder with {FP16_NAME} and manifest.json (default engines/)")
+    p.add_argument("--min-batch", type=int, default=defaults.min)
+    p.add_argument("--opt-batch", type=int, default=defaults.opt)
+    p.add_argument("--max-batch", type=int, default=defaults.max)
+    p.add_argument("--workspace-gib", type=float, default=8.0, help="builder workspace limit (default 8 GiB)")
+    p.add_argument("--opt-level", type=int, choices=range(0, 6), default=3, help="builder optimization level 0-5 (default 3)")
+    p.add_argument("--timing-cache", default=None, help=f"timing cache file (default ENGINES/{TIMING_CACHE_NAME})")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    folder = Path(args.engines)
+    onnx_path = folder / FP16_NAME
+    if not onnx_path.is_file():
+        raise DeployError(f"{onnx_path} does not exist; run `python -m export.fp16 --engines {folder}` first")
+    manifest, source_entry = verify_artifact(onnx_path)
+    trt = import_tensorrt()  # before any work: exit 4 with a clear message where TensorRT is missing
+    facts = gpu_facts(import_cudart())
+    started = time.perf_counter()
+    plan = build_plan(
+        onnx_path, manifest.io, profile, args.workspace_gib, args.opt_level,
+        Path(args.timing_cache) if args.timing_cache else folder / TIMING_CACHE_NAME,
+    )
+    with atomic_path(folder / PLAN_NAME) as tmp:
+        tmp.write_bytes(plan)
+        entry = {
+            "kind": "tensorrt",
+            "precision": "fp16-mixed (strongly typed from unet.fp16.onnx)",
+            "sha256": sha256_file(tmp),
+            "bytes": len(plan),
+            "source": FP16_NAME,
+            "source_sha256": source_entry["sha256"],
+            "profile": profile.to_dict(),
+            "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
+        }
+    base = {k: manifest.data[k] for k in ("model", "scheduler_config", "io")}
+    update_artifact(folder, base, PLAN_NAME, entry)
+    print(f"wrote {folder / PLAN_NAME} ({len(plan) / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()
