@@ -30,7 +30,7 @@ from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
 from runtime.manifest import sha256_file, update_artifact, verify_artifact
-from runtime.schedulers import SchedulerConfig
+from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
 from .onnx import ONNX_NAME, publish, tool_versions
 
@@ -98,13 +98,14 @@ def gate_timesteps(num_train_timesteps: int) -> np.ndarray:
     return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
 
 
-def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler: SchedulerConfig) -> dict[str, Any]:
+def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
     from runtime.pipeline import Pipeline, to_unit_range
     from runtime.runners.ort import OrtRunner
 
     runners = [OrtRunner(p, io, device="cpu") for p in (fp32_path, fp16_path)]
     with runners[0], runners[1]:
+        scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
         ts = gate_timesteps(scheduler.num_train_timesteps)
         x = np.random.default_rng(GATE_SEED).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
         ref, got = (r.infer({SAMPLE: x, TIMESTEP: ts})[NOISE_PRED] for r in runners)
@@ -125,7 +126,7 @@ def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler: Scheduler
         images = []
         for runner in runners:
             try:
-                images.append(to_unit_range(Pipeline(runner, scheduler).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED)))
+                images.append(to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED)))
             except DeployError as exc:
                 raise GateError(f"FP16 gate failed during the sampling run: {exc}") from None
         image_psnr = psnr(images[0], images[1], peak=1.0)
@@ -160,14 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     if not fp32_path.is_file():
         raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
     manifest, fp32_entry = verify_artifact(fp32_path)
-    scheduler = SchedulerConfig.from_dict(manifest.scheduler_config)
     started = time.perf_counter()
     model16 = convert(onnx.load(str(fp32_path)))
     with tempfile.TemporaryDirectory(prefix=".fp16-", dir=folder) as work:
         tmp = Path(work) / FP16_NAME
         onnx.save(model16, str(tmp))
         onnx.checker.check_model(str(tmp))
-        gate = fp16_gate(fp32_path, tmp, manifest.io, scheduler)
+        gate = fp16_gate(fp32_path, tmp, manifest.io, manifest.scheduler_config)
         entry = {
             "kind": "onnx",
             "precision": "fp16-mixed",

@@ -25,7 +25,7 @@ from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import UNetIO
 from runtime.manifest import sha256_file, update_artifact
-from runtime.schedulers.config import SchedulerConfig
+from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
 from . import load
 from .parity import FP32_PARITY_ATOL, check_parity
@@ -127,7 +127,7 @@ def scheduler_config_for(model: load.ModelSource, override: str | None) -> dict[
         log.warning("%s ships no %s; recording diffusers' DDPMScheduler defaults", model.source, load.SCHEDULER_CONFIG)
         raw = dict(DEFAULT_SCHEDULER)
     try:
-        SchedulerConfig.from_dict(raw)  # refuse now what the runtime could not sample
+        SchedulerConfig.from_dict(raw, scheduler_name_for(raw))  # refuse now what the runtime could not sample
     except SchedulerConfigError as exc:
         raise SchedulerConfigError(f"the model's scheduler config cannot be sampled: {exc}") from None
     return raw
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DeployError(f"--out {out} is a file; pass a folder")
     model = load.resolve(args.model, allow_pickle=args.allow_pickle)
     scheduler_raw = scheduler_config_for(model, args.scheduler_config)
-    num_train_timesteps = SchedulerConfig.from_dict(scheduler_raw).num_train_timesteps
+    num_train_timesteps = SchedulerConfig.from_dict(scheduler_raw, scheduler_name_for(scheduler_raw)).num_train_timesteps
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

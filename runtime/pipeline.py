@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from .errors import EngineError, InputError
 from .io_spec import NOISE_PRED, SAMPLE, TIMESTEP
 from .noise import NoiseSource
 from .runners.base import Runner
-from .schedulers import DDPMTable, SchedulerConfig, ddpm_step, ddpm_table
-from .schedulers.tables import check_steps
+from .schedulers import Sampler, build_table, scheduler_name_for
+from .schedulers.config import read_config_file
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,13 @@ def to_uint8(sample: np.ndarray) -> np.ndarray:
     return (to_unit_range(sample).transpose(0, 2, 3, 1) * np.float32(255)).round().astype(np.uint8)
 
 
-def resolve_scheduler_config(manifest_config: dict[str, Any], override: str | Path | dict | SchedulerConfig | None) -> SchedulerConfig:
+def resolve_scheduler_config(manifest_config: dict[str, Any], override: str | Path | dict | None) -> dict[str, Any]:
+    """The diffusers scheduler config to sample with: the manifest's, or the override (a dict or a file)."""
     if override is None:
-        return SchedulerConfig.from_dict(manifest_config)
-    if isinstance(override, SchedulerConfig):
-        return override
+        return dict(manifest_config)
     if isinstance(override, dict):
-        return SchedulerConfig.from_dict(override)
-    return SchedulerConfig.from_file(override)
+        return dict(override)
+    return read_config_file(override)
 
 
 class Pipeline:
@@ -49,26 +49,34 @@ class Pipeline:
     ...     images = pipe(batch=2, steps=50, seed=0, noise="torch")  # uint8 [2, H, W, 3]
     """
 
-    def __init__(self, runner: Runner, scheduler_config: SchedulerConfig, engine_sha256: str | None = None):
-        """Wraps an active ``runner``; :meth:`load` is the usual way in."""
+    def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None):
+        """Wraps an active ``runner``; :meth:`load` is the usual way in.
+
+        ``scheduler_config`` is a diffusers scheduler config dict (any scheduler's keys); each
+        sampler takes from it what diffusers' ``from_config`` would.
+        """
         self.runner = runner
         self.engine_sha256 = engine_sha256
-        self.scheduler_config = scheduler_config
+        self.scheduler_config = dict(scheduler_config)
+        self.default_scheduler = scheduler_name_for(self.scheduler_config)
+        build_table(self.default_scheduler, self.scheduler_config, 1)  # refuse an unusable config now
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
-        self._tables: dict[int, DDPMTable] = {}
+        self._tables: dict[tuple, tuple[Sampler, Any]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def load(
         cls,
         engine: str | Path,
-        scheduler_config: str | Path | dict | SchedulerConfig | None = None,
+        scheduler_config: str | Path | dict | None = None,
         device: str = "auto",
         threads: int | None = None,
     ) -> "Pipeline":
         runner, manifest, entry = open_engine(engine, device=device, threads=threads)
         config = resolve_scheduler_config(manifest.scheduler_config, scheduler_config)
+        pipe = cls(runner, config, entry["sha256"])  # validates before the engine is loaded
         runner.activate()
-        return cls(runner, config, entry["sha256"])
+        return pipe
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -79,15 +87,13 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def default_steps(self) -> int:
-        return self.scheduler_config.num_train_timesteps
-
-    def table(self, steps: int) -> DDPMTable:
-        steps = check_steps(steps, self.scheduler_config.num_train_timesteps)
-        if steps not in self._tables:
-            self._tables[steps] = ddpm_table(self.scheduler_config, steps)
-        return self._tables[steps]
+    def table(self, scheduler: str | None = None, steps: int | None = None, eta: float = 0.0):
+        """(sampler, table) for a scheduler name, step count (None: the sampler's default) and eta; cached."""
+        key = (scheduler or self.default_scheduler, steps, eta)
+        with self._lock:
+            if key not in self._tables:
+                self._tables[key] = build_table(key[0], self.scheduler_config, steps, eta)
+            return self._tables[key]
 
     def noise_source(self, batch: int, seed: int | None, seeds: Sequence[int] | None, noise: str) -> NoiseSource:
         if seeds is not None:
@@ -110,14 +116,21 @@ class Pipeline:
         seeds: Sequence[int] | None = None,
         noise: str = "numpy",
         progress: ProgressFn | None = None,
+        scheduler: str | None = None,
+        eta: float = 0.0,
     ) -> np.ndarray:
-        """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1])."""
+        """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1]).
+
+        ``scheduler``: ddpm, ddim or dpmpp-2m (default: the one the scheduler config was written for);
+        ``steps``: default the sampler's own (1000 / 50 / 25); ``eta``: DDIM's noise scale.
+        """
         batch = self.check_batch(batch)
-        table = self.table(self.default_steps if steps is None else steps)
+        sampler, table = self.table(scheduler, steps, eta)
         source = self.noise_source(batch, seed, seeds, noise)
         shape = (batch, self.channels, self.height, self.width)
         x = source.draw(shape)
         t = np.empty(batch, dtype=np.float32)
+        state = None
         for i in range(table.num_steps):
             t.fill(table.timesteps[i])
             eps = self.runner.infer({SAMPLE: x, TIMESTEP: t})[NOISE_PRED]
@@ -127,7 +140,7 @@ class Pipeline:
                     "no image was written. Check the engine against the FP32 ONNX model (rebuild with `make engine`)"
                 )
             z = source.draw(shape) if table.needs_noise(i) else None
-            x = ddpm_step(table, i, eps, x, z)
+            x, state = sampler.step(table, i, eps, x, z, state)
             if progress is not None:
                 progress(i + 1, table.num_steps)
         return x

@@ -15,6 +15,7 @@ from .cli import ArgumentParser, run, setup_logging
 from .errors import InputError
 from .images import make_output_dir, prepare_output_dir, write_png
 from .noise import MAX_SEED, NOISE_KINDS
+from .schedulers import SCHEDULERS
 from .pipeline import Pipeline
 
 PROG = "runtime.sample"
@@ -35,11 +36,30 @@ def _int_in(lo: int, hi: int | None = None):
     return parse
 
 
+def _eta(text: str) -> float:
+    value = float(text)  # ValueError → argparse's one-line error
+    if not 0 <= value < float("inf"):
+        raise ValueError
+    return value
+
+
+_eta.__name__ = "number >= 0"
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--engine", required=True, help="engines/unet.onnx (or .plan); its manifest.json must sit beside it")
     p.add_argument("--batch", type=_int_in(1), default=1, help="images to sample in one batch (default 1)")
-    p.add_argument("--steps", type=_int_in(1), default=None, help="inference steps (default: num_train_timesteps)")
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=None,
+        help="sampler (default: the scheduler config's own, DDPM for the reference model)",
+    )
+    p.add_argument(
+        "--steps", type=_int_in(1), default=None, help="inference steps (default: ddpm 1000, ddim 50, dpmpp-2m 25)"
+    )
+    p.add_argument("--eta", type=_eta, default=0.0, help="DDIM noise scale, >= 0 (default 0: deterministic)")
     p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed (default 0)")
     p.add_argument(
         "--per-image-seeds",
@@ -70,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if seeds and seeds[-1] > MAX_SEED:
         raise InputError(f"--seed {args.seed} with --per-image-seeds needs seeds up to {seeds[-1]}, above {MAX_SEED}")
     with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads) as pipe:
-        steps = args.steps if args.steps is not None else pipe.default_steps
-        table = pipe.table(steps)  # validates steps before any work
+        _, table = pipe.table(args.scheduler, args.steps, args.eta)  # validates before any work
         pipe.check_batch(args.batch)
         make_output_dir(out)
         bar = tqdm(total=table.num_steps, desc="sampling", unit="step", file=sys.stderr, disable=args.quiet)
@@ -79,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             images = pipe.sample(
                 batch=args.batch,
-                steps=steps,
+                steps=args.steps,
+                scheduler=args.scheduler,
+                eta=args.eta,
                 seed=args.seed,
                 seeds=seeds,
                 noise=args.noise,
@@ -88,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bar.close()
         elapsed = time.perf_counter() - started
-        scheduler = json.dumps({"_class_name": "DDPMScheduler", **pipe.scheduler_config.to_dict()}, sort_keys=True)
+        scheduler = json.dumps({**table.config.to_dict(), "eta": args.eta}, sort_keys=True)
         paths = []
         for i, image in enumerate(images):
             path = out / f"{args.prefix}{i:04d}.png"
@@ -110,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(path)
     print(
         f"wrote {len(paths)} image(s) to {out}/ in {elapsed:.2f} s "
-        f"({elapsed / table.num_steps:.4f} s/step, {table.num_steps} steps, batch {args.batch})"
+        f"({elapsed / table.num_steps:.4f} s/step, {table.num_steps} {table.config.scheduler} steps, batch {args.batch})"
     )
     return 0
 

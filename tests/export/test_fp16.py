@@ -12,7 +12,6 @@ from export.fp16 import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, FP16_NAME, fp1
 from runtime import Pipeline
 from runtime.errors import GateError
 from runtime.manifest import read_manifest, sha256_file
-from runtime.schedulers import SchedulerConfig
 from tests.conftest import export_engine
 
 FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -87,7 +86,7 @@ def test_gate_fails_on_a_broken_fp16_model(fp16_engines, tmp_path):
     onnx.save(model, str(broken))
     manifest = read_manifest(fp16_engines / "manifest.json")
     with pytest.raises(GateError, match="FP16 gate failed"):
-        fp16_gate(fp16_engines / "unet.onnx", broken, manifest.io, SchedulerConfig.from_dict(manifest.scheduler_config))
+        fp16_gate(fp16_engines / "unet.onnx", broken, manifest.io, manifest.scheduler_config)
 
 
 def test_rebuilt_fp32_model_makes_the_fp16_entry_stale(fp16_engines, tmp_path):

@@ -1,0 +1,101 @@
+"""DDIM sampling as data plus a pure step function, equal to diffusers' ``DDIMScheduler``.
+
+Timesteps are spaced as DDPM spaces them. The previous timestep is the next entry of the timestep
+table. diffusers instead computes it by a stride, ``t - num_train_timesteps // steps``, which is the
+same thing for ``leading`` spacing (and ``trailing`` when the step count divides
+``num_train_timesteps``) but lands between table entries for ``linspace`` spacing (and uneven
+``trailing``): there diffusers steps to timesteps it never evaluates the model at. This is the one
+place we deliberately differ from diffusers; ``tests/runtime/test_ddim.py`` shows both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .config import SchedulerConfig
+from .ddpm import predict_original
+from .tables import alphas_cumprod, timesteps
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class DDIMTable:
+    config: SchedulerConfig
+    eta: float
+    use_clipped_model_output: bool
+    timesteps: np.ndarray  # int64 [K]
+    prev_timesteps: np.ndarray  # int64 [K], -1 after the last step (final alpha)
+    sqrt_alpha_prod: np.ndarray  # float32 [K]
+    sqrt_beta_prod: np.ndarray
+    sqrt_alpha_prod_prev: np.ndarray
+    direction_coeff: np.ndarray  # sqrt(1 - alpha_prev - std²)
+    noise_std: np.ndarray  # eta * sqrt(variance)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def needs_noise(self, i: int) -> bool:
+        """diffusers draws noise at every step when eta > 0 (even where the variance is 0)."""
+        return self.eta > 0
+
+
+def check_eta(eta) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not 0 <= float(eta) < np.inf:
+        raise InputError(f"eta must be a number >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {eta!r}")
+    return float(eta)
+
+
+def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0, use_clipped_model_output: bool = False) -> DDIMTable:
+    eta = check_eta(eta)
+    ts = timesteps(config, num_inference_steps)
+    prev = np.append(ts[1:], -1).astype(np.int64)
+    ac = alphas_cumprod(config)
+    final = F32(1.0) if config.set_alpha_to_one else ac[0]
+    a = ac[ts]
+    a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final).astype(F32)
+    one = F32(1.0)
+    beta_prod = one - a
+    variance = (one - a_prev) / beta_prod * (one - a / a_prev)
+    std = (F32(eta) * np.sqrt(variance)).astype(F32)
+    as32 = lambda x: np.ascontiguousarray(x, dtype=F32)  # noqa: E731
+    return DDIMTable(
+        config=config,
+        eta=eta,
+        use_clipped_model_output=use_clipped_model_output,
+        timesteps=ts,
+        prev_timesteps=prev,
+        sqrt_alpha_prod=as32(np.sqrt(a)),
+        sqrt_beta_prod=as32(np.sqrt(beta_prod)),
+        sqrt_alpha_prod_prev=as32(np.sqrt(a_prev)),
+        direction_coeff=as32(np.sqrt(np.maximum(one - a_prev - std * std, F32(0)))),
+        noise_std=as32(std),
+    )
+
+
+def ddim_step(table: DDIMTable, i: int, model_output: np.ndarray, sample: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+    """One DDIM step from ``table.timesteps[i]`` to ``table.prev_timesteps[i]``. Pure."""
+    cfg = table.config
+    sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
+    x0 = predict_original(cfg.prediction_type, model_output, sample, sa, sb)
+    if cfg.prediction_type == "epsilon":
+        eps = model_output
+    elif cfg.prediction_type == "sample":
+        eps = (sample - sa * x0) / sb
+    else:  # v_prediction
+        eps = sa * model_output + sb * sample
+    if cfg.clip_sample:
+        r = F32(cfg.clip_sample_range)
+        x0 = np.clip(x0, -r, r)
+    if table.use_clipped_model_output:
+        eps = (sample - sa * x0) / sb
+    prev = table.sqrt_alpha_prod_prev[i] * x0 + table.direction_coeff[i] * eps
+    if table.needs_noise(i):
+        if noise is None:
+            raise ValueError(f"step {i} needs noise (eta > 0)")
+        prev = prev + table.noise_std[i] * noise
+    return prev

@@ -1,0 +1,115 @@
+"""DPM-Solver++ 2M as data plus a pure step function, equal to diffusers' ``DPMSolverMultistepScheduler``
+with its defaults (algorithm_type dpmsolver++, solver_order 2, midpoint, lower_order_final, final
+sigma zero).
+
+The multistep solver needs the previous step's data prediction; :func:`dpmpp_step` takes it as an
+argument and returns the new one, so the step stays a pure function. Step 0 and the last step are
+first order (the last because the final sigma is zero), the others second order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .config import SchedulerConfig
+from .ddpm import predict_original
+from .tables import alphas_cumprod, check_steps
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class DPMTable:
+    config: SchedulerConfig
+    timesteps: np.ndarray  # int64 [K]
+    alpha: np.ndarray  # float32 [K]: alpha_t of each step's own sigma (for the data prediction)
+    sigma: np.ndarray  # float32 [K]
+    second_order: np.ndarray  # bool [K]
+    sample_coeff: np.ndarray  # float32 [K]: sigma_next / sigma
+    x0_coeff: np.ndarray  # float32 [K]: alpha_next * (exp(-h) - 1)
+    half_x0_coeff: np.ndarray  # float32 [K]: 0.5 * x0_coeff
+    inv_r: np.ndarray  # float32 [K]: h / h_prev (1 / r0), 0 where first order
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def needs_noise(self, i: int) -> bool:
+        return False
+
+
+def dpm_timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
+    """``DPMSolverMultistepScheduler.set_timesteps``: K+1 points, the last dropped."""
+    n_train = config.num_train_timesteps
+    k = check_steps(num_inference_steps, n_train)
+    if config.timestep_spacing == "linspace":
+        ts = np.linspace(0, n_train - 1, k + 1).round()[::-1][:-1].astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        ts = (np.arange(0, k + 1) * (n_train // (k + 1))).round()[::-1][:-1].astype(np.int64) + config.steps_offset
+    else:  # trailing
+        ts = np.arange(n_train, 0, -n_train / k).round().astype(np.int64) - 1
+    if len(np.unique(ts)) != len(ts) or ts.max() >= n_train:
+        most = max(j for j in range(1, n_train + 1) if _distinct(config, j)) if n_train <= 4096 else "fewer"
+        raise InputError(
+            f"dpmpp-2m with {k} steps and timestep_spacing={config.timestep_spacing!r} repeats timesteps "
+            f"(the solver would divide by zero); use at most {most} steps"
+        )
+    return np.ascontiguousarray(ts)
+
+
+def _distinct(config: SchedulerConfig, k: int) -> bool:
+    try:
+        dpm_timesteps(config, k)
+    except InputError:
+        return False
+    return True
+
+
+def dpmpp_table(config: SchedulerConfig, num_inference_steps: int) -> DPMTable:
+    ts = dpm_timesteps(config, num_inference_steps)
+    ac = alphas_cumprod(config)
+    one = F32(1.0)
+    sigmas = np.append(np.sqrt((one - ac) / ac)[ts], F32(0.0)).astype(F32)
+    alpha = (one / np.sqrt(sigmas * sigmas + one)).astype(F32)
+    sigma = (sigmas * alpha).astype(F32)
+    with np.errstate(divide="ignore"):
+        lam = (np.log(alpha) - np.log(sigma)).astype(F32)  # +inf at the final sigma 0
+    k = len(ts)
+    h = lam[1:] - lam[:-1]
+    x0_coeff = (alpha[1:] * (np.exp(-h) - one)).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sample_coeff = (sigma[1:] / sigma[:-1]).astype(F32)
+    second = np.zeros(k, dtype=bool)
+    second[1 : k - 1] = True  # first order at the first step and (final sigma zero) the last
+    inv_r = np.zeros(k, dtype=F32)
+    if k > 2:
+        r = (lam[1 : k - 1] - lam[0 : k - 2]) / h[1 : k - 1]
+        inv_r[1 : k - 1] = one / r
+    return DPMTable(
+        config=config,
+        timesteps=ts,
+        alpha=alpha[:k],
+        sigma=sigma[:k],
+        second_order=second,
+        sample_coeff=sample_coeff,
+        x0_coeff=x0_coeff,
+        half_x0_coeff=(F32(0.5) * x0_coeff).astype(F32),
+        inv_r=inv_r,
+    )
+
+
+def dpmpp_step(
+    table: DPMTable, i: int, model_output: np.ndarray, sample: np.ndarray, prev_x0: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One DPM-Solver++ 2M step. Returns (next sample, this step's data prediction for the next step)."""
+    x0 = predict_original(table.config.prediction_type, model_output, sample, table.alpha[i], table.sigma[i])
+    x = table.sample_coeff[i] * sample - table.x0_coeff[i] * x0
+    if table.second_order[i]:
+        if prev_x0 is None:
+            raise ValueError(f"step {i} is second order and needs the previous data prediction")
+        d1 = table.inv_r[i] * (x0 - prev_x0)
+        x = x - table.half_x0_coeff[i] * d1
+    return x, x0
