@@ -30,3 +30,14 @@ def tiny_engine(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session", params=[1, 2], ids=["lpb1", "lpb2"])
 def reference_blocks_model(request, tmp_path_factory) -> Path:
     return save_model(tmp_path_factory.mktemp(f"ref_lpb{request.param}"), reference_blocks_tiny(request.param))
+
+
+@pytest.fixture(scope="session")
+def calm_tiny_model(tmp_path_factory) -> Path:
+    """TINY_CONFIG with its output convolution scaled by 0.1 (see tests.models.save_model)."""
+    return save_model(tmp_path_factory.mktemp("calm_tiny_model"), TINY_CONFIG, output_scale=0.1)
+
+
+@pytest.fixture(scope="session")
+def calm_tiny_engine(calm_tiny_model, tmp_path_factory) -> Path:
+    return export_engine(calm_tiny_model, tmp_path_factory.mktemp("calm_tiny_engine"))

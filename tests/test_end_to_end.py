@@ -17,11 +17,13 @@ MAX_PIXEL_DIFF = 1
 MAX_DIFF_FRACTION = 0.005
 
 
-def diffusers_images(model_dir, batch, steps, generator):
-    pipe = DDPMPipeline(unet=UNet2DModel.from_pretrained(model_dir), scheduler=DDPMScheduler.from_pretrained(model_dir))
+def diffusers_images(model_dir, batch, steps, generator, pipeline=DDPMPipeline, scheduler_class=DDPMScheduler, **kwargs):
+    """A diffusers pipeline's images, the scheduler converted from the model's config as users do."""
+    scheduler = scheduler_class.from_config(DDPMScheduler.from_pretrained(model_dir).config)
+    pipe = pipeline(unet=UNet2DModel.from_pretrained(model_dir), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(batch_size=batch, generator=generator, num_inference_steps=steps, output_type="np").images
-    return (out * 255).round().astype(np.uint8)  # DDPMPipeline.numpy_to_pil's conversion
+    out = pipe(batch_size=batch, generator=generator, num_inference_steps=steps, output_type="np", **kwargs).images
+    return (out * 255).round().astype(np.uint8)  # the pipelines' numpy_to_pil conversion
 
 
 def sample_cli(engine, out, *args):
@@ -69,3 +71,32 @@ def test_png_metadata(tiny_engine, tmp_path):
     assert info["seed"] == "5" and info["steps"] == "3" and info["noise"] == "numpy"
     assert info["engine_sha256"] == sha256_file(tiny_engine)
     assert '"_class_name": "DDPMScheduler"' in info["scheduler"]
+
+
+# DDIM (eta 0) and DPM-Solver++ are deterministic maps that a random UNet makes chaotic; they are
+# compared on the calm tiny model (output convolution scaled by 0.1, see tests.models.save_model).
+
+
+def test_ddim_equals_ddim_pipeline(calm_tiny_model, calm_tiny_engine, tmp_path):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    sample_cli(calm_tiny_engine, tmp_path, "--scheduler", "ddim", "--eta", "0", "--batch", "2", "--steps", "20", "--seed", "3",
+               "--noise", "torch")
+    ref = diffusers_images(calm_tiny_model, 2, 20, torch.manual_seed(3), DDIMPipeline, DDIMScheduler, eta=0.0)
+    assert_images_close(read_pngs(tmp_path, 2), ref)
+
+
+def test_ddim_with_eta_equals_ddim_pipeline(calm_tiny_model, calm_tiny_engine, tmp_path):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    sample_cli(calm_tiny_engine, tmp_path, "--scheduler", "ddim", "--eta", "0.5", "--steps", "10", "--seed", "4", "--noise", "torch")
+    ref = diffusers_images(calm_tiny_model, 1, 10, torch.manual_seed(4), DDIMPipeline, DDIMScheduler, eta=0.5)
+    assert_images_close(read_pngs(tmp_path, 1), ref)
+
+
+def test_dpmpp_2m_equals_diffusers(calm_tiny_model, calm_tiny_engine, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler
+
+    sample_cli(calm_tiny_engine, tmp_path, "--scheduler", "dpmpp-2m", "--batch", "2", "--steps", "15", "--seed", "5", "--noise", "torch")
+    ref = diffusers_images(calm_tiny_model, 2, 15, torch.manual_seed(5), DDPMPipeline, DPMSolverMultistepScheduler)
+    assert_images_close(read_pngs(tmp_path, 2), ref)

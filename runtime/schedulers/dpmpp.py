@@ -41,31 +41,31 @@ class DPMTable:
         return False
 
 
-def dpm_timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
+def _spaced(config: SchedulerConfig, k: int) -> np.ndarray:
     """``DPMSolverMultistepScheduler.set_timesteps``: K+1 points, the last dropped."""
     n_train = config.num_train_timesteps
-    k = check_steps(num_inference_steps, n_train)
     if config.timestep_spacing == "linspace":
-        ts = np.linspace(0, n_train - 1, k + 1).round()[::-1][:-1].astype(np.int64)
-    elif config.timestep_spacing == "leading":
-        ts = (np.arange(0, k + 1) * (n_train // (k + 1))).round()[::-1][:-1].astype(np.int64) + config.steps_offset
-    else:  # trailing
-        ts = np.arange(n_train, 0, -n_train / k).round().astype(np.int64) - 1
-    if len(np.unique(ts)) != len(ts) or ts.max() >= n_train:
-        most = max(j for j in range(1, n_train + 1) if _distinct(config, j)) if n_train <= 4096 else "fewer"
+        return np.linspace(0, n_train - 1, k + 1).round()[::-1][:-1].astype(np.int64)
+    if config.timestep_spacing == "leading":
+        return (np.arange(0, k + 1) * (n_train // (k + 1))).round()[::-1][:-1].astype(np.int64) + config.steps_offset
+    return np.arange(n_train, 0, -n_train / k).round().astype(np.int64) - 1  # trailing
+
+
+def _usable(config: SchedulerConfig, ts: np.ndarray) -> bool:
+    return len(np.unique(ts)) == len(ts) and 0 <= ts.min() and ts.max() < config.num_train_timesteps
+
+
+def dpm_timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
+    """Descending int64 timesteps; refused where they repeat (the solver would divide by zero)."""
+    k = check_steps(num_inference_steps, config.num_train_timesteps)
+    ts = _spaced(config, k)
+    if not _usable(config, ts):
+        most = max((j for j in range(1, k) if _usable(config, _spaced(config, j))), default=0)
         raise InputError(
-            f"dpmpp-2m with {k} steps and timestep_spacing={config.timestep_spacing!r} repeats timesteps "
-            f"(the solver would divide by zero); use at most {most} steps"
+            f"dpmpp-2m with {k} steps and timestep_spacing={config.timestep_spacing!r} repeats or leaves the "
+            f"timestep range (the solver would divide by zero); use at most {most} steps"
         )
     return np.ascontiguousarray(ts)
-
-
-def _distinct(config: SchedulerConfig, k: int) -> bool:
-    try:
-        dpm_timesteps(config, k)
-    except InputError:
-        return False
-    return True
 
 
 def dpmpp_table(config: SchedulerConfig, num_inference_steps: int) -> DPMTable:
