@@ -17,7 +17,9 @@ MAX_BATCH ?= 16
 # torch 2.13.0 (CPU build) lies in /opt/wheels on our machines; elsewhere pip takes it from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: help install dev engine sample test test-full clean
+MODE    ?= quick
+
+.PHONY: help install dev engine sample test test-full bench clean
 
 help:
 	@echo "make install    runtime only (numpy, onnxruntime, Pillow, tqdm) into $(VENV)"
@@ -26,6 +28,7 @@ help:
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
+	@echo "make bench      MODE=quick (tiny model, ~1 min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +41,10 @@ $(VENV)/.runtime: pyproject.toml | $(PY)
 $(VENV)/.dev: pyproject.toml | $(PY)
 	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test]'
 	touch $@ $(VENV)/.runtime
+
+$(VENV)/.bench: $(VENV)/.dev
+	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test,bench]'
+	touch $@
 
 install: $(VENV)/.runtime
 dev: $(VENV)/.dev
@@ -57,6 +64,9 @@ test: $(VENV)/.dev
 
 test-full: $(VENV)/.dev
 	$(PY) -m pytest -m '' -s
+
+bench: $(VENV)/.bench
+	$(PY) -m bench --mode $(MODE)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

@@ -32,7 +32,7 @@ from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
 from runtime.manifest import sha256_file, update_artifact, verify_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
-from .onnx import ONNX_NAME, publish, tool_versions
+from .onnx import ONNX_NAME, publish, remove_leftovers, tool_versions
 
 PROG = "export.fp16"
 FP16_NAME = "unet.fp16.onnx"
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if not fp32_path.is_file():
         raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
     manifest, fp32_entry = verify_artifact(fp32_path)
+    remove_leftovers(folder)
     started = time.perf_counter()
     model16 = convert(onnx.load(str(fp32_path)))
     with tempfile.TemporaryDirectory(prefix=".fp16-", dir=folder) as work:

@@ -18,7 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
@@ -99,6 +98,15 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
     return external
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Temporary files and folders of builds that were killed (one build per folder at a time)."""
+    for path in [*folder.glob(".export-*"), *folder.glob(".fp16-*"), *folder.glob(".*.tmp")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def publish(src: Path, dst: Path) -> None:
     """Moves a finished file into place atomically (same filesystem), durable before the rename."""
     with open(src, "rb+") as f:
@@ -150,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeployError(f"cannot create {out} ({exc.strerror}); pass a writable folder for --out") from None
+    remove_leftovers(out)
 
     started = time.perf_counter()
     unet = load.load_unet(model)

@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .errors import EngineError
-from .manifest import Manifest, verify_artifact
+from .manifest import Manifest, artifact_entry, check_hashes
 from .runners.base import Runner
 
 ENGINE_SUFFIXES = (".onnx", ".plan")
 
 
-def open_engine(path: str | Path, device: str = "auto", threads: int | None = None) -> tuple[Runner, Manifest, dict[str, Any]]:
-    """Checks ``path`` against its manifest and returns an (inactive) runner, the manifest and the entry."""
+def open_engine(
+    path: str | Path, device: str = "auto", threads: int | None = None, activate: bool = True
+) -> tuple[Runner, Manifest, dict[str, Any]]:
+    """Checks ``path`` against its manifest and returns its runner (active unless ``activate=False``),
+    the manifest and the artifact's entry.
+
+    The sha256 of the engine is computed on a helper thread while the backend loads it (both release
+    the GIL), which takes the hash off the cold-start path; the runner is handed out only once the hash
+    matches, and is released again when it does not.
+    """
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not an engine file" if path.is_dir() else "does not exist"
         raise EngineError(f"engine {path} {what}; build one with `make engine` (or `python -m export.onnx`) and pass its path")
     if path.suffix not in ENGINE_SUFFIXES:
         raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model or a TensorRT plan)")
-    manifest, entry = verify_artifact(path)
-    io = manifest.io
+    manifest, entry = artifact_entry(path)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        hashed = pool.submit(check_hashes, path, manifest, entry)
+        try:
+            runner = _runner_for(path, manifest, entry, device, threads)
+            if activate:
+                runner.activate()
+        except BaseException:
+            hashed.result()  # a stale engine is the better explanation of a load failure
+            raise
+        try:
+            hashed.result()
+        except BaseException:
+            runner.deactivate()
+            raise
+    return runner, manifest, entry
+
+
+def _runner_for(path: Path, manifest: Manifest, entry: dict[str, Any], device: str, threads: int | None) -> Runner:
     if path.suffix == ".onnx":
         from .runners.ort import OrtRunner
 
-        return OrtRunner(path, io, device=device, threads=threads), manifest, entry
+        return OrtRunner(path, manifest.io, device=device, threads=threads)
     from .runners.trt import TrtRunner
 
-    return TrtRunner(path, io, entry), manifest, entry
+    return TrtRunner(path, manifest.io, entry)

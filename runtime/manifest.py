@@ -89,11 +89,16 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(path=path, data=data)
 
 
-def verify_artifact(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
-    """Reads the manifest beside ``engine`` and checks the engine's sha256 against it."""
+def artifact_entry(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest beside ``engine`` and its entry for it (no hashing)."""
     engine = Path(engine)
     manifest = read_manifest(manifest_path_for(engine))
-    entry = manifest.artifact(engine.name)
+    return manifest, manifest.artifact(engine.name)
+
+
+def check_hashes(engine: str | Path, manifest: Manifest, entry: dict[str, Any]) -> None:
+    """The engine (and its external weight files) against the sha256 the manifest records."""
+    engine = Path(engine)
     actual = sha256_file(engine)
     if actual != entry.get("sha256"):
         raise ManifestError(
@@ -104,6 +109,12 @@ def verify_artifact(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
         data = engine.parent / name
         if not data.is_file() or sha256_file(data) != digest:
             raise ManifestError(f"{engine}'s weight file {data} is missing or does not match the manifest; rebuild the engine")
+
+
+def verify_artifact(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
+    """Reads the manifest beside ``engine`` and checks the engine's sha256 against it."""
+    manifest, entry = artifact_entry(engine)
+    check_hashes(engine, manifest, entry)
     return manifest, entry
 
 

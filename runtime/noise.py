@@ -25,6 +25,7 @@ from .torch_rng import TorchCompatibleGenerator
 NOISE_KINDS = ("numpy", "torch")
 MAX_SEED = 2**64 - 1
 
+
 class NumpyGenerator:
     """numpy's PCG64 normal generator, float32."""
 

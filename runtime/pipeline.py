@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,11 @@ class Pipeline:
         threads: int | None = None,
     ) -> "Pipeline":
         runner, manifest, entry = open_engine(engine, device=device, threads=threads)
-        config = resolve_scheduler_config(manifest.scheduler_config, scheduler_config)
-        pipe = cls(runner, config, entry["sha256"])  # validates before the engine is loaded
-        runner.activate()
-        return pipe
+        try:
+            return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry["sha256"])
+        except BaseException:
+            runner.deactivate()
+            raise
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -131,18 +133,22 @@ class Pipeline:
         x = source.draw(shape)
         t = np.empty(batch, dtype=np.float32)
         state = None
-        for i in range(table.num_steps):
-            t.fill(table.timesteps[i])
-            eps = self.runner.infer({SAMPLE: x, TIMESTEP: t})[NOISE_PRED]
-            if not np.isfinite(eps).all():
-                raise EngineError(
-                    f"the model returned NaN or Inf at step {i + 1}/{table.num_steps} (timestep {table.timesteps[i]}); "
-                    "no image was written. Check the engine against the FP32 ONNX model (rebuild with `make engine`)"
-                )
-            z = source.draw(shape) if table.needs_noise(i) else None
-            x, state = sampler.step(table, i, eps, x, z, state)
-            if progress is not None:
-                progress(i + 1, table.num_steps)
+        # Each step's noise is drawn on a helper thread while the UNet runs (numpy and ONNX Runtime
+        # release the GIL); draws stay in order because each is awaited before the next is submitted.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddpm-noise") as pool:
+            for i in range(table.num_steps):
+                pending = pool.submit(source.draw, shape) if table.needs_noise(i) else None
+                t.fill(table.timesteps[i])
+                eps = self.runner.infer({SAMPLE: x, TIMESTEP: t})[NOISE_PRED]
+                if not np.isfinite(eps).all():
+                    raise EngineError(
+                        f"the model returned NaN or Inf at step {i + 1}/{table.num_steps} (timestep "
+                        f"{table.timesteps[i]}); no image was written. Check the engine against the FP32 ONNX "
+                        "model (rebuild with `make engine`)"
+                    )
+                x, state = sampler.step(table, i, eps, x, pending.result() if pending else None, state)
+                if progress is not None:
+                    progress(i + 1, table.num_steps)
         return x
 
     def sample(self, *args, **kwargs) -> np.ndarray:

@@ -78,11 +78,19 @@ class OrtRunner(Runner):
             raise EngineError(
                 f"ONNX Runtime cannot load {self.path}: {first}; rebuild it with `python -m export.onnx`"
             ) from None
-        names = [i.name for i in self._session.get_inputs()]
-        if sorted(names) != sorted(self.io.input_names):
+        graph = {i.name: i.shape for i in self._session.get_inputs()}
+        if sorted(graph) != sorted(self.io.input_names):
             raise EngineError(
-                f"{self.path} has inputs {names}, its manifest declares {self.io.input_names}; rebuild the engine"
+                f"{self.path} has inputs {sorted(graph)}, its manifest declares {self.io.input_names}; rebuild the engine"
             )
+        for spec in self.io.inputs:
+            fixed = [(axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, int)]
+            actual = graph[spec.name]
+            if len(actual) != len(spec.shape) or any(actual[axis] != d for axis, d in fixed):
+                raise EngineError(
+                    f"{self.path} takes {spec.name} of shape {actual} but its manifest declares {list(spec.shape)} "
+                    "(an engine built for another image size or model); rebuild the engine and its manifest together"
+                )
         log.debug("ORT session on %s with %s", self.providers, self.threads)
 
     def _deactivate(self) -> None:

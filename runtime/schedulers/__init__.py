@@ -2,7 +2,8 @@
 
 Every table has ``timesteps``, ``num_steps`` and ``needs_noise(i)``; every step function is wrapped
 here to one signature, ``step(table, i, model_output, sample, noise, state) -> (sample, state)``,
-where ``state`` is what a multistep solver carries between steps (None for DDPM and DDIM).
+where ``state`` is what a step carries to the next: DPM-Solver++'s previous data prediction,
+DDPM's reusable buffers, nothing for DDIM.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from .config import DIFFUSERS_CLASS, SCHEDULERS, SchedulerConfig
 from .ddim import check_eta, ddim_step, ddim_table
 from .ddpm import DDPMTable, ddpm_step, ddpm_table
 from .dpmpp import dpmpp_step, dpmpp_table
+
+
+def _ddpm_with_buffers(table, i, model_output, sample, noise, buffers):
+    """DDPM step into reused buffers: the state carries (next output buffer, scratch), and the sample
+    just consumed becomes the next output buffer (the sampling loop keeps no other reference to it)."""
+    out, scratch = buffers if buffers is not None else (np.empty_like(sample), np.empty_like(sample))
+    return ddpm_step(table, i, model_output, sample, noise, out=out, scratch=scratch), (sample, scratch)
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,7 @@ SAMPLERS: dict[str, Sampler] = {
         "ddpm",
         default_steps=lambda c: c.num_train_timesteps,  # DDPMPipeline's default: every training step
         make_table=lambda c, k, eta: ddpm_table(c, k),
-        step=lambda t, i, m, x, z, s: (ddpm_step(t, i, m, x, z), None),
+        step=_ddpm_with_buffers,
     ),
     "ddim": Sampler(
         "ddim",

@@ -14,7 +14,6 @@ from diffusers import UNet2DModel
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP
 from runtime.manifest import sha256_file
 from tests.conftest import ROOT, export_engine
-from tests.models import save_model
 
 # Independent of the gate's own tolerance: what we expect of an FP32 export on CPU.
 ONNX_VS_TORCH_ATOL = 1e-4

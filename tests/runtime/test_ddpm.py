@@ -81,3 +81,16 @@ def test_last_step_adds_no_noise():
     assert all(table.needs_noise(i) for i in range(4))
     x = np.ones((1, 3, 2, 2), np.float32)
     np.testing.assert_array_equal(ddpm_step(table, 4, x, x, None), ddpm_step(table, 4, x, x, np.full_like(x, 9.0)))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_step_into_buffers_equals_fresh_arrays(prediction_type):
+    table = ddpm_table(SchedulerConfig(prediction_type=prediction_type), 10)
+    rng = np.random.default_rng(0)
+    x, eps, noise = (rng.standard_normal((2, 3, 4, 4), dtype=np.float32) for _ in range(3))
+    eps_copy = eps.copy()
+    out, scratch = np.empty_like(x), np.empty_like(x)
+    got = ddpm_step(table, 4, eps, x, noise, out=out, scratch=scratch)
+    assert got is out
+    np.testing.assert_array_equal(got, ddpm_step(table, 4, eps, x, noise))
+    np.testing.assert_array_equal(eps, eps_copy)

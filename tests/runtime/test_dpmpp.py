@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler
 
 from runtime.errors import InputError, SchedulerConfigError
 from runtime.schedulers import SchedulerConfig, build_table

@@ -1,0 +1,68 @@
+"""What the benchmark ran on, and the CPU's FP32 FMA peak."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    match = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return set(match.group(1).split()) if match else set()
+
+
+def cpu_model() -> str:
+    try:
+        match = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return match.group(1).strip() if match else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def clock_ghz() -> float:
+    """Nominal clock: the highest 'cpu MHz' /proc/cpuinfo reports (turbo is not visible in a VM)."""
+    try:
+        values = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text(), re.M)]
+    except OSError:
+        values = []
+    return max(values) / 1000 if values else float("nan")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def fp32_peak_gflops(fma_units: int = 2) -> tuple[float, str]:
+    """cores x clock x FP32 lanes x 2 (an FMA is two flops) x FMA units per core.
+
+    The number of FMA units is not visible from software: Xeon server cores with AVX-512 have two
+    (ports 0 and 5); we assume ``fma_units`` and say so in the report.
+    """
+    flags = cpu_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags and "fma" in flags else 4
+    peak = usable_cores() * clock_ghz() * lanes * 2 * fma_units
+    how = f"{usable_cores()} cores x {clock_ghz():.2f} GHz x {lanes} FP32 lanes x 2 (FMA) x {fma_units} FMA units"
+    return peak, how
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "onnxruntime", "torch", "diffusers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def describe() -> str:
+    peak, how = fp32_peak_gflops()
+    v = ", ".join(f"{k} {val}" for k, val in versions().items())
+    return f"{cpu_model()}, {usable_cores()} cores, FP32 FMA peak {peak:.0f} GFLOP/s ({how}); {v}"
