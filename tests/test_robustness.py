@@ -15,7 +15,7 @@ from runtime import Pipeline
 from tests.conftest import ROOT
 
 KILL_LOOPS_SAMPLE = 8
-KILL_LOOPS_EXPORT = 3
+KILL_LOOPS_EXPORT = 4
 
 
 def start(module, *args):
@@ -28,14 +28,24 @@ def final_files(folder):
     return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
 
 
+def timed_run(module, *args) -> float:
+    """Seconds one uninterrupted run takes, to aim the kills at its whole length, writing included."""
+    t0 = time.perf_counter()
+    proc = start(module, *args)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    return time.perf_counter() - t0
+
+
 def test_sigkill_during_sampling_leaves_only_complete_images(tiny_engine, tmp_path):
     rnd = random.Random(0)
     complete = 0
+    args = ["--engine", str(tiny_engine), "--batch", "128", "--steps", "20", "--quiet"]
+    duration = timed_run("runtime.sample", *args, "--out", str(tmp_path / "timed"))
     for loop in range(KILL_LOOPS_SAMPLE):
         out = tmp_path / f"out{loop}"
-        proc = start("runtime.sample", "--engine", str(tiny_engine), "--out", str(out), "--batch", "8",
-                     "--steps", "300", "--quiet")
-        time.sleep(rnd.uniform(0.3, 1.5))
+        proc = start("runtime.sample", *args, "--out", str(out))
+        time.sleep(rnd.uniform(0.5, 1.0) * duration)
         proc.kill()
         proc.wait()
         for png in final_files(out):
@@ -54,10 +64,11 @@ def test_sigkill_during_export_leaves_nothing_half_written(tiny_model, tmp_path)
 
     rnd = random.Random(1)
     outcomes = []
+    duration = timed_run("export.onnx", "--model", str(tiny_model), "--out", str(tmp_path / "timed"))
     for loop in range(KILL_LOOPS_EXPORT):
         out = tmp_path / f"engines{loop}"
         proc = start("export.onnx", "--model", str(tiny_model), "--out", str(out))
-        time.sleep(rnd.uniform(2.0, 12.0))
+        time.sleep(rnd.uniform(0.8, 1.1) * duration)
         proc.kill()
         proc.wait()
         names = sorted(p.name for p in final_files(out))
