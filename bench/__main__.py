@@ -199,7 +199,7 @@ def write_report(args, rows, latency, flops, peak, peak_how, threads) -> None:
         "| --- | --- | --- | --- |",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
         "",
-        "| batch | ours s/step | ours images/s | baseline s/step | baseline images/s |",
+        "| batch | ours s/step | ours image-steps/s | baseline s/step | baseline image-steps/s |",
         "| --- | --- | --- | --- | --- |",
         *[
             f"| {b} | {latency[b][0].median:.4g} | {b / latency[b][0].median:.4g} | {latency[b][1].median:.4g} | {b / latency[b][1].median:.4g} |"
