@@ -9,15 +9,12 @@ The scheduler config is read from diffusers' own ``scheduler_config.json`` when 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import DeployError
 from runtime.manifest import sha256_file
-
-log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 SCHEDULER_CONFIG = "scheduler_config.json"

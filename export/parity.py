@@ -11,7 +11,7 @@ from runtime.errors import GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
 
 # Largest |ONNX Runtime - PyTorch| accepted on the FP32 noise prediction. Measured errors are around
-# 2e-6 for tiny models and 1e-5 for the full reference config; 1e-3 leaves room for other CPUs'
+# 2e-6 for tiny models and 5e-6 for the full reference config; 1e-3 leaves room for other CPUs'
 # kernels while catching any real divergence (a wrong op or a baked-in shape gives errors of order 1).
 FP32_PARITY_ATOL = 1e-3
 PARITY_BATCHES = (1, 3)

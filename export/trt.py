@@ -12,7 +12,6 @@ Exits 4 with a message when TensorRT or a GPU is missing; the ONNX models run on
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,6 @@ PROG = "export.trt"
 PLAN_NAME = "unet.plan"
 TIMING_CACHE_NAME = "timing.cache"
 MIN_TENSORRT = (10, 12)
-
-log = logging.getLogger(__name__)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TensorSpec":
+    def from_dict(cls, raw: dict[str, Any]) -> TensorSpec:
         return cls(name=raw["name"], dtype=raw["dtype"], shape=tuple(raw["shape"]))
 
 
@@ -55,7 +55,7 @@ class UNetIO:
     outputs: tuple[TensorSpec, ...]
 
     @classmethod
-    def for_model(cls, in_channels: int, out_channels: int, height: int, width: int) -> "UNetIO":
+    def for_model(cls, in_channels: int, out_channels: int, height: int, width: int) -> UNetIO:
         return cls(
             inputs=(
                 TensorSpec(SAMPLE, "float32", (BATCH, in_channels, height, width)),
@@ -89,7 +89,7 @@ class UNetIO:
         return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "UNetIO":
+    def from_dict(cls, raw: dict[str, Any]) -> UNetIO:
         return cls(
             inputs=tuple(TensorSpec.from_dict(t) for t in raw["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in raw["outputs"]),

@@ -62,11 +62,11 @@ class NoiseSource:
         self._generators = [_make_generator(kind, s) for s in self.seeds]
 
     @classmethod
-    def shared(cls, kind: str, seed: int) -> "NoiseSource":
+    def shared(cls, kind: str, seed: int) -> NoiseSource:
         return cls(kind, [seed], per_image=False)
 
     @classmethod
-    def per_image_seeds(cls, kind: str, seeds: Sequence[int]) -> "NoiseSource":
+    def per_image_seeds(cls, kind: str, seeds: Sequence[int]) -> NoiseSource:
         return cls(kind, seeds, per_image=True)
 
     def draw(self, shape: Sequence[int]) -> np.ndarray:

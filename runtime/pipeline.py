@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
@@ -18,8 +17,6 @@ from .noise import NoiseSource
 from .runners.base import Runner
 from .schedulers import Sampler, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
-
-log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -72,7 +69,7 @@ class Pipeline:
         scheduler_config: str | Path | dict | None = None,
         device: str = "auto",
         threads: int | None = None,
-    ) -> "Pipeline":
+    ) -> Pipeline:
         runner, manifest, entry = open_engine(engine, device=device, threads=threads)
         try:
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry["sha256"])
@@ -83,7 +80,7 @@ class Pipeline:
     def close(self) -> None:
         self.runner.deactivate()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:

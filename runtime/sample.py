@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,6 @@ from .schedulers import SCHEDULERS
 from .pipeline import Pipeline
 
 PROG = "runtime.sample"
-log = logging.getLogger(__name__)
-
 
 def _int_in(lo: int, hi: int | None = None):
     def parse(text: str) -> int:

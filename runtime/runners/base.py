@@ -27,7 +27,7 @@ class Runner(abc.ABC):
         self.is_active = False
 
     # lifecycle -------------------------------------------------------------------------------
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         if not self.is_active:
             self._activate()
             self.is_active = True
@@ -38,7 +38,7 @@ class Runner(abc.ABC):
             self._deactivate()
             self.is_active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, *exc) -> None:

@@ -38,30 +38,8 @@ _COMMON = dict(
     steps_offset=0,
     rescale_betas_zero_snr=False,
 )
-# Each scheduler's __init__ keys that change sampling, with diffusers' defaults.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "ddpm": {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0},
-    "ddim": {**_COMMON, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True},
-    "dpmpp-2m": {
-        **_COMMON,
-        "timestep_spacing": "linspace",
-        "variance_type": None,
-        "solver_order": 2,
-        "algorithm_type": "dpmsolver++",
-        "solver_type": "midpoint",
-        "lower_order_final": True,
-        "euler_at_final": False,
-        "final_sigmas_type": "zero",
-        "lambda_min_clipped": -math.inf,
-        "use_karras_sigmas": False,
-        "use_exponential_sigmas": False,
-        "use_beta_sigmas": False,
-        "use_lu_lambdas": False,
-        "use_flow_sigmas": False,
-        "use_dynamic_shifting": False,
-    },
-}
-# What this runtime implements of DPM-Solver: the second-order multistep DPM-Solver++ (midpoint).
+# What this runtime implements of DPM-Solver: the second-order multistep DPM-Solver++ (midpoint),
+# which are also diffusers' defaults; other values of these keys are refused.
 _DPM_FIXED = {
     "solver_order": 2,
     "algorithm_type": "dpmsolver++",
@@ -74,6 +52,19 @@ _DPM_FIXED = {
     "use_lu_lambdas": False,
     "use_flow_sigmas": False,
     "use_dynamic_shifting": False,
+}
+# Each scheduler's __init__ keys that change sampling, with diffusers' defaults.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ddpm": {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0},
+    "ddim": {**_COMMON, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True},
+    "dpmpp-2m": {
+        **_COMMON,
+        "timestep_spacing": "linspace",
+        "variance_type": None,
+        "lower_order_final": True,
+        "euler_at_final": False,
+        **_DPM_FIXED,
+    },
 }
 
 
@@ -127,7 +118,7 @@ class SchedulerConfig:
             raise SchedulerConfigError(f"clip_sample_range must be positive, got {self.clip_sample_range!r}")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], scheduler: str = "ddpm") -> "SchedulerConfig":
+    def from_dict(cls, raw: dict[str, Any], scheduler: str = "ddpm") -> SchedulerConfig:
         """``raw`` (diffusers keys, any scheduler's) as ``scheduler`` would take it through ``from_config``."""
         if not isinstance(raw, dict):
             raise SchedulerConfigError("a scheduler config must be a JSON object")
@@ -146,7 +137,7 @@ class SchedulerConfig:
         return cls(scheduler=scheduler, **values)
 
     @classmethod
-    def from_file(cls, path: str | Path, scheduler: str = "ddpm") -> "SchedulerConfig":
+    def from_file(cls, path: str | Path, scheduler: str = "ddpm") -> SchedulerConfig:
         return cls.from_dict(read_config_file(path), scheduler)
 
     def to_dict(self) -> dict[str, Any]:
