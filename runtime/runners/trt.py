@@ -4,11 +4,14 @@
 no pycuda. Before deserializing, the plan's manifest entry is checked against the installed
 TensorRT version and the GPU's compute capability (a plan is tied to both). Device buffers are
 allocated once per batch size and reused across steps; inference is ``execute_async_v3`` on a
-CUDA stream. One execution context per runner: give each concurrent caller its own runner.
+CUDA stream. An execution context (and its buffers and stream) serves one call at a time: calls
+on one runner from several threads are serialized by a lock; for parallel TensorRT inference give
+each concurrent caller its own runner (``Pipeline.load`` of the same plan).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,7 @@ class TrtRunner(Runner):
         check_plan_compatibility(self.entry, self._trt.__version__, facts["compute_capability"])
         self._engine = self._context = self._stream = None
         self._buffers: dict[int, dict[str, tuple[int, int]]] = {}  # batch -> name -> (device ptr, bytes)
+        self._lock = threading.Lock()
 
     def _activate(self) -> None:
         trt = self._trt
@@ -120,6 +124,10 @@ class TrtRunner(Runner):
         return self._buffers[batch]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._infer_locked(feed)
+
+    def _infer_locked(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self._cudart
         batch = next(iter(feed.values())).shape[0]
         buffers = self._device_buffers(batch)

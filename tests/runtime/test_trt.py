@@ -136,3 +136,25 @@ def test_trt_sampling_run_and_profile_limits(built_plan):
         assert images.shape[0] == 2 and images.std() > 0
         with pytest.raises(InputError, match="outside the engine's profile 1..4"):
             pipe(batch=5, steps=2)
+
+
+@needs_trt_gpu
+def test_trt_concurrent_callers_equal_serial(built_plan):
+    """One pipeline (one execution context) per caller thread, and one shared pipeline (serialized)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime import Pipeline
+
+    requests = [dict(batch=1 + i % 2, steps=4, seed=i) for i in range(8)]
+    with Pipeline.load(built_plan) as shared:
+        serial = [shared(**r) for r in requests]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            np.testing.assert_array_equal(np.concatenate(list(pool.map(lambda r: shared(**r), requests))),
+                                          np.concatenate(serial))
+
+    def own_pipeline(r):
+        with Pipeline.load(built_plan) as pipe:
+            return pipe(**r)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        np.testing.assert_array_equal(np.concatenate(list(pool.map(own_pipeline, requests))), np.concatenate(serial))
