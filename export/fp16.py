@@ -75,15 +75,18 @@ def fp32_node_names(model) -> list[str]:
 
 
 def convert(model):
+    """(the mixed-precision model, the names of the nodes kept FP32 besides the blocked op types)."""
     from onnxconverter_common import float16
 
-    return float16.convert_float_to_float16(
+    kept = fp32_node_names(model)
+    converted = float16.convert_float_to_float16(
         model,
         keep_io_types=True,
         op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS),
-        node_block_list=fp32_node_names(model),
+        node_block_list=kept,
         disable_shape_infer=False,
     )
+    return converted, kept
 
 
 def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest, fp32_entry = verify_artifact(fp32_path)
     remove_leftovers(folder)
     started = time.perf_counter()
-    model16 = convert(onnx.load(str(fp32_path)))
+    model16, fp32_nodes = convert(onnx.load(str(fp32_path)))
     with tempfile.TemporaryDirectory(prefix=".fp16-", dir=folder) as work:
         tmp = Path(work) / FP16_NAME
         onnx.save(model16, str(tmp))
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "source": ONNX_NAME,
             "source_sha256": fp32_entry["sha256"],
             "fp32_ops": list(FP32_OPS),
-            "fp32_nodes": len(fp32_node_names(onnx.load(str(fp32_path), load_external_data=False))),
+            "fp32_nodes": len(fp32_nodes),
             "gate": gate,
             "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
         }
