@@ -86,7 +86,6 @@ def main() -> int:
     model_dir, engine = prepare(args.mode)
     unet = UNet2DModel.from_pretrained(model_dir).eval()
     runner, manifest, _ = open_engine(engine, device="cpu", threads=threads)
-    runner.activate()
     shape1 = manifest.io.sample.concrete(1)
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, str, str]] = []  # what, ours, baseline, ratio (baseline / ours)

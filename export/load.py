@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import DeployError
+from runtime.errors import DeployError, first_line
 from runtime.manifest import sha256_file
 
 CONFIG = "config.json"
@@ -65,8 +65,9 @@ def _download(repo_id: str, allow_pickle: bool) -> Path:
             f"(e.g. `DDPMPipeline.from_pretrained('{repo_id}').save_pretrained('DIR')`) and pass --model DIR"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"cannot download {repo_id!r} from the hub: {first}; check the id or pass a local folder") from None
+        raise ModelSourceError(
+            f"cannot download {repo_id!r} from the hub: {first_line(exc)}; check the id or pass a local folder"
+        ) from None
 
 
 def _unet_folder(root: Path) -> Path:
@@ -140,8 +141,7 @@ def load_unet(model: ModelSource):
     try:
         unet = UNet2DModel.from_pretrained(model.folder, use_safetensors=not model.uses_pickle)
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"diffusers cannot load the UNet from {model.folder}: {first}") from None
+        raise ModelSourceError(f"diffusers cannot load the UNet from {model.folder}: {first_line(exc)}") from None
     return unet.float().eval()
 
 

@@ -25,6 +25,7 @@ from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import UNetIO
 from runtime.manifest import sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
+from runtime.schedulers.config import read_config_file
 
 from . import load
 from .parity import FP32_PARITY_ATOL, check_parity
@@ -90,7 +91,7 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
             output_names=io.output_names,
             opset_version=opset,
             dynamo=True,
-            dynamic_shapes={name: {0: batch} for name in example},
+            dynamic_shapes={name: {axis: batch for axis in axes} for name, axes in io.input_batch_axes().items()},
             external_data=external,
             optimize=True,
             verbose=False,
@@ -128,7 +129,7 @@ def build_parser() -> ArgumentParser:
 
 def scheduler_config_for(model: load.ModelSource, override: str | None) -> dict[str, Any]:
     if override:
-        raw = load._read_json(Path(override), "scheduler config")
+        raw = read_config_file(override)
     elif model.scheduler_config is not None:
         raw = model.scheduler_config
     else:

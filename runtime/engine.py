@@ -14,10 +14,10 @@ ENGINE_SUFFIXES = (".onnx", ".plan")
 
 
 def open_engine(
-    path: str | Path, device: str = "auto", threads: int | None = None, activate: bool = True
+    path: str | Path, device: str = "auto", threads: int | None = None
 ) -> tuple[Runner, Manifest, dict[str, Any]]:
-    """Checks ``path`` against its manifest and returns its runner (active unless ``activate=False``),
-    the manifest and the artifact's entry.
+    """Checks ``path`` against its manifest and returns its active runner, the manifest and the
+    artifact's entry.
 
     The sha256 of the engine is computed on a helper thread while the backend loads it (both release
     the GIL), which takes the hash off the cold-start path; the runner is handed out only once the hash
@@ -33,9 +33,7 @@ def open_engine(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         hashed = pool.submit(check_hashes, path, manifest, entry)
         try:
-            runner = _runner_for(path, manifest, entry, device, threads)
-            if activate:
-                runner.activate()
+            runner = _runner_for(path, manifest, entry, device, threads).activate()
         except BaseException:
             hashed.result()  # a stale engine is the better explanation of a load failure
             raise

@@ -1,6 +1,12 @@
 """Exceptions raised by the runtime. Each message says what the user can do about it."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DeployError(Exception):
     """Base class: a problem the user can act on (CLIs print it as one line and exit with ``exit_code``)."""
 

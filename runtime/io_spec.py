@@ -76,14 +76,9 @@ class UNetIO:
     def sample(self) -> TensorSpec:
         return self.inputs[0]
 
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """``torch.onnx.export``'s dynamic_axes: every axis declared as BATCH."""
-        return {
-            t.name: {axis: BATCH for axis, d in enumerate(t.shape) if d == BATCH} for t in self.inputs + self.outputs
-        }
-
-    def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        return {t.name: t.concrete(batch) for t in self.inputs + self.outputs}
+    def input_batch_axes(self) -> dict[str, list[int]]:
+        """For each input, the axes declared as BATCH (the exporter's dynamic shapes)."""
+        return {t.name: [axis for axis, d in enumerate(t.shape) if d == BATCH] for t in self.inputs}
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}

@@ -40,10 +40,6 @@ class Manifest:
         return UNetIO.from_dict(self.data["io"])
 
     @property
-    def model_config(self) -> dict[str, Any]:
-        return self.data["model"]["config"]
-
-    @property
     def scheduler_config(self) -> dict[str, Any]:
         return self.data["scheduler_config"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import BackendUnavailableError, EngineError
+from ..errors import BackendUnavailableError, EngineError, first_line
 from ..io_spec import UNetIO
 from .base import Runner
 
@@ -74,9 +74,8 @@ class OrtRunner(Runner):
                 str(self.path), sess_options=session_options(self.threads), providers=self.providers
             )
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(
-                f"ONNX Runtime cannot load {self.path}: {first}; rebuild it with `python -m export.onnx`"
+                f"ONNX Runtime cannot load {self.path}: {first_line(exc)}; rebuild it with `python -m export.onnx`"
             ) from None
         graph = {i.name: i.shape for i in self._session.get_inputs()}
         if sorted(graph) != sorted(self.io.input_names):

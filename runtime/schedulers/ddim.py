@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .config import SchedulerConfig
 from .ddpm import predict_original
-from .tables import alphas_cumprod, timesteps
+from .tables import alphas_cumprod, as_f32, step_alphas
 
 F32 = np.float32
 
@@ -52,28 +52,23 @@ def check_eta(eta) -> float:
 
 def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0, use_clipped_model_output: bool = False) -> DDIMTable:
     eta = check_eta(eta)
-    ts = timesteps(config, num_inference_steps)
-    prev = np.append(ts[1:], -1).astype(np.int64)
-    ac = alphas_cumprod(config)
-    final = F32(1.0) if config.set_alpha_to_one else ac[0]
-    a = ac[ts]
-    a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final).astype(F32)
+    final = None if config.set_alpha_to_one else alphas_cumprod(config)[0]
+    ts, prev, a, a_prev = step_alphas(config, num_inference_steps, final)
     one = F32(1.0)
     beta_prod = one - a
     variance = (one - a_prev) / beta_prod * (one - a / a_prev)
     std = (F32(eta) * np.sqrt(variance)).astype(F32)
-    as32 = lambda x: np.ascontiguousarray(x, dtype=F32)  # noqa: E731
     return DDIMTable(
         config=config,
         eta=eta,
         use_clipped_model_output=use_clipped_model_output,
         timesteps=ts,
         prev_timesteps=prev,
-        sqrt_alpha_prod=as32(np.sqrt(a)),
-        sqrt_beta_prod=as32(np.sqrt(beta_prod)),
-        sqrt_alpha_prod_prev=as32(np.sqrt(a_prev)),
-        direction_coeff=as32(np.sqrt(np.maximum(one - a_prev - std * std, F32(0)))),
-        noise_std=as32(std),
+        sqrt_alpha_prod=as_f32(np.sqrt(a)),
+        sqrt_beta_prod=as_f32(np.sqrt(beta_prod)),
+        sqrt_alpha_prod_prev=as_f32(np.sqrt(a_prev)),
+        direction_coeff=as_f32(np.sqrt(np.maximum(one - a_prev - std * std, F32(0)))),
+        noise_std=as_f32(std),
     )
 
 

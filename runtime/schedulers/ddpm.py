@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SchedulerConfig
-from .tables import alphas_cumprod, timesteps
+from .tables import as_f32, step_alphas
 
 F32 = np.float32
 
@@ -44,11 +44,7 @@ class DDPMTable:
 
 
 def ddpm_table(config: SchedulerConfig, num_inference_steps: int) -> DDPMTable:
-    ts = timesteps(config, num_inference_steps)
-    prev = np.append(ts[1:], -1).astype(np.int64)
-    ac = alphas_cumprod(config)
-    a = ac[ts]
-    a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], F32(1.0)).astype(F32)
+    ts, prev, a, a_prev = step_alphas(config, num_inference_steps)
     one = F32(1.0)
     beta_prod = one - a
     beta_prod_prev = one - a_prev
@@ -64,16 +60,15 @@ def ddpm_table(config: SchedulerConfig, num_inference_steps: int) -> DDPMTable:
     else:  # fixed_large
         std = np.sqrt(current_beta)
     std = np.where(ts > 0, std, F32(0.0))
-    as32 = lambda x: np.ascontiguousarray(x, dtype=F32)  # noqa: E731
     return DDPMTable(
         config=config,
         timesteps=ts,
         prev_timesteps=prev,
-        sqrt_alpha_prod=as32(np.sqrt(a)),
-        sqrt_beta_prod=as32(np.sqrt(beta_prod)),
-        pred_original_coeff=as32(pred_original_coeff),
-        current_sample_coeff=as32(current_sample_coeff),
-        noise_std=as32(std),
+        sqrt_alpha_prod=as_f32(np.sqrt(a)),
+        sqrt_beta_prod=as_f32(np.sqrt(beta_prod)),
+        pred_original_coeff=as_f32(pred_original_coeff),
+        current_sample_coeff=as_f32(current_sample_coeff),
+        noise_std=as_f32(std),
     )
 
 

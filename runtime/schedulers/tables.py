@@ -88,6 +88,24 @@ def alphas_cumprod(config: SchedulerConfig) -> np.ndarray:
     return cumprod_f32(np.float32(1.0) - betas(config))
 
 
+def step_alphas(
+    config: SchedulerConfig, num_inference_steps: int, final_alpha: np.float32 | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(timesteps, previous timesteps, alpha_prod at each, alpha_prod at each previous) for a DDPM-style
+    loop. The previous timestep is the next table entry, -1 after the last step, where alpha_prod is
+    ``final_alpha`` (1 by default)."""
+    ts = timesteps(config, num_inference_steps)
+    prev = np.append(ts[1:], -1).astype(np.int64)
+    ac = alphas_cumprod(config)
+    final = np.float32(1.0) if final_alpha is None else final_alpha
+    a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final).astype(np.float32)
+    return ts, prev, ac[ts], a_prev
+
+
+def as_f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def check_steps(num_inference_steps, num_train_timesteps: int) -> int:
     if (
         isinstance(num_inference_steps, bool)
