@@ -3,10 +3,10 @@
 :func:`ddpm_table` precomputes, for ``num_inference_steps`` steps, every per-step scalar that
 ``DDPMScheduler.step`` derives from ``alphas_cumprod``; the previous timestep is the next entry of
 the timestep table (the final step goes to ``alpha_prod = 1``). :func:`ddpm_step` then applies one
-step with float32 arithmetic in diffusers' order of operations. Results agree with diffusers on CPU
-bit for bit at most steps; torch evaluates ``x ** 0.5`` with a vector pow that is off by one ulp
-from a correctly rounded square root for about 0.7 % of inputs, so a few coefficients differ by
-one float32 ulp.
+step with float32 arithmetic in diffusers' order of operations. Given diffusers' own coefficients
+the step is bit-equal to ``DDPMScheduler.step``; the coefficients that go through a square root
+differ from torch's by at most one float32 ulp, where torch's MKL square root is not correctly
+rounded (how often depends on the CPU: see :mod:`runtime.schedulers.tables`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SchedulerConfig
-from .tables import as_f32, step_alphas
+from .tables import as_f32, f32_exp, f32_log, step_alphas
 
 F32 = np.float32
 
@@ -56,7 +56,7 @@ def ddpm_table(config: SchedulerConfig, num_inference_steps: int) -> DDPMTable:
     if config.variance_type == "fixed_small":
         std = np.sqrt(variance)
     elif config.variance_type == "fixed_small_log":
-        std = np.exp(F32(0.5) * np.log(variance))
+        std = f32_exp(F32(0.5) * f32_log(variance))
     else:  # fixed_large
         std = np.sqrt(current_beta)
     std = np.where(ts > 0, std, F32(0.0))

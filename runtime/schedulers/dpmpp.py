@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from .config import SchedulerConfig
 from .ddpm import predict_original
-from .tables import alphas_cumprod, check_steps
+from .tables import alphas_cumprod, check_steps, f32_exp, f32_log
 
 F32 = np.float32
 
@@ -75,11 +75,10 @@ def dpmpp_table(config: SchedulerConfig, num_inference_steps: int) -> DPMTable:
     sigmas = np.append(np.sqrt((one - ac) / ac)[ts], F32(0.0)).astype(F32)
     alpha = (one / np.sqrt(sigmas * sigmas + one)).astype(F32)
     sigma = (sigmas * alpha).astype(F32)
-    with np.errstate(divide="ignore"):
-        lam = (np.log(alpha) - np.log(sigma)).astype(F32)  # +inf at the final sigma 0
+    lam = f32_log(alpha) - f32_log(sigma)  # +inf at the final sigma 0
     k = len(ts)
     h = lam[1:] - lam[:-1]
-    x0_coeff = (alpha[1:] * (np.exp(-h) - one)).astype(F32)
+    x0_coeff = (alpha[1:] * (f32_exp(-h) - one)).astype(F32)
     with np.errstate(divide="ignore", invalid="ignore"):
         sample_coeff = (sigma[1:] / sigma[:-1]).astype(F32)
     second = np.zeros(k, dtype=bool)

@@ -4,6 +4,14 @@ diffusers builds betas with ``torch.linspace`` in float32 and takes ``torch.cump
 alphas, which accumulates in double on CPU and rounds each partial product to float32; naive numpy
 (float64 linspace, float32 cumprod) drifts from that by several ulps. These functions reproduce
 torch's arithmetic so that the tables match diffusers element for element.
+
+Where torch calls a transcendental function (``sqrt``, ``** 0.5``, ``exp``, ``log``) it goes to Intel
+MKL's vector math library, whose result depends on the CPU: MKL picks a kernel by vendor and ISA,
+and on an Intel AVX-512 CPU about 0.7 % of float32 square roots are one ulp off the correctly rounded
+value, on an AMD EPYC about 20 % (tests/runtime/torch_arith.py shows it). No numpy code can equal
+all of them, so the tables use correctly rounded functions, the same on every CPU: ``np.sqrt``
+(IEEE), and :func:`f32_log` / :func:`f32_exp` (float64, rounded once), not numpy's float32 exp/log,
+whose SIMD kernels also differ by CPU. The tests bound the difference from diffusers per CPU.
 """
 
 from __future__ import annotations
@@ -43,6 +51,17 @@ def _betas_for_alpha_bar(num_train_timesteps: int, max_beta: float = 0.999) -> n
         for i in range(num_train_timesteps)
     ]
     return np.array(betas, dtype=np.float32)
+
+
+def f32_exp(x) -> np.ndarray:
+    """float32 exp, correctly rounded (but for ties closer than float64 resolves), on every CPU."""
+    return np.exp(np.asarray(x, dtype=np.float64)).astype(np.float32)
+
+
+def f32_log(x) -> np.ndarray:
+    """float32 log, correctly rounded (as :func:`f32_exp`); log(0) = -inf without a warning."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(x, dtype=np.float64)).astype(np.float32)
 
 
 def _sigmoid_f32(x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
 """DPM-Solver++ 2M vs diffusers' DPMSolverMultistepScheduler, step by step with shared model output."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,10 +9,12 @@ from diffusers import DPMSolverMultistepScheduler
 
 from runtime.errors import InputError, SchedulerConfigError
 from runtime.schedulers import SchedulerConfig, build_table
-from runtime.schedulers.dpmpp import dpmpp_step, dpmpp_table
+from runtime.schedulers.dpmpp import DPMTable, dpmpp_step, dpmpp_table
 
-# Coefficients go through float32 log/exp (lambda differences) where torch's and numpy's kernels
-# can differ by an ulp; relative to the sample's magnitude the trajectories agree to ~4e-6 over 999 steps.
+# With our own coefficients: they go through float32 sqrt/log/exp, where torch's MKL kernels are within
+# one ulp of our correctly rounded ones (tests/runtime/torch_arith.py), and lambda differences amplify
+# that; relative to the sample's magnitude the trajectories agree to ~4e-6 over 999 steps on the Intel
+# Xeon and AMD EPYC kinds. Given torch's coefficients the steps are bit-equal (the test below this one).
 STEP_RTOL = 2e-5
 STEP_ATOL = 2e-5
 
@@ -42,6 +46,48 @@ def test_dpmpp_matches_diffusers(kwargs, steps):
         ours, state = dpmpp_step(table, i, out, ours, state)
         scale = max(1.0, float(np.abs(theirs.numpy()).max()))
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=STEP_RTOL, atol=STEP_ATOL * scale, err_msg=f"step {i}")
+
+
+def with_torch_coefficients(ref: DPMSolverMultistepScheduler, table: DPMTable) -> DPMTable:
+    """``table`` with every coefficient computed by torch on 0-dim tensors, as the step computes it."""
+    k = table.num_steps
+    alpha, sigma = zip(*(ref._sigma_to_alpha_sigma_t(s) for s in ref.sigmas))
+    lam = [torch.log(a) - torch.log(s) for a, s in zip(alpha, sigma)]
+    h = [lam[i + 1] - lam[i] for i in range(k)]
+    x0_coeff = [alpha[i + 1] * (torch.exp(-h[i]) - 1.0) for i in range(k)]
+    inv_r = [1.0 / ((lam[i] - lam[i - 1]) / h[i]) if table.second_order[i] else torch.tensor(0.0) for i in range(k)]
+
+    def f32(values):
+        return np.array([v.item() for v in values], np.float32)
+
+    return replace(
+        table,
+        alpha=f32(alpha[:k]),
+        sigma=f32(sigma[:k]),
+        sample_coeff=f32([sigma[i + 1] / sigma[i] for i in range(k)]),
+        x0_coeff=f32(x0_coeff),
+        half_x0_coeff=f32([0.5 * c for c in x0_coeff]),
+        inv_r=f32(inv_r),
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 25, 50, 999])
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
+def test_dpmpp_step_is_bit_equal_to_diffusers_given_its_coefficients(kwargs, steps):
+    """The step follows torch's order of operations: with torch's coefficients, every step equals
+    DPMSolverMultistepScheduler.step bit for bit, on any CPU."""
+    ref = DPMSolverMultistepScheduler(**kwargs)
+    ref.set_timesteps(steps)
+    table = with_torch_coefficients(ref, dpmpp_table(SchedulerConfig.from_dict(dict(ref.config), "dpmpp-2m"), steps))
+    rng = np.random.default_rng(steps)
+    ours = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
+    theirs = torch.from_numpy(ours.copy())
+    state = None
+    for i, t in enumerate(ref.timesteps):
+        out = (np.tanh(ours) * 0.5 + rng.standard_normal(ours.shape) * 0.5).astype(np.float32)
+        theirs = ref.step(torch.from_numpy(out), t, theirs).prev_sample
+        ours, state = dpmpp_step(table, i, out, ours, state)
+        np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=f"step {i}")
 
 
 def test_orders():

@@ -6,12 +6,7 @@ from runtime.errors import InputError, SchedulerConfigError
 from runtime.schedulers import SchedulerConfig
 from runtime.schedulers import tables
 
-# linear / scaled_linear / cosine tables are bit-exact (tested below); sigmoid and zero-SNR rescaling
-# go through torch's vectorised exp/sqrt, which can differ from numpy's by an ulp. Zero-SNR betas come
-# from 1 - alpha_bar with alpha_bar near 1, so one ulp there (6e-8) shows in beta absolutely: betas
-# are compared absolutely, alphas_cumprod relatively.
-BETA_ATOL = 5e-7
-CUMPROD_RTOL = 2e-6
+from tests.runtime.torch_arith import MKL_HA_ULPS, U32, ulp
 
 SCHEDULES = [
     {},
@@ -21,6 +16,10 @@ SCHEDULES = [
     {"rescale_betas_zero_snr": True},
     {"num_train_timesteps": 37, "beta_end": 0.05},
 ]
+EXACT = [SCHEDULES[i] for i in (0, 1, 2, 5)]  # no transcendental function of a tensor on the way
+# torch.sigmoid: 1 / (1 + exp(-x)) with a vectorised exp within 1 ulp and two roundings, so within 2 ulps
+# of the exact value; ours is correctly rounded (0.5 ulp); 2.5 ulps apart can straddle a binade: 3.
+SIGMOID_ULPS = 3
 
 
 def config_of(scheduler) -> SchedulerConfig:
@@ -28,14 +27,68 @@ def config_of(scheduler) -> SchedulerConfig:
 
 
 @pytest.mark.parametrize("kwargs", SCHEDULES, ids=str)
-def test_betas_and_alphas_cumprod_match_diffusers(kwargs):
+def test_cumprod_of_diffusers_betas_is_bit_exact(kwargs):
+    """torch.cumprod on CPU accumulates in double and rounds each partial product: no CPU dependence."""
     ref = DDPMScheduler(**kwargs)
+    np.testing.assert_array_equal(tables.cumprod_f32(np.float32(1) - ref.betas.numpy()), ref.alphas_cumprod.numpy())
+
+
+@pytest.mark.parametrize("kwargs", EXACT, ids=str)
+def test_betas_are_bit_exact(kwargs):
+    ref = DDPMScheduler(**kwargs)
+    np.testing.assert_array_equal(tables.betas(config_of(ref)), ref.betas.numpy())
+
+
+def test_sigmoid_betas_within_sigmoid_ulps():
+    """beta = sigmoid(x) * (end - start) + start: the sigmoid's ulps scaled, plus one rounding each side
+    for the multiply and for the add."""
+    ref = DDPMScheduler(beta_schedule="sigmoid")
     cfg = config_of(ref)
-    np.testing.assert_allclose(tables.betas(cfg), ref.betas.numpy(), rtol=0, atol=BETA_ATOL)
-    np.testing.assert_allclose(tables.alphas_cumprod(cfg), ref.alphas_cumprod.numpy(), rtol=CUMPROD_RTOL, atol=0)
+    s = tables._sigmoid_f32(tables.torch_linspace_f32(-6, 6, cfg.num_train_timesteps))
+    span = np.float32(cfg.beta_end - cfg.beta_start)
+    ours, theirs = tables.betas(cfg), ref.betas.numpy()
+    bound = SIGMOID_ULPS * ulp(s) * span + ulp(s * span) + ulp(theirs)
+    assert np.all(np.abs(ours.astype(np.float64) - theirs) <= bound)
 
 
-@pytest.mark.parametrize("kwargs", SCHEDULES[:3], ids=str)
+def zero_snr_beta_bound(alphas_cumprod: np.ndarray) -> np.ndarray:
+    """How far zero-SNR betas may lie from diffusers' when its square roots are within MKL_HA_ULPS.
+
+    diffusers: s = sqrt(alphas_cumprod); d = s - s[-1]; ab = (d * c)^2 with c = s[0] / (s[0] - s[-1]);
+    alpha_i = ab_i / ab_{i-1}; beta = 1 - alpha. c cancels in the ratio, so to first order
+        |d beta_i| <= 2 alpha_i ((e_i + e_T) / d_i + (e_{i-1} + e_T) / d_{i-1}),   e_j = |d s_j|,
+    the condition number of the rescale (it grows as d -> 0 near the end). beta_0 = 1 - s_0^2 moves by
+    2 s_0 e_0. Each side's own float32 roundings after the root: d (1), d * c (1), square (2x + 1),
+    ratio (2 x 5 + 1) = 11 U relative in alpha, plus 1 U of beta for 1 - alpha; both sides: twice.
+    The last beta is exactly 1 on both sides (d = s_T - s_T = 0).
+    """
+    s = np.sqrt(alphas_cumprod.astype(np.float64))
+    e = MKL_HA_ULPS * ulp(np.sqrt(alphas_cumprod))
+    d = s - s[-1]
+    alpha = np.empty_like(s)
+    alpha[0] = s[0] ** 2
+    alpha[1:] = (d[1:] / d[:-1]) ** 2
+    beta = 1 - alpha
+    bound = np.empty_like(s)
+    bound[0] = 2 * s[0] * e[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound[1:] = 2 * alpha[1:] * ((e[1:] + e[-1]) / d[1:] + (e[:-1] + e[-1]) / d[:-1])
+    bound += 2 * (11 * U32 * alpha + U32 * np.abs(beta))
+    bound[-1] = 0.0
+    return bound
+
+
+def test_zero_snr_betas_within_the_rescale_condition_number():
+    ref = DDPMScheduler(rescale_betas_zero_snr=True)
+    ours, theirs = tables.betas(config_of(ref)), ref.betas.numpy()
+    plain = DDPMScheduler().alphas_cumprod.numpy()  # the schedule before the rescale (bit-exact, above)
+    bound = zero_snr_beta_bound(plain)
+    diff = np.abs(ours.astype(np.float64) - theirs)
+    assert np.all(diff <= bound), f"worst at {int(np.argmax(diff - bound))}: {diff.max():.3g} vs bound there"
+    assert theirs[-1] == ours[-1] == 1.0
+
+
+@pytest.mark.parametrize("kwargs", EXACT, ids=str)
 def test_common_schedules_are_bit_exact(kwargs):
     ref = DDPMScheduler(**kwargs)
     np.testing.assert_array_equal(tables.alphas_cumprod(config_of(ref)), ref.alphas_cumprod.numpy())
