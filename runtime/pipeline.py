@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .denoiser import Denoiser
 from .engine import open_engine
-from .errors import EngineError, InputError
-from .io_spec import NOISE_PRED, SAMPLE, TIMESTEP
+from .errors import InputError
 from .noise import NoiseSource
 from .runners.base import Runner
 from .schedulers import Sampler, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
-
-ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
+from .trajectory import ProgressFn, Trajectory, advance
 
 
 def to_unit_range(sample: np.ndarray) -> np.ndarray:
@@ -59,6 +58,7 @@ class Pipeline:
         self.default_scheduler = scheduler_name_for(self.scheduler_config)
         build_table(self.default_scheduler, self.scheduler_config, 1)  # refuse an unusable config now
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
+        self.denoiser = Denoiser(runner)
         self._tables: dict[tuple, tuple[Sampler, Any]] = {}
         self._lock = threading.Lock()
 
@@ -107,6 +107,25 @@ class Pipeline:
         self.runner.check_batch(int(batch))
         return int(batch)
 
+    def trajectory(
+        self,
+        batch: int = 1,
+        steps: int | None = None,
+        seed: int | None = 0,
+        seeds: Sequence[int] | None = None,
+        noise: str = "numpy",
+        progress: ProgressFn | None = None,
+        scheduler: str | None = None,
+        eta: float = 0.0,
+        conditioning: dict[str, np.ndarray] | None = None,
+    ) -> Trajectory:
+        """One request, checked and ready to advance (arguments as :meth:`denoise`); nothing is drawn yet."""
+        batch = self.check_batch(batch)
+        sampler, table = self.table(scheduler, steps, eta)
+        source = self.noise_source(batch, seed, seeds, noise)
+        cond = self.denoiser.check_conditioning(conditioning, batch)
+        return Trajectory(sampler, table, source, (batch, self.channels, self.height, self.width), cond, progress)
+
     def denoise(
         self,
         batch: int = 1,
@@ -117,36 +136,20 @@ class Pipeline:
         progress: ProgressFn | None = None,
         scheduler: str | None = None,
         eta: float = 0.0,
+        conditioning: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1]).
 
         ``scheduler``: ddpm, ddim or dpmpp-2m (default: the one the scheduler config was written for);
-        ``steps``: default the sampler's own (1000 / 50 / 25); ``eta``: DDIM's noise scale.
+        ``steps``: default the sampler's own (1000 / 50 / 25); ``eta``: DDIM's noise scale;
+        ``conditioning``: the engine's inputs besides sample and timestep, if it has any.
         """
-        batch = self.check_batch(batch)
-        sampler, table = self.table(scheduler, steps, eta)
-        source = self.noise_source(batch, seed, seeds, noise)
-        shape = (batch, self.channels, self.height, self.width)
-        x = source.draw(shape)
-        t = np.empty(batch, dtype=np.float32)
-        state = None
-        # Each step's noise is drawn on a helper thread while the UNet runs (numpy and ONNX Runtime
-        # release the GIL); draws stay in order because each is awaited before the next is submitted.
+        trajectory = self.trajectory(batch, steps, seed, seeds, noise, progress, scheduler, eta, conditioning)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddpm-noise") as pool:
-            for i in range(table.num_steps):
-                pending = pool.submit(source.draw, shape) if table.needs_noise(i) else None
-                t.fill(table.timesteps[i])
-                eps = self.runner.infer({SAMPLE: x, TIMESTEP: t})[NOISE_PRED]
-                if not np.isfinite(eps).all():
-                    raise EngineError(
-                        f"the model returned NaN or Inf at step {i + 1}/{table.num_steps} (timestep "
-                        f"{table.timesteps[i]}); no image was written. Check the engine against the FP32 ONNX "
-                        "model (rebuild with `make engine`)"
-                    )
-                x, state = sampler.step(table, i, eps, x, pending.result() if pending else None, state)
-                if progress is not None:
-                    progress(i + 1, table.num_steps)
-        return x
+            while not trajectory.done:
+                for _, error in advance(self.denoiser, [trajectory], pool):
+                    raise error
+        return trajectory.x
 
     def sample(self, *args, **kwargs) -> np.ndarray:
         """Runs the full sampling loop and returns uint8 images [batch, H, W, C].

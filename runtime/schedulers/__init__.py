@@ -1,9 +1,11 @@
 """Samplers as precomputed numpy tables and pure step functions, selected by name.
 
 Every table has ``timesteps``, ``num_steps`` and ``needs_noise(i)``; every step function is wrapped
-here to one signature, ``step(table, i, model_output, sample, noise, state) -> (sample, state)``,
-where ``state`` is what a step carries to the next: DPM-Solver++'s previous data prediction,
-DDPM's reusable buffers, nothing for DDIM.
+here to one signature, ``step(table, i, model_output, sample, noise, state, out=None) -> (sample,
+state)``, where ``state`` is what a step carries to the next (DPM-Solver++'s previous data
+prediction; nothing for DDPM and DDIM). Steps are pure: they never write into their inputs. ``out``
+is optional working space the caller owns, two float32 arrays of the sample's shape that alias no
+input; a sampler that can use it (DDPM) writes its result into ``out[0]`` and returns it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from .ddpm import DDPMTable, ddpm_step, ddpm_table
 from .dpmpp import dpmpp_step, dpmpp_table
 
 
-def _ddpm_with_buffers(table, i, model_output, sample, noise, buffers):
-    """DDPM step into reused buffers: the state carries (next output buffer, scratch), and the sample
-    just consumed becomes the next output buffer (the sampling loop keeps no other reference to it)."""
-    out, scratch = buffers if buffers is not None else (np.empty_like(sample), np.empty_like(sample))
-    return ddpm_step(table, i, model_output, sample, noise, out=out, scratch=scratch), (sample, scratch)
+def _ddpm(table, i, model_output, sample, noise, state, out=None):
+    """DDPM into the caller's buffers when given (fresh 800 kB arrays per step cost page faults that
+    double the step's time on the full model)."""
+    target, scratch = out if out is not None else (None, None)
+    return ddpm_step(table, i, model_output, sample, noise, out=target, scratch=scratch), None
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,20 @@ SAMPLERS: dict[str, Sampler] = {
         "ddpm",
         default_steps=lambda c: c.num_train_timesteps,  # DDPMPipeline's default: every training step
         make_table=lambda c, k, eta: ddpm_table(c, k),
-        step=_ddpm_with_buffers,
+        step=_ddpm,
     ),
     "ddim": Sampler(
         "ddim",
         default_steps=lambda c: 50,  # DDIMPipeline's default
         make_table=lambda c, k, eta: ddim_table(c, k, eta),
-        step=lambda t, i, m, x, z, s: (ddim_step(t, i, m, x, z), None),
+        step=lambda t, i, m, x, z, s, out=None: (ddim_step(t, i, m, x, z), None),
         uses_eta=True,
     ),
     "dpmpp-2m": Sampler(
         "dpmpp-2m",
         default_steps=lambda c: 25,
         make_table=lambda c, k, eta: dpmpp_table(c, k),
-        step=lambda t, i, m, x, z, s: dpmpp_step(t, i, m, x, s),
+        step=lambda t, i, m, x, z, s, out=None: dpmpp_step(t, i, m, x, s),
     ),
 }
 

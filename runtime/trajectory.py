@@ -1,0 +1,150 @@
+"""Requests as trajectories, and one engine call shared by many of them.
+
+A :class:`Trajectory` is one request's state: its rows of the sample, its sampler and table, the step
+it is at, the sampler's carried state, its own noise source, its conditioning inputs, a progress
+callback and a cancelled flag. :func:`advance` gathers the rows of many trajectories into one engine
+call with a timestep per row, scatters the noise prediction back and lets each trajectory take its
+own sampler step. The engine takes one timestep per image, so requests at different steps, with
+different samplers and step counts, share every call.
+
+On ONNX Runtime (CPU) the UNet is batch-invariant (a row's output does not depend on the other rows),
+so a trajectory advanced among others gives the same image, bit for bit, as the same request alone;
+``tests/runtime/test_batching.py`` checks it. TensorRT picks kernels per batch size and does not promise
+this: there a batched image equals its unbatched self to within the engine's FP16 tolerance only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from .denoiser import Denoiser
+from .errors import EngineError
+from .noise import NoiseSource
+from .schedulers import Sampler
+
+ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
+
+
+class Trajectory:
+    """One request on its way from noise to an image.
+
+    The sample buffer ``x`` is owned by the trajectory until it is done (steps may write into buffers
+    the trajectory keeps for that purpose); read it once :attr:`done` is true.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        table: Any,
+        source: NoiseSource,
+        shape: tuple[int, ...],
+        conditioning: Mapping[str, np.ndarray] | None = None,
+        progress: ProgressFn | None = None,
+    ):
+        self.sampler = sampler
+        self.table = table
+        self.source = source
+        self.shape = tuple(int(d) for d in shape)  # [rows, C, H, W]
+        self.conditioning = dict(conditioning or {})
+        self.progress = progress
+        self.step_index = 0
+        self.state: Any = None
+        self.cancelled = False
+        self._x: np.ndarray | None = None
+        self._spare: tuple[np.ndarray, np.ndarray] | None = None  # working space for steps that take it
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.table.num_steps
+
+    @property
+    def done(self) -> bool:
+        return self.step_index >= self.table.num_steps
+
+    @property
+    def x(self) -> np.ndarray:
+        """The current sample; the initial noise is drawn on first use (so a queued request holds none)."""
+        if self._x is None:
+            self._x = self.source.draw(self.shape)
+        return self._x
+
+    def timesteps(self) -> np.ndarray:
+        return np.full(self.rows, self.table.timesteps[self.step_index], dtype=np.float32)
+
+    def step_noise(self) -> np.ndarray | None:
+        """This step's noise, drawn from the trajectory's own stream (None where the step takes none)."""
+        self.x  # the initial draw comes first in the stream
+        return self.source.draw(self.shape) if self.table.needs_noise(self.step_index) else None
+
+    def apply(self, model_output: np.ndarray, noise: np.ndarray | None) -> None:
+        """Takes the sampler step with this trajectory's rows of the model output."""
+        i = self.step_index
+        old = self.x
+        if self._spare is None:
+            self._spare = (np.empty_like(old), np.empty_like(old))
+        self._x, self.state = self.sampler.step(self.table, i, model_output, old, noise, self.state, self._spare)
+        if self._x is self._spare[0]:  # the step wrote into our buffer: the old sample is the next one
+            self._spare = (old, self._spare[1])
+        self.step_index = i + 1
+        if self.progress is not None:
+            self.progress(self.step_index, self.table.num_steps)
+
+    def nonfinite_error(self) -> EngineError:
+        i = self.step_index
+        return EngineError(
+            f"the model returned NaN or Inf at step {i + 1}/{self.table.num_steps} (timestep "
+            f"{self.table.timesteps[i]}); no image was written. Check the engine against the FP32 ONNX "
+            "model (rebuild with `make engine`)"
+        )
+
+
+def _gather(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def advance(
+    denoiser: Denoiser, trajectories: Sequence[Trajectory], pool: Executor | None = None
+) -> list[tuple[Trajectory, BaseException]]:
+    """One engine call for the rows of all ``trajectories``, then each one's own step.
+
+    Each step's noise is drawn on ``pool`` while the engine runs (numpy and the backends release the
+    GIL); a trajectory's draws stay in its stream's order. Returns the trajectories that failed this
+    step with their error (a NaN in their rows); the others have advanced. An error of the engine call
+    itself is raised: it concerns every row.
+    """
+    if not trajectories:
+        return []
+    x = _gather([tr.x for tr in trajectories])  # initial draws first, in the caller's thread
+    draws = [pool.submit(tr.step_noise) if pool is not None else None for tr in trajectories]
+    t = _gather([tr.timesteps() for tr in trajectories])
+    names = denoiser.conditioning_names
+    conditioning = {name: _gather([tr.conditioning[name] for tr in trajectories]) for name in names}
+    try:
+        eps = denoiser(x, t, conditioning)
+    except BaseException:
+        for draw in draws:
+            if draw is not None:
+                draw.cancel()
+        raise
+    failed: list[tuple[Trajectory, BaseException]] = []
+    start = 0
+    for tr, draw in zip(trajectories, draws):
+        rows = eps[start : start + tr.rows]
+        start += tr.rows
+        noise = draw.result() if draw is not None else tr.step_noise()
+        if not np.isfinite(rows).all():
+            failed.append((tr, tr.nonfinite_error()))
+            continue
+        try:
+            tr.apply(rows, noise)
+        except Exception as exc:  # a progress callback's error belongs to its own request
+            failed.append((tr, exc))
+    return failed
