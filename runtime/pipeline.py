@@ -141,7 +141,7 @@ class Pipeline:
         """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1]).
 
         ``scheduler``: ddpm, ddim or dpmpp-2m (default: the one the scheduler config was written for);
-        ``steps``: default the sampler's own (1000 / 50 / 25); ``eta``: DDIM's noise scale;
+        ``steps``: default the sampler's own (``runtime.schedulers.default_steps_help()``); ``eta``: DDIM's noise scale;
         ``conditioning``: the engine's inputs besides sample and timestep, if it has any.
         """
         trajectory = self.trajectory(batch, steps, seed, seeds, noise, progress, scheduler, eta, conditioning)

@@ -14,7 +14,7 @@ from .cli import ArgumentParser, run, setup_logging
 from .errors import InputError
 from .images import make_output_dir, prepare_output_dir, write_png
 from .noise import MAX_SEED, NOISE_KINDS
-from .schedulers import SCHEDULERS
+from .schedulers import SCHEDULERS, default_steps_help
 from .pipeline import Pipeline
 
 PROG = "runtime.sample"
@@ -54,7 +54,7 @@ def build_parser() -> ArgumentParser:
         help="sampler (default: the scheduler config's own, DDPM for the reference model)",
     )
     p.add_argument(
-        "--steps", type=_int_in(1), default=None, help="inference steps (default: ddpm 1000, ddim 50, dpmpp-2m 25)"
+        "--steps", type=_int_in(1), default=None, help=f"inference steps (default: {default_steps_help()})"
     )
     p.add_argument("--eta", type=_eta, default=0.0, help="DDIM noise scale, >= 0 (default 0: deterministic)")
     p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed (default 0)")

@@ -1,70 +1,32 @@
 """Samplers as precomputed numpy tables and pure step functions, selected by name.
 
-Every table has ``timesteps``, ``num_steps`` and ``needs_noise(i)``; every step function is wrapped
-here to one signature, ``step(table, i, model_output, sample, noise, state, out=None) -> (sample,
-state)``, where ``state`` is what a step carries to the next (DPM-Solver++'s previous data
-prediction; nothing for DDPM and DDIM). Steps are pure: they never write into their inputs. ``out``
-is optional working space the caller owns, two float32 arrays of the sample's shape that alias no
-input; a sampler that can use it (DDPM) writes its result into ``out[0]`` and returns it.
+Each sampler lives in one module (``ddpm``, ``ddim``, ``dpmpp``) that declares its diffusers config
+keys and defaults, its table builder and its step, and registers them (:func:`config.register`);
+adding a sampler is adding a module and importing it here. Every table has ``timesteps``,
+``num_steps`` and ``needs_noise(i)``; every step has one signature, ``step(table, i, model_output,
+sample, noise, state, out=None) -> (sample, state)``, where ``state`` is what a step carries to the
+next (DPM-Solver++'s previous data prediction; nothing for DDPM and DDIM). Steps are pure: they never
+write into their inputs. ``out`` is optional working space the caller owns, two float32 arrays of the
+sample's shape that alias no input; a sampler that can use it (DDPM) writes its result into
+``out[0]`` and returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
-from .config import DIFFUSERS_CLASS, SCHEDULERS, SchedulerConfig
-from .ddim import check_eta, ddim_step, ddim_table
+from . import ddim, ddpm, dpmpp  # noqa: F401  (each registers its sampler)
+from .config import SAMPLERS, Sampler, SchedulerConfig
+from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table
-from .dpmpp import dpmpp_step, dpmpp_table
 
-
-def _ddpm(table, i, model_output, sample, noise, state, out=None):
-    """DDPM into the caller's buffers when given (fresh 800 kB arrays per step cost page faults that
-    double the step's time on the full model)."""
-    target, scratch = out if out is not None else (None, None)
-    return ddpm_step(table, i, model_output, sample, noise, out=target, scratch=scratch), None
-
-
-@dataclass(frozen=True)
-class Sampler:
-    name: str
-    default_steps: Callable[[SchedulerConfig], int]
-    make_table: Callable[[SchedulerConfig, int, float], Any]
-    step: Callable[..., tuple[Any, Any]]
-    uses_eta: bool = False
-
-
-SAMPLERS: dict[str, Sampler] = {
-    "ddpm": Sampler(
-        "ddpm",
-        default_steps=lambda c: c.num_train_timesteps,  # DDPMPipeline's default: every training step
-        make_table=lambda c, k, eta: ddpm_table(c, k),
-        step=_ddpm,
-    ),
-    "ddim": Sampler(
-        "ddim",
-        default_steps=lambda c: 50,  # DDIMPipeline's default
-        make_table=lambda c, k, eta: ddim_table(c, k, eta),
-        step=lambda t, i, m, x, z, s, out=None: (ddim_step(t, i, m, x, z), None),
-        uses_eta=True,
-    ),
-    "dpmpp-2m": Sampler(
-        "dpmpp-2m",
-        default_steps=lambda c: 25,
-        make_table=lambda c, k, eta: dpmpp_table(c, k),
-        step=lambda t, i, m, x, z, s, out=None: dpmpp_step(t, i, m, x, s),
-    ),
-}
+SCHEDULERS = tuple(SAMPLERS)
 
 
 def scheduler_name_for(raw: dict[str, Any]) -> str:
     """The sampler a config was written for (its ``_class_name``), DDPM when unknown."""
-    by_class = {cls: name for name, cls in DIFFUSERS_CLASS.items()}
+    by_class = {s.diffusers_class: name for name, s in SAMPLERS.items()}
     return by_class.get(raw.get("_class_name"), "ddpm")
 
 
@@ -81,7 +43,12 @@ def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: f
     if eta and not sampler.uses_eta:
         raise InputError(f"eta applies to ddim only; {name} takes no eta (leave it at 0)")
     config = SchedulerConfig.from_dict(raw_config, name)
-    return sampler, sampler.make_table(config, sampler.default_steps(config) if steps is None else steps, eta)
+    return sampler, sampler.make_table(config, sampler.steps_for(config) if steps is None else steps, eta)
+
+
+def default_steps_help() -> str:
+    """"ddpm: every training timestep, ddim 50, ..." for help texts, from the registry."""
+    return ", ".join(f"{s.name} {s.default_steps or 'every training timestep'}" for s in SAMPLERS.values())
 
 
 __all__ = [
@@ -93,6 +60,7 @@ __all__ = [
     "build_table",
     "ddpm_step",
     "ddpm_table",
+    "default_steps_help",
     "get_sampler",
     "scheduler_name_for",
 ]

@@ -6,27 +6,29 @@ keys the target scheduler's ``__init__`` accepts are taken, every other key is i
 keys get the target's defaults (so a DDPM config gives DPM-Solver++ the same betas but its own
 ``linspace`` timestep spacing unless the config names one). Values this runtime does not implement
 are refused with a message rather than silently sampled wrong.
+
+Each sampler declares its own keys, defaults, table builder and step in its module (a
+:class:`Sampler` passed to :func:`register`); this module holds what they share.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SchedulerConfigError
 
-SCHEDULERS = ("ddpm", "ddim", "dpmpp-2m")
-DIFFUSERS_CLASS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmpp-2m": "DPMSolverMultistepScheduler"}
-
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
-_COMMON = dict(
+# The noise-schedule keys every sampler's __init__ takes, with diffusers' defaults; a sampler declares
+# its own keys (and any common default it changes) beside its algorithm.
+COMMON = dict(
     num_train_timesteps=1000,
     beta_start=0.0001,
     beta_end=0.02,
@@ -38,117 +40,137 @@ _COMMON = dict(
     steps_offset=0,
     rescale_betas_zero_snr=False,
 )
-# What this runtime implements of DPM-Solver: the second-order multistep DPM-Solver++ (midpoint),
-# which are also diffusers' defaults; other values of these keys are refused.
-_DPM_FIXED = {
-    "solver_order": 2,
-    "algorithm_type": "dpmsolver++",
-    "solver_type": "midpoint",
-    "final_sigmas_type": "zero",
-    "lambda_min_clipped": -math.inf,
-    "use_karras_sigmas": False,
-    "use_exponential_sigmas": False,
-    "use_beta_sigmas": False,
-    "use_lu_lambdas": False,
-    "use_flow_sigmas": False,
-    "use_dynamic_shifting": False,
-}
-# Each scheduler's __init__ keys that change sampling, with diffusers' defaults.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "ddpm": {**_COMMON, "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0},
-    "ddim": {**_COMMON, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True},
-    "dpmpp-2m": {
-        **_COMMON,
-        "timestep_spacing": "linspace",
-        "variance_type": None,
-        "lower_order_final": True,
-        "euler_at_final": False,
-        **_DPM_FIXED,
-    },
-}
 
 
 @dataclass(frozen=True)
+class Sampler:
+    """One sampler, declared in its own module and registered with :func:`register`.
+
+    ``keys``: its diffusers ``__init__`` keys beyond :data:`COMMON` (and common defaults it changes), with
+    diffusers' defaults; ``fixed``: keys of which it implements one value (others are refused);
+    ``default_steps``: its pipeline's default step count (None: every training timestep);
+    ``make_table(config, steps, eta)``; ``step(table, i, model_output, sample, noise, state, out=None)
+    -> (sample, state)``, pure (see :mod:`runtime.schedulers`); ``validate(config)`` refuses values it
+    does not implement.
+    """
+
+    name: str
+    diffusers_class: str
+    keys: Mapping[str, Any]
+    make_table: Callable[..., Any]
+    step: Callable[..., tuple[Any, Any]]
+    default_steps: int | None = None
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    uses_eta: bool = False
+    validate: Callable[[SchedulerConfig], None] | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {**COMMON, **self.keys, **self.fixed}
+
+    def steps_for(self, config: SchedulerConfig) -> int:
+        return config.num_train_timesteps if self.default_steps is None else self.default_steps
+
+
+SAMPLERS: dict[str, Sampler] = {}
+
+
+def register(sampler: Sampler) -> Sampler:
+    SAMPLERS[sampler.name] = sampler
+    return sampler
+
+
+def _sampler(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise SchedulerConfigError(f"scheduler {name!r} is not supported; use one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
 class SchedulerConfig:
-    """One scheduler's effective configuration (``from_dict`` fills the scheduler's own defaults)."""
+    """One sampler's effective configuration: its declared keys, diffusers' defaults filled in.
 
-    scheduler: str = "ddpm"
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"
-    trained_betas: tuple[float, ...] | None = None
-    prediction_type: str = "epsilon"
-    thresholding: bool = False
-    timestep_spacing: str = "leading"
-    steps_offset: int = 0
-    rescale_betas_zero_snr: bool = False
-    # DDPM
-    variance_type: str | None = "fixed_small"
-    # DDPM, DDIM
-    clip_sample: bool = True
-    clip_sample_range: float = 1.0
-    # DDIM
-    set_alpha_to_one: bool = True
-    # DPM-Solver++
-    lower_order_final: bool = True
-    euler_at_final: bool = False
+    Read a value as an attribute (``config.beta_end``); :meth:`from_dict` converts any scheduler's
+    config the way ``from_config`` does. Immutable and hashable.
+    """
 
-    def __post_init__(self):
-        _choice("scheduler", self.scheduler, SCHEDULERS)
-        _choice("beta_schedule", self.beta_schedule, BETA_SCHEDULES, allow=self.trained_betas is not None)
-        _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        _choice("timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
-        if self.scheduler == "ddpm":
-            _choice("variance_type", self.variance_type, VARIANCE_TYPES)
-        if self.scheduler == "dpmpp-2m" and self.variance_type in ("learned", "learned_range"):
-            raise SchedulerConfigError("learned variances need a model with twice the output channels; not supported")
-        if self.thresholding:
-            raise SchedulerConfigError(
-                "scheduler config sets thresholding=true (dynamic thresholding), which this runtime does not "
-                "implement; set it to false or pass --scheduler-config with a supported config"
-            )
-        if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 1:
-            raise SchedulerConfigError(f"num_train_timesteps must be a positive integer, got {self.num_train_timesteps!r}")
-        if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
-            raise SchedulerConfigError(
-                f"trained_betas has {len(self.trained_betas)} values but num_train_timesteps is {self.num_train_timesteps}"
-            )
-        if not self.clip_sample_range > 0:
-            raise SchedulerConfigError(f"clip_sample_range must be positive, got {self.clip_sample_range!r}")
+    __slots__ = ("scheduler", "_values")
+
+    def __init__(self, scheduler: str = "ddpm", **values: Any):
+        sampler = _sampler(scheduler)
+        defaults = sampler.defaults
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise SchedulerConfigError(f"{scheduler} takes no {', '.join(unknown)}; its keys are {', '.join(defaults)}")
+        merged = {**defaults, **values}
+        for key, want in sampler.fixed.items():
+            if merged[key] != want:
+                raise SchedulerConfigError(
+                    f"scheduler config {key}={merged[key]!r}: {scheduler} implements {sampler.diffusers_class} with {key}={want!r}"
+                )
+        if merged["trained_betas"] is not None:
+            merged["trained_betas"] = tuple(float(b) for b in merged["trained_betas"])
+        object.__setattr__(self, "scheduler", scheduler)
+        object.__setattr__(self, "_values", merged)
+        _validate_common(self)
+        if sampler.validate is not None:
+            sampler.validate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"{self.scheduler} has no config key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("SchedulerConfig is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SchedulerConfig) and (self.scheduler, self._values) == (other.scheduler, other._values)
+
+    def __hash__(self) -> int:
+        return hash((self.scheduler, tuple(sorted(self._values.items()))))
+
+    def __repr__(self) -> str:
+        return f"SchedulerConfig({self.scheduler!r}, {self._values!r})"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], scheduler: str = "ddpm") -> SchedulerConfig:
         """``raw`` (diffusers keys, any scheduler's) as ``scheduler`` would take it through ``from_config``."""
         if not isinstance(raw, dict):
             raise SchedulerConfigError("a scheduler config must be a JSON object")
-        _choice("scheduler", scheduler, SCHEDULERS)
-        defaults = DEFAULTS[scheduler]
-        values = {**defaults, **{k: v for k, v in raw.items() if k in defaults}}
-        if scheduler == "dpmpp-2m":
-            for key, want in _DPM_FIXED.items():
-                if values[key] != want:
-                    raise SchedulerConfigError(
-                        f"scheduler config {key}={values[key]!r}: dpmpp-2m implements DPM-Solver++ 2M with {key}={want!r}"
-                    )
-        values = {k: v for k, v in values.items() if k not in _DPM_FIXED}
-        if values.get("trained_betas") is not None:
-            values["trained_betas"] = tuple(float(b) for b in values["trained_betas"])
-        return cls(scheduler=scheduler, **values)
+        defaults = _sampler(scheduler).defaults
+        return cls(scheduler, **{k: v for k, v in raw.items() if k in defaults})
 
     @classmethod
     def from_file(cls, path: str | Path, scheduler: str = "ddpm") -> SchedulerConfig:
         return cls.from_dict(read_config_file(path), scheduler)
 
     def to_dict(self) -> dict[str, Any]:
-        """The effective config as diffusers keys, with ``_class_name``."""
-        keys = DEFAULTS[self.scheduler]
-        out = {k: v for k, v in asdict(self).items() if k in keys}
-        if out["trained_betas"] is not None:
-            out["trained_betas"] = list(out["trained_betas"])
-        if self.scheduler == "dpmpp-2m":
-            out.update({k: v for k, v in _DPM_FIXED.items() if k != "lambda_min_clipped"})
-        return {"_class_name": DIFFUSERS_CLASS[self.scheduler], **out}
+        """The effective config as diffusers keys, with ``_class_name`` (infinite values left out: not JSON)."""
+        out = {k: (list(v) if k == "trained_betas" and v is not None else v) for k, v in self._values.items()
+               if not (isinstance(v, float) and math.isinf(v))}
+        return {"_class_name": _sampler(self.scheduler).diffusers_class, **out}
+
+
+def _validate_common(config: SchedulerConfig) -> None:
+    choice("beta_schedule", config.beta_schedule, BETA_SCHEDULES, allow=config.trained_betas is not None)
+    choice("prediction_type", config.prediction_type, PREDICTION_TYPES)
+    choice("timestep_spacing", config.timestep_spacing, TIMESTEP_SPACINGS)
+    if config.thresholding:
+        raise SchedulerConfigError(
+            "scheduler config sets thresholding=true (dynamic thresholding), which this runtime does not "
+            "implement; set it to false or pass --scheduler-config with a supported config"
+        )
+    n = config.num_train_timesteps
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SchedulerConfigError(f"num_train_timesteps must be a positive integer, got {n!r}")
+    if config.trained_betas is not None and len(config.trained_betas) != n:
+        raise SchedulerConfigError(f"trained_betas has {len(config.trained_betas)} values but num_train_timesteps is {n}")
+
+
+def check_clip_range(config: SchedulerConfig) -> None:
+    if not config.clip_sample_range > 0:
+        raise SchedulerConfigError(f"clip_sample_range must be positive, got {config.clip_sample_range!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -164,6 +186,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def _choice(key: str, value: Any, allowed: tuple[str, ...], allow: bool = False) -> None:
+def choice(key: str, value: Any, allowed: tuple[str, ...], allow: bool = False) -> None:
     if not allow and value not in allowed:
         raise SchedulerConfigError(f"{key} {value!r} is not supported; use one of: {', '.join(allowed)}")

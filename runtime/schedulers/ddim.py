@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .config import SchedulerConfig
+from .config import Sampler, SchedulerConfig, check_clip_range, register
 from .ddpm import predict_original
 from .tables import alphas_cumprod, as_f32, step_alphas
 
@@ -94,3 +94,17 @@ def ddim_step(table: DDIMTable, i: int, model_output: np.ndarray, sample: np.nda
             raise ValueError(f"step {i} needs noise (eta > 0)")
         prev = prev + table.noise_std[i] * noise
     return prev
+
+
+SAMPLER = register(
+    Sampler(
+        name="ddim",
+        diffusers_class="DDIMScheduler",
+        keys={"clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True},
+        make_table=lambda config, steps, eta: ddim_table(config, steps, eta),
+        step=lambda table, i, m, x, z, state, out=None: (ddim_step(table, i, m, x, z), None),
+        default_steps=50,  # DDIMPipeline's default
+        uses_eta=True,
+        validate=check_clip_range,
+    )
+)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from .config import SchedulerConfig
+import math
+
+from ..errors import InputError, SchedulerConfigError
+from .config import Sampler, SchedulerConfig, register
 from .ddpm import predict_original
-from .tables import alphas_cumprod, check_steps, f32_exp, f32_log
+from .tables import alphas_cumprod, check_steps, f32_exp, f32_log, spaced_timesteps
 
 F32 = np.float32
 
@@ -43,12 +45,7 @@ class DPMTable:
 
 def _spaced(config: SchedulerConfig, k: int) -> np.ndarray:
     """``DPMSolverMultistepScheduler.set_timesteps``: K+1 points, the last dropped."""
-    n_train = config.num_train_timesteps
-    if config.timestep_spacing == "linspace":
-        return np.linspace(0, n_train - 1, k + 1).round()[::-1][:-1].astype(np.int64)
-    if config.timestep_spacing == "leading":
-        return (np.arange(0, k + 1) * (n_train // (k + 1))).round()[::-1][:-1].astype(np.int64) + config.steps_offset
-    return np.arange(n_train, 0, -n_train / k).round().astype(np.int64) - 1  # trailing
+    return spaced_timesteps(config, k, points=k + 1)
 
 
 def _usable(config: SchedulerConfig, ts: np.ndarray) -> bool:
@@ -112,3 +109,39 @@ def dpmpp_step(
         d1 = table.inv_r[i] * (x0 - prev_x0)
         x = x - table.half_x0_coeff[i] * d1
     return x, x0
+
+
+# What this runtime implements of DPM-Solver: the second-order multistep DPM-Solver++ (midpoint),
+# which are also diffusers' defaults; other values of these keys are refused.
+FIXED = {
+    "solver_order": 2,
+    "algorithm_type": "dpmsolver++",
+    "solver_type": "midpoint",
+    "final_sigmas_type": "zero",
+    "lambda_min_clipped": -math.inf,
+    "use_karras_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_beta_sigmas": False,
+    "use_lu_lambdas": False,
+    "use_flow_sigmas": False,
+    "use_dynamic_shifting": False,
+}
+
+
+def _validate(config: SchedulerConfig) -> None:
+    if config.variance_type in ("learned", "learned_range"):
+        raise SchedulerConfigError("learned variances need a model with twice the output channels; not supported")
+
+
+SAMPLER = register(
+    Sampler(
+        name="dpmpp-2m",
+        diffusers_class="DPMSolverMultistepScheduler",
+        keys={"timestep_spacing": "linspace", "variance_type": None, "lower_order_final": True, "euler_at_final": False},
+        fixed=FIXED,
+        make_table=lambda config, steps, eta: dpmpp_table(config, steps),
+        step=lambda table, i, m, x, z, state, out=None: dpmpp_step(table, i, m, x, state),
+        default_steps=25,
+        validate=_validate,
+    )
+)

@@ -138,16 +138,23 @@ def check_steps(num_inference_steps, num_train_timesteps: int) -> int:
     return int(num_inference_steps)
 
 
+def spaced_timesteps(config: SchedulerConfig, k: int, points: int | None = None) -> np.ndarray:
+    """diffusers' ``timestep_spacing`` (descending int64, unchecked): ``k`` timesteps out of ``points``
+    spaced points (``k`` for DDPM/DDIM; DPM-Solver spaces ``k + 1`` and drops the last). Trailing
+    spacing takes no extra point."""
+    n_train, points = config.num_train_timesteps, points or k
+    if config.timestep_spacing == "linspace":
+        return np.linspace(0, n_train - 1, points).round()[::-1][:k].astype(np.int64)
+    if config.timestep_spacing == "leading":
+        return (np.arange(0, points) * (n_train // points)).round()[::-1][:k].astype(np.int64) + config.steps_offset
+    return np.round(np.arange(n_train, 0, -n_train / k)).astype(np.int64) - 1  # trailing
+
+
 def timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
     """The descending int64 timesteps of ``set_timesteps(num_inference_steps)``."""
     n_train = config.num_train_timesteps
     k = check_steps(num_inference_steps, n_train)
-    if config.timestep_spacing == "linspace":
-        out = np.linspace(0, n_train - 1, k).round()[::-1].astype(np.int64)
-    elif config.timestep_spacing == "leading":
-        out = (np.arange(0, k) * (n_train // k)).round()[::-1].astype(np.int64) + config.steps_offset
-    else:  # trailing
-        out = np.round(np.arange(n_train, 0, -n_train / k)).astype(np.int64) - 1
+    out = spaced_timesteps(config, k)
     if out.max() >= n_train or out.min() < 0:
         raise SchedulerConfigError(
             f"{k} steps with timestep_spacing={config.timestep_spacing!r} and steps_offset={config.steps_offset} "
