@@ -28,7 +28,7 @@ help:
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
-	@echo "make bench      MODE=quick (tiny model, ~1 min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png"
+	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,7 @@ test-full: $(VENV)/.dev
 
 bench: $(VENV)/.bench
 	$(PY) -m bench --mode $(MODE)
+	$(PY) -m bench.serving --mode $(MODE)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

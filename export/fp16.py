@@ -29,10 +29,12 @@ import numpy as np
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
-from runtime.manifest import sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
-from .onnx import ONNX_NAME, publish, remove_leftovers, tool_versions
+from runtime.atomic import publish
+
+from .onnx import ONNX_NAME, remove_leftovers, tool_versions
 
 PROG = "export.fp16"
 FP16_NAME = "unet.fp16.onnx"
@@ -104,9 +106,10 @@ def gate_timesteps(num_train_timesteps: int) -> np.ndarray:
 def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
     from runtime.pipeline import Pipeline, to_unit_range
+    from runtime.runners import RunnerOptions
     from runtime.runners.ort import OrtRunner
 
-    runners = [OrtRunner(p, io, device="cpu") for p in (fp32_path, fp16_path)]
+    runners = [OrtRunner(p, io, options=RunnerOptions(device="cpu")) for p in (fp32_path, fp16_path)]
     with runners[0], runners[1]:
         scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
         ts = gate_timesteps(scheduler.num_train_timesteps)
@@ -172,24 +175,25 @@ def main(argv: list[str] | None = None) -> int:
         onnx.save(model16, str(tmp))
         onnx.checker.check_model(str(tmp))
         gate = fp16_gate(fp32_path, tmp, manifest.io, manifest.scheduler_config)
-        entry = {
-            "kind": "onnx",
-            "precision": "fp16-mixed",
-            "sha256": sha256_file(tmp),
-            "bytes": tmp.stat().st_size,
-            "source": ONNX_NAME,
-            "source_sha256": fp32_entry["sha256"],
-            "fp32_ops": list(FP32_OPS),
-            "fp32_nodes": len(fp32_nodes),
-            "gate": gate,
-            "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
-        }
+        entry = ArtifactEntry(
+            kind="onnx",
+            precision="fp16-mixed",
+            sha256=sha256_file(tmp),
+            bytes=tmp.stat().st_size,
+            source=ONNX_NAME,
+            source_sha256=fp32_entry.sha256,
+            build={
+                "fp32_ops": list(FP32_OPS),
+                "fp32_nodes": len(fp32_nodes),
+                "gate": gate,
+                "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
+            },
+        )
         publish(tmp, folder / FP16_NAME)
-    base = {k: manifest.data[k] for k in ("model", "scheduler_config", "io")}
-    update_artifact(folder, base, FP16_NAME, entry)
+    update_artifact(folder, manifest.base(), FP16_NAME, entry)
     worst = min(r["psnr_db"] for r in gate["noise_prediction"])
     print(
-        f"wrote {folder / FP16_NAME} ({entry['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
+        f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
         f"noise prediction PSNR >= {worst:.1f} dB, {GATE_SAMPLING_STEPS}-step image PSNR "
         f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32"
     )

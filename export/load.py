@@ -8,12 +8,12 @@ The scheduler config is read from diffusers' own ``scheduler_config.json`` when 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import DeployError, first_line
+from runtime.jsonio import read_json_object
 from runtime.manifest import sha256_file
 
 CONFIG = "config.json"
@@ -83,13 +83,11 @@ def _unet_folder(root: Path) -> Path:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelSourceError(f"cannot read {what} {path}: {exc}; fix or re-save the model") from None
-    if not isinstance(data, dict):
-        raise ModelSourceError(f"{what} {path} is not a JSON object; re-save the model")
-    return data
+    return read_json_object(
+        path,
+        missing=lambda: ModelSourceError(f"{what} {path} does not exist; re-save the model"),
+        unreadable=lambda why: ModelSourceError(f"cannot read {what} {path}: {why}; fix or re-save the model"),
+    )
 
 
 def _scheduler_config(root: Path, unet_folder: Path) -> dict[str, Any] | None:

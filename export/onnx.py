@@ -8,7 +8,6 @@ leaves the output folder as it was.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,8 @@ from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import UNetIO
-from runtime.manifest import sha256_file, update_artifact
+from runtime.atomic import publish
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 from runtime.schedulers.config import read_config_file
 
@@ -108,13 +108,6 @@ def remove_leftovers(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def publish(src: Path, dst: Path) -> None:
-    """Moves a finished file into place atomically (same filesystem), durable before the rename."""
-    with open(src, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(src, dst)
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--model", required=True, help="hub id (google/ddpm-cat-256) or a local diffusers folder")
@@ -174,21 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         onnx.checker.check_model(str(tmp_onnx), full_check=False)
         log.info("parity gate: ONNX Runtime vs PyTorch at batch 1 and 3")
         parity = check_parity(unet, tmp_onnx, io, num_train_timesteps, atol=args.tolerance)
-        entry = {
-            "kind": "onnx",
-            "precision": "fp32",
-            "sha256": sha256_file(tmp_onnx),
-            "bytes": tmp_onnx.stat().st_size,
-            "external_data": {},
-            "opset": args.opset,
-            "parity": {"tolerance": args.tolerance, "results": [r.to_dict() for r in parity]},
-            "tools": tool_versions(),
-        }
+        external_data = {}
         # External weight files first, then the graph that names them: a reader never sees a graph
         # whose data is missing.
         for data_file in sorted(p for p in work.iterdir() if p != tmp_onnx) if external else []:
-            entry["external_data"][data_file.name] = sha256_file(data_file)
+            external_data[data_file.name] = sha256_file(data_file)
             publish(data_file, out / data_file.name)
+        entry = ArtifactEntry(
+            kind="onnx",
+            precision="fp32",
+            sha256=sha256_file(tmp_onnx),
+            bytes=tmp_onnx.stat().st_size,
+            external_data=external_data,
+            build={
+                "opset": args.opset,
+                "parity": {"tolerance": args.tolerance, "results": [r.to_dict() for r in parity]},
+                "tools": tool_versions(),
+            },
+        )
         publish(tmp_onnx, out / ONNX_NAME)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -205,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = update_artifact(out, base, ONNX_NAME, entry)
     worst = max(r.max_abs_error for r in parity)
     print(
-        f"wrote {out / ONNX_NAME} ({entry['bytes'] / 1e6:.1f} MB) and {manifest} in {time.perf_counter() - started:.1f} s; "
+        f"wrote {out / ONNX_NAME} ({entry.bytes / 1e6:.1f} MB) and {manifest} in {time.perf_counter() - started:.1f} s; "
         f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g})"
     )
     return 0

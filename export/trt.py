@@ -20,7 +20,7 @@ from runtime.atomic import atomic_path, atomic_write_bytes
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError
 from runtime.io_spec import BatchProfile, UNetIO
-from runtime.manifest import sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
 
 from .fp16 import FP16_NAME
@@ -102,18 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     with atomic_path(folder / PLAN_NAME) as tmp:
         tmp.write_bytes(plan)
-        entry = {
-            "kind": "tensorrt",
-            "precision": "fp16-mixed (strongly typed from unet.fp16.onnx)",
-            "sha256": sha256_file(tmp),
-            "bytes": len(plan),
-            "source": FP16_NAME,
-            "source_sha256": source_entry["sha256"],
-            "profile": profile.to_dict(),
-            "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
-        }
-    base = {k: manifest.data[k] for k in ("model", "scheduler_config", "io")}
-    update_artifact(folder, base, PLAN_NAME, entry)
+        entry = ArtifactEntry(
+            kind="tensorrt",
+            precision="fp16-mixed (strongly typed from unet.fp16.onnx)",
+            sha256=sha256_file(tmp),
+            bytes=len(plan),
+            source=FP16_NAME,
+            source_sha256=source_entry.sha256,
+            profile=profile,
+            build={
+                "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
+            },
+        )
+    update_artifact(folder, manifest.base(), PLAN_NAME, entry)
     print(f"wrote {folder / PLAN_NAME} ({len(plan) / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -25,6 +25,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def publish(src: str | Path, dst: str | Path) -> None:
+    """Moves a finished file into place atomically (same filesystem), durable before and after the rename."""
+    with open(src, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+    _fsync_dir(Path(dst).parent)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``target``; on success it is fsynced and renamed to ``target``.
@@ -38,10 +46,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts and images are meant to be shared
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        publish(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()

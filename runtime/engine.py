@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from .errors import EngineError
-from .manifest import Manifest, artifact_entry, check_hashes
-from .runners.base import Runner
+from .manifest import ArtifactEntry, Manifest, artifact_entry, check_hashes
+from .runners import Runner, RunnerOptions, runner_class
 
 ENGINE_SUFFIXES = (".onnx", ".plan")
 
 
 def open_engine(
     path: str | Path, device: str = "auto", threads: int | None = None
-) -> tuple[Runner, Manifest, dict[str, Any]]:
+) -> tuple[Runner, Manifest, ArtifactEntry]:
     """Checks ``path`` against its manifest and returns its active runner, the manifest and the
     artifact's entry.
 
@@ -33,7 +32,8 @@ def open_engine(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         hashed = pool.submit(check_hashes, path, manifest, entry)
         try:
-            runner = _runner_for(path, manifest, entry, device, threads).activate()
+            backend = runner_class(entry.kind)
+            runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads)).activate()
         except BaseException:
             hashed.result()  # a stale engine is the better explanation of a load failure
             raise
@@ -43,13 +43,3 @@ def open_engine(
             runner.deactivate()
             raise
     return runner, manifest, entry
-
-
-def _runner_for(path: Path, manifest: Manifest, entry: dict[str, Any], device: str, threads: int | None) -> Runner:
-    if path.suffix == ".onnx":
-        from .runners.ort import OrtRunner
-
-        return OrtRunner(path, manifest.io, device=device, threads=threads)
-    from .runners.trt import TrtRunner
-
-    return TrtRunner(path, manifest.io, entry)

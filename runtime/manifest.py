@@ -9,17 +9,17 @@ export/ writes it (through :func:`update_artifact`); the runtime only reads it.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json
 from .errors import ManifestError
-from .io_spec import UNetIO
+from .io_spec import BatchProfile, UNetIO
+from .jsonio import read_json_object
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the schema version: the layout ArtifactEntry and Manifest read
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -30,27 +30,98 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+_HEX = set("0123456789abcdef")
+_ENTRY_FIELDS = ("kind", "precision", "sha256", "bytes", "source", "source_sha256", "external_data", "profile")
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One built artifact as the manifest records it; checked when read.
+
+    ``kind`` names the backend that runs it (``runtime.runners.BACKENDS``); ``source`` /
+    ``source_sha256`` the artifact it was derived from; ``profile`` the batch sizes it accepts (None:
+    any); ``build`` what its builder recorded besides (opset, parity or gate figures, tool versions,
+    TensorRT facts), kept as written. The JSON layout is flat: ``build``'s keys sit beside the others.
+    """
+
+    kind: str
+    precision: str
+    sha256: str
+    bytes: int
+    source: str | None = None
+    source_sha256: str | None = None
+    external_data: dict[str, str] = field(default_factory=dict)
+    profile: BatchProfile | None = None
+    build: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "precision": self.precision, "sha256": self.sha256, "bytes": self.bytes}
+        if self.source is not None:
+            out.update(source=self.source, source_sha256=self.source_sha256)
+        if self.external_data:
+            out["external_data"] = dict(self.external_data)
+        if self.profile is not None:
+            out["profile"] = self.profile.to_dict()
+        return {**self.build, **out}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> ArtifactEntry:
+        def bad(what: str) -> ManifestError:
+            return ManifestError(f"{where}: {what}; rebuild the engine with `make engine`")
+
+        if not isinstance(raw, dict):
+            raise bad("the entry is not an object")
+        for key, kind in (("kind", str), ("precision", str), ("sha256", str)):
+            if not isinstance(raw.get(key), kind):
+                raise bad(f"{key!r} is missing or not a string")
+        if len(raw["sha256"]) != 64 or not set(raw["sha256"]) <= _HEX:
+            raise bad("'sha256' is not a sha256 hex digest")
+        if isinstance(raw.get("bytes"), bool) or not isinstance(raw.get("bytes"), int) or raw["bytes"] < 0:
+            raise bad("'bytes' is missing or not a whole number")
+        external = raw.get("external_data") or {}
+        if not isinstance(external, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in external.items()):
+            raise bad("'external_data' is not a map of file names to sha256")
+        profile = raw.get("profile")
+        if profile is not None:
+            try:
+                profile = BatchProfile(**profile)
+            except (TypeError, ValueError) as exc:
+                raise bad(f"'profile' is malformed ({exc})") from None
+        return cls(
+            kind=raw["kind"],
+            precision=raw["precision"],
+            sha256=raw["sha256"],
+            bytes=raw["bytes"],
+            source=raw.get("source"),
+            source_sha256=raw.get("source_sha256"),
+            external_data=dict(external),
+            profile=profile,
+            build={k: v for k, v in raw.items() if k not in _ENTRY_FIELDS},
+        )
+
+
 @dataclass(frozen=True)
 class Manifest:
+    """``manifest.json``, read and checked: format, model, scheduler config, I/O declaration, artifacts."""
+
     path: Path
-    data: dict[str, Any]
+    model: dict[str, Any]
+    scheduler_config: dict[str, Any]
+    io: UNetIO
+    artifacts: dict[str, ArtifactEntry]
 
-    @property
-    def io(self) -> UNetIO:
-        return UNetIO.from_dict(self.data["io"])
-
-    @property
-    def scheduler_config(self) -> dict[str, Any]:
-        return self.data["scheduler_config"]
-
-    def artifact(self, name: str) -> dict[str, Any]:
+    def artifact(self, name: str) -> ArtifactEntry:
         try:
-            return self.data["artifacts"][name]
+            return self.artifacts[name]
         except KeyError:
             raise ManifestError(
-                f"{self.path} does not describe {name!r} (it lists: {', '.join(sorted(self.data['artifacts'])) or 'nothing'}); "
+                f"{self.path} does not describe {name!r} (it lists: {', '.join(sorted(self.artifacts)) or 'nothing'}); "
                 "rebuild the engine with `make engine` or `python -m export.onnx`"
             ) from None
+
+    def base(self) -> dict[str, Any]:
+        """The sections every artifact shares (model, scheduler config, I/O), for :func:`update_artifact`."""
+        return {"model": self.model, "scheduler_config": self.scheduler_config, "io": self.io.to_dict()}
 
 
 _REQUIRED = ("format", "model", "scheduler_config", "io", "artifacts")
@@ -62,16 +133,15 @@ def manifest_path_for(engine: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ManifestError(
+    data = read_json_object(
+        path,
+        missing=lambda: ManifestError(
             f"no manifest at {path}; engines must be used from the folder export wrote them to "
             "(rebuild with `python -m export.onnx --model MODEL --out DIR`)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc}; rebuild the engine") from None
-    if not isinstance(data, dict) or any(k not in data for k in _REQUIRED):
+        ),
+        unreadable=lambda why: ManifestError(f"cannot read manifest {path}: {why}; rebuild the engine"),
+    )
+    if any(k not in data for k in _REQUIRED):
         raise ManifestError(f"manifest {path} is incomplete (needs {', '.join(_REQUIRED)}); rebuild the engine")
     if data["format"] != FORMAT_VERSION:
         raise ManifestError(
@@ -79,42 +149,45 @@ def read_manifest(path: str | Path) -> Manifest:
             "rebuild the engine with this version of ddpm-deploy"
         )
     try:
-        UNetIO.from_dict(data["io"])
+        io = UNetIO.from_dict(data["io"])
     except (KeyError, TypeError) as exc:
         raise ManifestError(f"manifest {path} has a malformed io section ({exc}); rebuild the engine") from None
-    return Manifest(path=path, data=data)
+    if not isinstance(data["artifacts"], dict) or not isinstance(data["scheduler_config"], dict):
+        raise ManifestError(f"manifest {path} has malformed artifacts or scheduler_config; rebuild the engine")
+    artifacts = {name: ArtifactEntry.from_dict(raw, f"manifest {path}, artifact {name!r}") for name, raw in data["artifacts"].items()}
+    return Manifest(path=path, model=data["model"], scheduler_config=data["scheduler_config"], io=io, artifacts=artifacts)
 
 
-def artifact_entry(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
+def artifact_entry(engine: str | Path) -> tuple[Manifest, ArtifactEntry]:
     """The manifest beside ``engine`` and its entry for it (no hashing)."""
     engine = Path(engine)
     manifest = read_manifest(manifest_path_for(engine))
     return manifest, manifest.artifact(engine.name)
 
 
-def check_hashes(engine: str | Path, manifest: Manifest, entry: dict[str, Any]) -> None:
+def check_hashes(engine: str | Path, manifest: Manifest, entry: ArtifactEntry) -> None:
     """The engine (and its external weight files) against the sha256 the manifest records."""
     engine = Path(engine)
     actual = sha256_file(engine)
-    if actual != entry.get("sha256"):
+    if actual != entry.sha256:
         raise ManifestError(
-            f"{engine} does not match its manifest (sha256 {actual[:12]}... vs {str(entry.get('sha256'))[:12]}... "
+            f"{engine} does not match its manifest (sha256 {actual[:12]}... vs {entry.sha256[:12]}... "
             f"in {manifest.path}): the engine or manifest is stale or was replaced; rebuild with `make engine`"
         )
-    for name, digest in entry.get("external_data", {}).items():
+    for name, digest in entry.external_data.items():
         data = engine.parent / name
         if not data.is_file() or sha256_file(data) != digest:
             raise ManifestError(f"{engine}'s weight file {data} is missing or does not match the manifest; rebuild the engine")
 
 
-def verify_artifact(engine: str | Path) -> tuple[Manifest, dict[str, Any]]:
+def verify_artifact(engine: str | Path) -> tuple[Manifest, ArtifactEntry]:
     """Reads the manifest beside ``engine`` and checks the engine's sha256 against it."""
     manifest, entry = artifact_entry(engine)
     check_hashes(engine, manifest, entry)
     return manifest, entry
 
 
-def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entry: dict[str, Any]) -> Path:
+def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entry: ArtifactEntry) -> Path:
     """Writes ``directory/manifest.json`` atomically with ``base``'s sections and ``entry`` for ``name``.
 
     Entries of other artifacts are kept only when they were built from the same model and I/O
@@ -123,23 +196,23 @@ def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entr
     FP16 model and plan stale, and the runtime then refuses them.
     """
     path = Path(directory) / MANIFEST_NAME
-    artifacts: dict[str, Any] = {}
+    artifacts: dict[str, ArtifactEntry] = {}
     if path.exists():
         try:
-            old = read_manifest(path).data
+            old = read_manifest(path)
         except ManifestError:
             old = None
-        if old and old["model"] == base["model"] and old["io"] == base["io"]:
-            artifacts = {k: v for k, v in old["artifacts"].items() if (Path(directory) / k).exists()}
+        if old and old.model == base["model"] and old.io.to_dict() == base["io"]:
+            artifacts = {k: v for k, v in old.artifacts.items() if (Path(directory) / k).exists()}
     artifacts[name] = entry
     changed = True
     while changed:
         changed = False
         for key, value in list(artifacts.items()):
-            source = value.get("source")
-            if source and (source not in artifacts or artifacts[source]["sha256"] != value.get("source_sha256")):
+            source = value.source
+            if source and (source not in artifacts or artifacts[source].sha256 != value.source_sha256):
                 del artifacts[key]
                 changed = True
-    data = {"format": FORMAT_VERSION, **base, "artifacts": artifacts}
+    data = {"format": FORMAT_VERSION, **base, "artifacts": {k: v.to_dict() for k, v in artifacts.items()}}
     atomic_write_json(path, data)
     return path

@@ -72,7 +72,7 @@ class Pipeline:
     ) -> Pipeline:
         runner, manifest, entry = open_engine(engine, device=device, threads=threads)
         try:
-            return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry["sha256"])
+            return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256)
         except BaseException:
             runner.deactivate()
             raise

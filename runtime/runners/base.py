@@ -11,19 +11,38 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import EngineError, InputError
-from ..io_spec import BATCH, BatchProfile, UNetIO
+from ..io_spec import BATCH, UNetIO
+
+if TYPE_CHECKING:
+    from ..manifest import ArtifactEntry
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """What the caller chooses about running an engine (each backend takes what applies to it)."""
+
+    device: str = "auto"  # ONNX Runtime: auto | cpu | cuda
+    threads: int | None = None  # intra-op threads (default: usable cores)
 
 
 class Runner(abc.ABC):
+    """``Runner(path, io, entry, options)``: no side effects until :meth:`activate`."""
+
     name = "runner"
 
-    def __init__(self, io: UNetIO, profile: BatchProfile | None = None):
+    def __init__(self, path: str | Path, io: UNetIO, entry: ArtifactEntry | None = None, options: RunnerOptions | None = None):
+        self.path = Path(path)
         self.io = io
-        self.profile = profile  # None: any batch size
+        self.entry = entry  # None for an artifact not yet in a manifest (an export gate's candidate)
+        self.options = options or RunnerOptions()
+        self.profile = entry.profile if entry is not None else None  # None: any batch size
         self.is_active = False
 
     # lifecycle -------------------------------------------------------------------------------

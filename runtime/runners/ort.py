@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendUnavailableError, EngineError, first_line
-from ..io_spec import UNetIO
 from .base import Runner
 
 log = logging.getLogger(__name__)
@@ -61,14 +59,13 @@ def choose_providers(device: str) -> list[str]:
 class OrtRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, io: UNetIO, device: str = "auto", threads: int | None = None):
-        super().__init__(io)
-        self.path = Path(path)
-        self.providers = choose_providers(device)
-        self.threads = threads
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threads = self.options.threads
         self._session: ort.InferenceSession | None = None
 
     def _activate(self) -> None:
+        self.providers = choose_providers(self.options.device)
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=session_options(self.threads), providers=self.providers

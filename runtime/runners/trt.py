@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, EngineError
-from ..io_spec import BatchProfile, UNetIO
 from .base import Runner
 
 
@@ -63,10 +61,10 @@ def gpu_facts(cudart) -> dict[str, Any]:
     return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
-def check_plan_compatibility(entry: Mapping[str, Any], tensorrt_version: str, compute_capability: str) -> None:
+def check_plan_compatibility(build: Mapping[str, Any], tensorrt_version: str, compute_capability: str) -> None:
     """A plan runs only on the TensorRT version and GPU architecture it was built for (unless built
     version-/hardware-compatible, which the manifest records)."""
-    built = entry.get("tensorrt", {})
+    built = build.get("tensorrt", {})
     if built.get("version") != tensorrt_version and not built.get("version_compatible"):
         raise EngineError(
             f"this plan was built with TensorRT {built.get('version')}, this machine has {tensorrt_version}; "
@@ -82,21 +80,18 @@ def check_plan_compatibility(entry: Mapping[str, Any], tensorrt_version: str, co
 class TrtRunner(Runner):
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, io: UNetIO, entry: Mapping[str, Any]):
-        profile = entry.get("profile")
-        super().__init__(io, BatchProfile(**profile) if profile else None)
-        self.path = Path(path)
-        self.entry = dict(entry)
-        self._trt = import_tensorrt()
-        self._cudart = import_cudart()
-        facts = gpu_facts(self._cudart)
-        check_plan_compatibility(self.entry, self._trt.__version__, facts["compute_capability"])
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._trt = self._cudart = None
         self._engine = self._context = self._stream = None
         self._buffers: dict[int, dict[str, tuple[int, int]]] = {}  # batch -> name -> (device ptr, bytes)
         self._lock = threading.Lock()
 
     def _activate(self) -> None:
-        trt = self._trt
+        self._trt = trt = import_tensorrt()
+        self._cudart = import_cudart()
+        facts = gpu_facts(self._cudart)
+        check_plan_compatibility(self.entry.build if self.entry is not None else {}, trt.__version__, facts["compute_capability"])
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         self._engine = runtime.deserialize_cuda_engine(self.path.read_bytes())

@@ -13,7 +13,6 @@ Each sampler declares its own keys, defaults, table builder and step in its modu
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SchedulerConfigError
+from ..jsonio import read_json_object
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -174,16 +174,15 @@ def check_clip_range(config: SchedulerConfig) -> None:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SchedulerConfigError(f"scheduler config {path} does not exist; pass the path of a diffusers scheduler_config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchedulerConfigError(f"cannot read scheduler config {path}: {exc}; pass a valid scheduler_config.json") from None
-    if not isinstance(raw, dict):
-        raise SchedulerConfigError(f"scheduler config {path} is not a JSON object")
-    return raw
+    return read_json_object(
+        path,
+        missing=lambda: SchedulerConfigError(
+            f"scheduler config {path} does not exist; pass the path of a diffusers scheduler_config.json"
+        ),
+        unreadable=lambda why: SchedulerConfigError(
+            f"cannot read scheduler config {path}: {why}; pass a valid scheduler_config.json"
+        ),
+    )
 
 
 def choice(key: str, value: Any, allowed: tuple[str, ...], allow: bool = False) -> None:

@@ -34,9 +34,9 @@ def tensor_types(model) -> dict[str, int]:
 
 def test_gate_passes_and_is_recorded(fp16_engines):
     entry = read_manifest(fp16_engines / "manifest.json").artifact(FP16_NAME)
-    assert entry["sha256"] == sha256_file(fp16_engines / FP16_NAME)
-    assert entry["precision"] == "fp16-mixed" and entry["source"] == "unet.onnx"
-    gate = entry["gate"]
+    assert entry.sha256 == sha256_file(fp16_engines / FP16_NAME)
+    assert entry.precision == "fp16-mixed" and entry.source == "unet.onnx"
+    gate = entry.build["gate"]
     timesteps = [r["timestep"] for r in gate["noise_prediction"]]
     assert timesteps[0] == 0 and timesteps[-1] == 999 and len(timesteps) >= 6
     assert min(r["psnr_db"] for r in gate["noise_prediction"]) >= FP16_MIN_PSNR_DB
@@ -90,13 +90,15 @@ def test_gate_fails_on_a_broken_fp16_model(fp16_engines, tmp_path):
 
 
 def test_rebuilt_fp32_model_makes_the_fp16_entry_stale(fp16_engines, tmp_path):
+    from dataclasses import replace
+
     from runtime.manifest import update_artifact
 
     folder = tmp_path / "engines"
     shutil.copytree(fp16_engines, folder)
-    data = json.loads((folder / "manifest.json").read_text())
-    entry = {**data["artifacts"]["unet.onnx"], "sha256": "0" * 64}
-    update_artifact(folder, {k: data[k] for k in ("model", "scheduler_config", "io")}, "unet.onnx", entry)
+    manifest = read_manifest(folder / "manifest.json")
+    entry = replace(manifest.artifact("unet.onnx"), sha256="0" * 64)
+    update_artifact(folder, manifest.base(), "unet.onnx", entry)
     assert FP16_NAME not in json.loads((folder / "manifest.json").read_text())["artifacts"]
 
 

@@ -59,7 +59,8 @@ def plan_beside(tiny_engine, tmp_path, payload=b"not a plan"):
     plan.write_bytes(payload)
     data = json.loads((folder / "manifest.json").read_text())
     data["artifacts"]["unet.plan"] = {
-        "kind": "tensorrt", "sha256": sha256_file(plan), "profile": {"min": 1, "opt": 4, "max": 16}, **ENTRY
+        "kind": "tensorrt", "precision": "fp16-mixed", "sha256": sha256_file(plan), "bytes": len(payload),
+        "profile": {"min": 1, "opt": 4, "max": 16}, **ENTRY
     }
     (folder / "manifest.json").write_text(json.dumps(data))
     return plan
