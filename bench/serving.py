@@ -1,6 +1,6 @@
 """``python -m bench.serving --mode quick|full``: a stream of requests through three ways of serving it.
 
-Poisson arrivals (seeded), each request one image with its own sampler, step count and seed, sent to
+Poisson arrivals (seeded) at two loads, each request one image with its own sampler, step count and seed, sent to
 (a) one request at a time, (b) static batching (wait up to a window for rows, then run that batch to
 its end), (c) the StepBatcher (step-level batching). Throughput, latency percentiles, engine calls and
 rows per call, all in one run on this machine. The same stream is also sent to a *simulated* GPU
@@ -30,8 +30,8 @@ MIX = [  # (scheduler, steps): what a service sees from different clients
     ("ddim", 10), ("ddim", 20), ("dpmpp-2m", 10), ("dpmpp-2m", 20), ("ddpm", 30),
 ]
 MODES = {
-    "quick": {"requests": 40, "max_batch": 8, "load": 0.9},
-    "full": {"requests": 8, "max_batch": 4, "load": 0.9, "steps_scale": 0.25},
+    "quick": {"requests": 40, "max_batch": 8, "loads": (0.9, 3.0)},
+    "full": {"requests": 8, "max_batch": 4, "loads": (0.9, 3.0), "steps_scale": 0.25},
 }
 STATIC_WINDOW_S = 0.05
 
@@ -228,38 +228,45 @@ def main(argv=None) -> int:
         step_s = (time.perf_counter() - t0) / 10
     steps_scale = cfg.get("steps_scale", 1.0)
     mean_steps = np.mean([max(2, int(s * steps_scale)) for _, s in MIX])
-    arrivals, requests = make_stream(cfg["requests"], mean_steps * step_s, cfg["load"], steps_scale)
-    print(f"measured ({engine}): {len(requests)} requests, batch-1 step {step_s * 1e3:.1f} ms", flush=True)
-    measured = run_all(lambda: Pipeline.load(engine, device="cpu"), arrivals, requests, cfg["max_batch"])
     sim_step = (fit["a"] + fit["b"]) / 1e3
-    sim_arrivals, sim_requests = make_stream(cfg["requests"] * 2, mean_steps * sim_step, cfg["load"], steps_scale, seed=1)
-    print(f"simulated GPU engine: {fit['a']:.2f} + {fit['b']:.2f}*rows ms per call", flush=True)
-    with Pipeline.load(engine, device="cpu") as like:
-        simulated = run_all(lambda: simulated_pipeline(like, fit["a"], fit["b"]), sim_arrivals, sim_requests, 16)
+    measured, simulated = {}, {}
+    n_measured, n_simulated = cfg["requests"], cfg["requests"] * 2
+    for load in cfg["loads"]:
+        arrivals, requests = make_stream(n_measured, mean_steps * step_s, load, steps_scale)
+        print(f"measured ({engine}), load {load}: {len(requests)} requests, batch-1 step {step_s * 1e3:.1f} ms", flush=True)
+        measured[load] = run_all(lambda: Pipeline.load(engine, device="cpu"), arrivals, requests, cfg["max_batch"])
+        arrivals, requests = make_stream(n_simulated, mean_steps * sim_step, load, steps_scale, seed=1)
+        print(f"simulated GPU engine, load {load}: {fit['a']:.2f} + {fit['b']:.2f}*rows ms per call", flush=True)
+        with Pipeline.load(engine, device="cpu") as like:
+            simulated[load] = run_all(lambda: simulated_pipeline(like, fit["a"], fit["b"]), arrivals, requests, 16)
 
-    def rows(results, label):
-        base = results["one at a time"]
-        return [
-            f"| {label} | {name} | {r['throughput']:.3f} ({r['throughput'] / base['throughput']:.2f}x) | "
-            f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['calls']} | {r['mean_batch']:.2f} |"
-            for name, r in results.items()
-        ]
+    def rows(by_load, label):
+        out = []
+        for load, results in by_load.items():
+            base = results["one at a time"]
+            out += [
+                f"| {label} | {load:.1f} | {name} | {r['throughput']:.3f} ({r['throughput'] / base['throughput']:.2f}x) | "
+                f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['calls']} | {r['mean_batch']:.2f} |"
+                for name, r in results.items()
+            ]
+        return out
 
     lines = [
         f"# Serving benchmark ({args.mode})",
         "",
         f"Machine: {machine.describe()}",
         "",
-        f"Stream: Poisson arrivals at {cfg['load']:.0%} of one-at-a-time capacity, one image per request, mix "
+        "Stream: Poisson arrivals at a load of 0.9 and 3.0 times one-at-a-time capacity (at 3.0 the queue grows, so "
+        "requests/s is each policy's capacity), one image per request, mix "
         + ", ".join(f"{s} {max(2, int(k * steps_scale))}" for s, k in MIX)
         + f" steps (uniform), seeded. Static batching waits up to {STATIC_WINDOW_S * 1e3:.0f} ms for rows. "
-        f"Measured: {len(requests)} requests, ONNX Runtime on this CPU, max batch {cfg['max_batch']}, "
-        f"batch-1 step {step_s * 1e3:.1f} ms. **Simulated**: {len(sim_requests)} requests to an engine that sleeps "
+        f"Measured: {n_measured} requests per load, ONNX Runtime on this CPU, max batch {cfg['max_batch']}, "
+        f"batch-1 step {step_s * 1e3:.1f} ms. **Simulated**: {n_simulated} requests per load to an engine that sleeps "
         f"{fit['a']:.2f} + {fit['b']:.2f}·rows ms per call (least-squares fit to diffusers + torch.compile FP16 "
         f"on an {gpu['gpu']}, batch 1/8/16, docs/gpu.md), max batch 16, the samplers' host work real.",
         "",
-        "| engine | policy | requests/s (vs one at a time) | p50 s | p95 s | p99 s | engine calls | rows per call |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | load | policy | requests/s (vs one at a time) | p50 s | p95 s | p99 s | engine calls | rows per call |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows(measured, "measured, CPU"),
         *rows(simulated, "**simulated GPU**"),
     ]
