@@ -19,9 +19,14 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 MODE    ?= quick
 
-.PHONY: help install dev engine sample test test-full bench clean
+DEMO_MODEL   ?= models/digits16
+DEMO_ENGINES ?= build/demo/engines
+
+.PHONY: help install dev demo quality engine sample test test-full bench clean
 
 help:
+	@echo "make demo       the shipped digits model → $(DEMO_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, offline"
+	@echo "make quality    Fréchet distance and classifier figures of the demo model's samplers → docs/quality.md"
 	@echo "make install    runtime only (numpy, onnxruntime, Pillow, tqdm) into $(VENV)"
 	@echo "make dev        runtime + export + test dependencies"
 	@echo "make engine     MODEL=$(MODEL) → $(ENGINES)/unet.onnx, unet.fp16.onnx (gated), unet.plan (TensorRT + GPU)"
@@ -48,6 +53,15 @@ $(VENV)/.bench: $(VENV)/.dev
 
 install: $(VENV)/.runtime
 dev: $(VENV)/.dev
+
+# The model trained here and shipped in the repo (python -m demo.train): export, gates, a grid of samples.
+demo: $(VENV)/.dev
+	$(PY) -m export.onnx --model $(DEMO_MODEL) --out $(DEMO_ENGINES)
+	$(PY) -m export.fp16 --engines $(DEMO_ENGINES)
+	$(PY) -m demo.grid --engine $(DEMO_ENGINES)/unet.onnx --out $(OUT)/demo-grid.png
+
+quality: demo
+	$(PY) -m demo.quality --engines $(DEMO_ENGINES)
 
 # FP32 ONNX (parity gate) → FP16 ONNX (accuracy gate) → TensorRT plan. Without TensorRT or a GPU the
 # last step exits 4 and says so; the two ONNX models are ready for ONNX Runtime by then.

@@ -1,6 +1,7 @@
 """``python -m export.trt``: the FP16 ONNX → a TensorRT engine (``unet.plan``) with a batch profile.
 
-The network is strongly typed (TensorRT >= 10.12; TensorRT 11 has no FP16 builder flag): precision
+Built through Polygraphy's loaders. The network is strongly typed (TensorRT >= 10.12; TensorRT 11 has
+no FP16 builder flag): precision
 follows the ONNX graph's types, so FP16 comes from ``unet.fp16.onnx`` and the parts it keeps in
 FP32 stay FP32. One optimization profile covers the batch (min/opt/max) and is applied to every
 input with a batch axis, from the same I/O declaration the ONNX export used. A timing cache is
@@ -16,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.atomic import atomic_path, atomic_write_bytes
+from runtime.atomic import atomic_path
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import DeployError
+from runtime.errors import BackendUnavailableError, DeployError, first_line
 from runtime.io_spec import BatchProfile, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
@@ -35,35 +36,42 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
-def set_profile(builder, config, io: UNetIO, profile: BatchProfile) -> None:
+def polygraphy_profile(io: UNetIO, profile: BatchProfile):
     """One optimization profile: min/opt/max batch for every input that has a batch axis."""
-    opt_profile = builder.create_optimization_profile()
+    from polygraphy.backend.trt import Profile
+
+    shapes = Profile()
     for spec in io.inputs:
-        opt_profile.set_shape(spec.name, spec.concrete(profile.min), spec.concrete(profile.opt), spec.concrete(profile.max))
-    config.add_optimization_profile(opt_profile)
+        shapes.add(spec.name, min=spec.concrete(profile.min), opt=spec.concrete(profile.opt), max=spec.concrete(profile.max))
+    return shapes
 
 
 def build_plan(onnx_path: Path, io: UNetIO, profile: BatchProfile, workspace_gib: float, opt_level: int, cache_path: Path) -> bytes:
+    """The serialized plan, built through Polygraphy's loaders (NVIDIA's tested wrapper of the builder API):
+    a strongly typed network parsed from the ONNX file, one profile, the workspace limit and optimization
+    level, and a timing cache that is read if present (a missing, corrupt or foreign cache starts empty) and
+    merged back under a file lock after the build."""
     trt = import_tensorrt()
     if _version_tuple(trt.__version__) < MIN_TENSORRT:
         raise DeployError(f"TensorRT {trt.__version__} is too old: strongly typed FP16 builds need >= 10.12")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise DeployError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 1024**3))
-    config.builder_optimization_level = opt_level
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    set_profile(builder, config, io, profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
+    try:
+        from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
+        from polygraphy.exception import PolygraphyException
+    except ImportError:
+        raise BackendUnavailableError("Polygraphy is not installed: `pip install 'ddpm-deploy[gpu]'`") from None
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+    config = CreateConfig(
+        profiles=[polygraphy_profile(io, profile)],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * 1024**3)},
+        builder_optimization_level=opt_level,
+        load_timing_cache=str(cache_path) if cache_path.is_file() else None,
+    )
+    try:
+        plan = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(cache_path))()
+    except PolygraphyException as exc:
+        raise DeployError(f"TensorRT could not build {onnx_path}: {first_line(exc)} (see the log above)") from None
+    if not plan:
         raise DeployError("TensorRT failed to build the engine (see the TensorRT log above)")
-    atomic_write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
     return bytes(plan)
 
 

@@ -13,10 +13,10 @@ ENGINE_SUFFIXES = (".onnx", ".plan")
 
 
 def open_engine(
-    path: str | Path, device: str = "auto", threads: int | None = None
+    path: str | Path, device: str = "auto", threads: int | None = None, cache_dir: Path | None = None
 ) -> tuple[Runner, Manifest, ArtifactEntry]:
     """Checks ``path`` against its manifest and returns its active runner, the manifest and the
-    artifact's entry.
+    artifact's entry. ``cache_dir``: the per-machine cache of optimized engines (None: off).
 
     The sha256 of the engine is computed on a helper thread while the backend loads it (both release
     the GIL), which takes the hash off the cold-start path; the runner is handed out only once the hash
@@ -29,16 +29,24 @@ def open_engine(
     if path.suffix not in ENGINE_SUFFIXES:
         raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model or a TensorRT plan)")
     manifest, entry = artifact_entry(path)
+    backend = runner_class(entry.kind)
+    runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-        hashed = pool.submit(check_hashes, path, manifest, entry)
+        # A cache entry made from this very file (same size and mtime as when it was hashed) stands in
+        # for the file; should it not be used after all, the file is hashed below.
+        hashed = None if runner.trusts_engine_file() else pool.submit(check_hashes, path, manifest, entry)
         try:
-            backend = runner_class(entry.kind)
-            runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads)).activate()
+            runner.activate()
         except BaseException:
-            hashed.result()  # a stale engine is the better explanation of a load failure
+            if hashed is not None:
+                hashed.result()  # a stale engine is the better explanation of a load failure
             raise
         try:
-            hashed.result()
+            if hashed is not None:
+                hashed.result()
+            elif not runner.engine_file_verified:
+                check_hashes(path, manifest, entry)
+            runner.engine_verified()
         except BaseException:
             runner.deactivate()
             raise

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import AUTO, resolve_cache_dir
 from .denoiser import Denoiser
 from .engine import open_engine
 from .errors import InputError
@@ -69,8 +70,11 @@ class Pipeline:
         scheduler_config: str | Path | dict | None = None,
         device: str = "auto",
         threads: int | None = None,
+        cache_dir: str | Path | None = AUTO,
     ) -> Pipeline:
-        runner, manifest, entry = open_engine(engine, device=device, threads=threads)
+        """Opens ``engine`` (checked against its manifest). ``cache_dir``: where optimized engines are
+        cached per machine ("auto": ``$DDPM_DEPLOY_CACHE_DIR`` or ``~/.cache/ddpm-deploy``; None: no cache)."""
+        runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=resolve_cache_dir(cache_dir))
         try:
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256)
         except BaseException:

@@ -74,6 +74,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--scheduler-config", default=None, help="a diffusers scheduler_config.json overriding the manifest's")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime device (default auto)")
     p.add_argument("--threads", type=_int_in(1), default=None, help="intra-op threads (default: usable cores)")
+    p.add_argument(
+        "--cache-dir",
+        default="auto",
+        help="per-machine cache of optimized engines (default: $DDPM_DEPLOY_CACHE_DIR or ~/.cache/ddpm-deploy)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not use or write the engine cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [args.seed + i for i in range(args.batch)] if args.per_image_seeds else None
     if seeds and seeds[-1] > MAX_SEED:
         raise InputError(f"--seed {args.seed} with --per-image-seeds needs seeds up to {seeds[-1]}, above {MAX_SEED}")
-    with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads) as pipe:
+    cache_dir = None if args.no_cache else args.cache_dir
+    with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads, cache_dir=cache_dir) as pipe:
         _, table = pipe.table(args.scheduler, args.steps, args.eta)  # validates before any work
         pipe.check_batch(args.batch)
         make_output_dir(out)

@@ -79,10 +79,13 @@ class Trajectory:
     def timesteps(self) -> np.ndarray:
         return np.full(self.rows, self.table.timesteps[self.step_index], dtype=np.float32)
 
-    def step_noise(self) -> np.ndarray | None:
-        """This step's noise, drawn from the trajectory's own stream (None where the step takes none)."""
+    def needs_noise(self) -> bool:
+        return self.table.needs_noise(self.step_index)
+
+    def step_noise(self) -> np.ndarray:
+        """This step's noise, drawn from the trajectory's own stream (after the initial draw)."""
         self.x  # the initial draw comes first in the stream
-        return self.source.draw(self.shape) if self.table.needs_noise(self.step_index) else None
+        return self.source.draw(self.shape)
 
     def apply(self, model_output: np.ndarray, noise: np.ndarray | None) -> None:
         """Takes the sampler step with this trajectory's rows of the model output."""
@@ -123,7 +126,7 @@ def advance(
     if not trajectories:
         return []
     x = _gather([tr.x for tr in trajectories])  # initial draws first, in the caller's thread
-    draws = [pool.submit(tr.step_noise) if pool is not None else None for tr in trajectories]
+    draws = [pool.submit(tr.step_noise) if pool is not None and tr.needs_noise() else None for tr in trajectories]
     t = _gather([tr.timesteps() for tr in trajectories])
     names = denoiser.conditioning_names
     conditioning = {name: _gather([tr.conditioning[name] for tr in trajectories]) for name in names}
@@ -139,7 +142,7 @@ def advance(
     for tr, draw in zip(trajectories, draws):
         rows = eps[start : start + tr.rows]
         start += tr.rows
-        noise = draw.result() if draw is not None else tr.step_noise()
+        noise = draw.result() if draw is not None else tr.step_noise() if tr.needs_noise() else None
         if not np.isfinite(rows).all():
             failed.append((tr, tr.nonfinite_error()))
             continue

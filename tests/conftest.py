@@ -10,6 +10,22 @@ if str(ROOT) not in sys.path:
 from tests.models import TINY_CONFIG, reference_blocks_tiny, save_model  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache_dir(tmp_path_factory):
+    """The suite's engine cache (runtime.cache) lives in a temporary folder, never in the user's home;
+    subprocesses inherit it through the environment."""
+    import os
+
+    path = tmp_path_factory.mktemp("engine_cache")
+    old = os.environ.get("DDPM_DEPLOY_CACHE_DIR")
+    os.environ["DDPM_DEPLOY_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["DDPM_DEPLOY_CACHE_DIR"]
+    else:
+        os.environ["DDPM_DEPLOY_CACHE_DIR"] = old
+
+
 def export_engine(model_dir: Path, out: Path) -> Path:
     from export.onnx import main
 

@@ -30,6 +30,7 @@ class RunnerOptions:
 
     device: str = "auto"  # ONNX Runtime: auto | cpu | cuda
     threads: int | None = None  # intra-op threads (default: usable cores)
+    cache_dir: Path | None = None  # per-machine cache of optimized engines (runtime.cache); None: off
 
 
 class Runner(abc.ABC):
@@ -62,6 +63,16 @@ class Runner(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.deactivate()
+
+    # engine file checks (see runtime.engine.open_engine) ----------------------------------------
+    engine_file_verified = False  # set by a backend that loaded a cached form of a verified engine file
+
+    def trusts_engine_file(self) -> bool:
+        """Whether a verified cached form of this very engine file exists (so hashing it can be skipped)."""
+        return False
+
+    def engine_verified(self) -> None:
+        """Called once the engine file is known to match its manifest (a backend may now cache what it built)."""
 
     # inference -------------------------------------------------------------------------------
     def check_batch(self, batch: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, EngineError
+from ..io_spec import BatchProfile, UNetIO
 from .base import Runner
 
 
@@ -36,27 +37,69 @@ def import_cudart():
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
+        try:
+            from importlib.metadata import version
+
+            installed = version("cuda-python")
+        except Exception:  # not installed at all (or only a package providing a `cuda` namespace)
+            installed = None
+        if installed is not None:
+            raise BackendUnavailableError(
+                f"cuda-python {installed} has no cuda.bindings (it arrived in 12.6.1): "
+                "`pip install 'ddpm-deploy[gpu]'` to get a matching version, or use the ONNX engine"
+            ) from None
         raise BackendUnavailableError(
             "cuda-python is not installed here: `pip install 'ddpm-deploy[gpu]'`, or use the ONNX engine"
         ) from None
     return cudart
 
 
-def cuda_call(result):
-    """cuda-python returns (error, *values); raise on error, return the values."""
+def error_name(cudart, err) -> str:
+    """``cudaErrorInsufficientDriver (35)``: the error's name from cuda-python, and its number."""
+    try:
+        name = cudart.cudaGetErrorName(err)
+        name = name[1] if isinstance(name, tuple) else name
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # an unknown code: its number says enough
+        name = str(err)
+    return f"{name} ({int(err)})"
+
+
+def cuda_call(result, cudart=None):
+    """cuda-python returns (error, *values); raise on error (with the error's name), return the values."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise EngineError(f"CUDA call failed: {err}")
+        raise EngineError(f"CUDA call failed: {error_name(cudart, err) if cudart is not None else err}")
     return values[0] if len(values) == 1 else values
+
+
+def handle(obj) -> int:
+    """The integer value of a cuda-python handle (a stream) for TensorRT; cuda-python 13 deprecates int(obj)."""
+    get_ptr = getattr(obj, "getPtr", None)
+    return int(get_ptr()) if get_ptr is not None else int(obj)
+
+
+# cudaErrorInsufficientDriver / cudaErrorNoDevice: a CUDA runtime newer than the driver, or no GPU
+_DRIVER_TOO_OLD = 35
+_NO_DEVICE = 100
 
 
 def gpu_facts(cudart) -> dict[str, Any]:
     """Name and compute capability of the current GPU; BackendUnavailableError when there is none."""
     err, count = cudart.cudaGetDeviceCount()
+    if int(err) == _DRIVER_TOO_OLD:
+        raise BackendUnavailableError(
+            f"the NVIDIA driver is older than this cuda-python's CUDA runtime ({error_name(cudart, err)}): install the "
+            "TensorRT and cuda-python pair for your driver's CUDA major (`pip install 'ddpm-deploy[gpu-cu12]'` "
+            "for a CUDA 12 driver) or update the driver"
+        )
     if int(err) != 0 or count < 1:
-        raise BackendUnavailableError("no CUDA GPU is visible here; TensorRT plans need one. Use the ONNX engine on ONNX Runtime")
-    device = cuda_call(cudart.cudaGetDevice())
-    props = cuda_call(cudart.cudaGetDeviceProperties(device))
+        why = f"cudaGetDeviceCount: {error_name(cudart, err)}" if int(err) != 0 else "no device"
+        raise BackendUnavailableError(
+            f"no CUDA GPU is visible here ({why}); TensorRT plans need one. Use the ONNX engine on ONNX Runtime"
+        )
+    device = cuda_call(cudart.cudaGetDevice(), cudart)
+    props = cuda_call(cudart.cudaGetDeviceProperties(device), cudart)
     name = props.name.decode(errors="replace").rstrip("\0") if isinstance(props.name, bytes) else str(props.name)
     return {"gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
@@ -75,6 +118,31 @@ def check_plan_compatibility(build: Mapping[str, Any], tensorrt_version: str, co
             f"this plan was built for GPU compute capability {built.get('compute_capability')} ({built.get('gpu')}), "
             f"this GPU is {compute_capability}; rebuild it here with `make engine`"
         )
+
+
+def check_engine_io(trt, engine, io: UNetIO, profile: BatchProfile | None, path) -> None:
+    """The deserialized engine's I/O against the manifest: names, input/output modes, dtypes, the batch
+    profile (profile 0's min/max shapes of every input)."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    want = {t.name: (trt.TensorIOMode.INPUT, t) for t in io.inputs} | {t.name: (trt.TensorIOMode.OUTPUT, t) for t in io.outputs}
+    if sorted(names) != sorted(want):
+        raise EngineError(f"{path} has tensors {sorted(names)}, its manifest declares {sorted(want)}; rebuild the plan")
+    for name, (mode, spec) in want.items():
+        if engine.get_tensor_mode(name) != mode:
+            raise EngineError(f"{path}: {name} is not an {'input' if mode == trt.TensorIOMode.INPUT else 'output'} "
+                              "as the manifest declares; rebuild the plan")
+        dtypes = {"float32": trt.DataType.FLOAT, "float16": trt.DataType.HALF, "int32": trt.DataType.INT32,
+                  "int64": trt.DataType.INT64}
+        if engine.get_tensor_dtype(name) != dtypes.get(spec.dtype):
+            raise EngineError(f"{path}: {name} is {engine.get_tensor_dtype(name)}, the manifest declares {spec.dtype}; "
+                              "rebuild the plan")
+        if mode == trt.TensorIOMode.INPUT and profile is not None:
+            lo, _, hi = engine.get_tensor_profile_shape(name, 0)
+            if tuple(lo) != spec.concrete(profile.min) or tuple(hi) != spec.concrete(profile.max):
+                raise EngineError(
+                    f"{path}: {name}'s profile is {tuple(lo)}..{tuple(hi)}, the manifest declares "
+                    f"{spec.concrete(profile.min)}..{spec.concrete(profile.max)}; rebuild the plan"
+                )
 
 
 class TrtRunner(Runner):
@@ -97,16 +165,22 @@ class TrtRunner(Runner):
         self._engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             raise EngineError(f"TensorRT cannot deserialize {self.path}; rebuild it with `make engine`")
+        check_engine_io(trt, self._engine, self.io, self.profile, self.path)
         self._context = self._engine.create_execution_context()
-        self._stream = cuda_call(self._cudart.cudaStreamCreate())
+        if self._context is None:
+            raise EngineError(
+                f"TensorRT could not create an execution context for {self.path} (out of GPU memory?); "
+                "free GPU memory or use a smaller batch profile"
+            )
+        self._stream = cuda_call(self._cudart.cudaStreamCreate(), self._cudart)
 
     def _deactivate(self) -> None:
         for buffers in self._buffers.values():
             for ptr, _ in buffers.values():
-                cuda_call(self._cudart.cudaFree(ptr))
+                cuda_call(self._cudart.cudaFree(ptr), self._cudart)
         self._buffers.clear()
         if self._stream is not None:
-            cuda_call(self._cudart.cudaStreamDestroy(self._stream))
+            cuda_call(self._cudart.cudaStreamDestroy(self._stream), self._cudart)
         self._context = self._engine = self._stream = None
 
     def _device_buffers(self, batch: int) -> dict[str, tuple[int, int]]:
@@ -114,7 +188,7 @@ class TrtRunner(Runner):
             buffers = {}
             for spec in self.io.inputs + self.io.outputs:
                 nbytes = int(np.prod(spec.concrete(batch))) * np.dtype(spec.dtype).itemsize
-                buffers[spec.name] = (cuda_call(self._cudart.cudaMalloc(nbytes)), nbytes)
+                buffers[spec.name] = (cuda_call(self._cudart.cudaMalloc(nbytes), self._cudart), nbytes)
             self._buffers[batch] = buffers
         return self._buffers[batch]
 
@@ -131,16 +205,16 @@ class TrtRunner(Runner):
             host = np.ascontiguousarray(feed[spec.name])
             ptr, nbytes = buffers[spec.name]
             self._context.set_input_shape(spec.name, host.shape)
-            cuda_call(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, nbytes, h2d, self._stream))
+            cuda_call(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, nbytes, h2d, self._stream), cudart)
             self._context.set_tensor_address(spec.name, ptr)
         outputs = {}
         for spec in self.io.outputs:
             outputs[spec.name] = np.empty(spec.concrete(batch), dtype=spec.dtype)
             self._context.set_tensor_address(spec.name, buffers[spec.name][0])
-        if not self._context.execute_async_v3(self._stream):
+        if not self._context.execute_async_v3(handle(self._stream)):
             raise EngineError(f"TensorRT failed to run {self.path}")
         for name, host in outputs.items():
             ptr, nbytes = buffers[name]
-            cuda_call(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, nbytes, d2h, self._stream))
-        cuda_call(cudart.cudaStreamSynchronize(self._stream))
+            cuda_call(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, nbytes, d2h, self._stream), cudart)
+        cuda_call(cudart.cudaStreamSynchronize(self._stream), cudart)
         return outputs
