@@ -89,9 +89,10 @@ def gpu_facts(cudart) -> dict[str, Any]:
     err, count = cudart.cudaGetDeviceCount()
     if int(err) == _DRIVER_TOO_OLD:
         raise BackendUnavailableError(
-            f"the NVIDIA driver is older than this cuda-python's CUDA runtime ({error_name(cudart, err)}): install the "
-            "TensorRT and cuda-python pair for your driver's CUDA major (`pip install 'ddpm-deploy[gpu-cu12]'` "
-            "for a CUDA 12 driver) or update the driver"
+            f"no NVIDIA driver here, or one older than this cuda-python's CUDA runtime ({error_name(cudart, err)}): "
+            "on a GPU machine, install the TensorRT and cuda-python pair for the driver's CUDA major "
+            "(`pip install 'ddpm-deploy[gpu-cu12]'` for a CUDA 12 driver) or update the driver; "
+            "or use the ONNX engine on ONNX Runtime"
         )
     if int(err) != 0 or count < 1:
         why = f"cudaGetDeviceCount: {error_name(cudart, err)}" if int(err) != 0 else "no device"
@@ -133,8 +134,9 @@ def check_engine_io(trt, engine, io: UNetIO, profile: BatchProfile | None, path)
                               "as the manifest declares; rebuild the plan")
         dtypes = {"float32": trt.DataType.FLOAT, "float16": trt.DataType.HALF, "int32": trt.DataType.INT32,
                   "int64": trt.DataType.INT64}
-        if engine.get_tensor_dtype(name) != dtypes.get(spec.dtype):
-            raise EngineError(f"{path}: {name} is {engine.get_tensor_dtype(name)}, the manifest declares {spec.dtype}; "
+        actual = engine.get_tensor_dtype(name)
+        if actual != dtypes.get(spec.dtype):
+            raise EngineError(f"{path}: {name} is {getattr(actual, 'name', actual)}, the manifest declares {spec.dtype}; "
                               "rebuild the plan")
         if mode == trt.TensorIOMode.INPUT and profile is not None:
             lo, _, hi = engine.get_tensor_profile_shape(name, 0)

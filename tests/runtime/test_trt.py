@@ -13,8 +13,17 @@ from runtime.errors import BackendUnavailableError, EngineError
 from runtime.runners.trt import check_plan_compatibility
 from tests.conftest import ROOT
 
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
-HAVE_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None
+def importable(name: str) -> bool:
+    """Whether ``name`` can be imported. A package providing only a ``cuda`` namespace (cuda-pathfinder,
+    cuda-core) has no ``cuda.bindings``: checking ``cuda`` alone would pass here and fail at import."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+HAVE_TRT = importable("tensorrt")
+HAVE_CUDA_PYTHON = importable("cuda.bindings.runtime")
 
 
 def gpu_present() -> bool:

@@ -1,0 +1,116 @@
+"""TensorRT path end to end on STAND-INS (tests/runtime/trt_standin.py): these check our wiring — the
+build through Polygraphy's loaders, the manifest, the runner's checks, buffers and copies — not
+TensorRT, which cannot be installed here."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.errors import BackendUnavailableError, EngineError
+from tests.runtime import trt_standin
+
+
+@pytest.fixture(scope="module")
+def fp16_built(tiny_model, tmp_path_factory):
+    from export.fp16 import main as fp16_main
+    from tests.conftest import export_engine
+
+    folder = export_engine(tiny_model, tmp_path_factory.mktemp("trt_standin")).parent
+    assert fp16_main(["--engines", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture
+def fp16_folder(fp16_built, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(fp16_built, tmp_path / "engines"))
+
+
+def build(folder, *extra):
+    from export.trt import main as trt_main
+
+    return trt_main(["--engines", str(folder), "--min-batch", "1", "--opt-batch", "2", "--max-batch", "4", *extra])
+
+
+def test_export_and_sample_end_to_end_on_stand_ins(fp16_folder, monkeypatch):
+    calls = trt_standin.install(monkeypatch)
+    assert build(fp16_folder) == 0
+    assert calls["network"] == {"path": str(fp16_folder / "unet.fp16.onnx"), "strongly_typed": True}
+    (profile,) = calls["config"]["profiles"]
+    assert profile["sample"] == ((1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16)) and profile["timestep"] == ((1,), (2,), (4,))
+    assert calls["config"]["builder_optimization_level"] == 3
+    assert calls["config"]["load_timing_cache"] is None  # no cache file yet: Polygraphy starts an empty one
+    assert calls["build"]["save_timing_cache"] == str(fp16_folder / "timing.cache")
+
+    from runtime import Pipeline
+    from runtime.manifest import read_manifest
+
+    entry = read_manifest(fp16_folder / "manifest.json").artifact("unet.plan")
+    assert entry.kind == "tensorrt" and entry.profile.max == 4 and entry.build["tensorrt"]["compute_capability"] == "9.0"
+    with Pipeline.load(fp16_folder / "unet.plan") as pipe:
+        x = np.random.default_rng(0).standard_normal((3, 3, 16, 16), dtype=np.float32)
+        t = np.array([1.0, 500.0, 999.0], np.float32)
+        for _ in range(2):  # the second call reuses the device buffers
+            out = pipe.runner.infer({"sample": x, "timestep": t})["noise_pred"]
+        np.testing.assert_array_equal(out, np.float32(0.5) * x + (t / np.float32(1000))[:, None, None, None])
+        images = pipe(batch=2, steps=3, seed=0)
+        assert images.shape == (2, 16, 16, 3)
+    assert not trt_standin.FAULTS.error_35 and sys_modules_memory_freed()
+
+
+def sys_modules_memory_freed() -> bool:
+    import sys
+
+    return sys.modules["cuda.bindings.runtime"].memory == {}
+
+
+def test_a_polygraphy_build_failure_is_one_line_and_writes_nothing(fp16_folder, monkeypatch, capsys):
+    from export.trt import cli
+
+    trt_standin.install(monkeypatch, trt_standin.Faults(build_error="Invalid Engine. Please ensure the engine was built correctly\nmore"))
+    monkeypatch.setattr("sys.argv", ["export.trt", "--engines", str(fp16_folder)])
+    with pytest.raises(SystemExit) as exit_:
+        cli()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not build" in err[0] and "Invalid Engine" in err[0]
+    assert not (fp16_folder / "unet.plan").exists()
+
+
+@pytest.mark.parametrize(
+    "fault,match",
+    [
+        (trt_standin.Faults(error_35=True), "cudaErrorInsufficientDriver \\(35\\).*gpu-cu12"),
+        (trt_standin.Faults(no_context=True), "execution context.*out of GPU memory"),
+        (trt_standin.Faults(plan_override={"timestep": {"name": "t"}}), "has tensors .*manifest declares"),
+        (trt_standin.Faults(plan_override={"sample": {"dtype": "HALF"}}), "sample is .*HALF.*declares float32"),
+        (trt_standin.Faults(plan_override={"sample": {"max": [8, 3, 16, 16]}}), "profile is .*manifest declares"),
+        (trt_standin.Faults(plan_override={"noise_pred": {"mode": "INPUT"}}), "noise_pred is not an output"),
+    ],
+    ids=["error 35", "no context", "wrong name", "wrong dtype", "wrong profile", "wrong mode"],
+)
+def test_injected_failures_give_clear_messages(fp16_folder, monkeypatch, fault, match):
+    from runtime import Pipeline
+
+    trt_standin.install(monkeypatch, fault)
+    if fault.error_35:
+        with pytest.raises(BackendUnavailableError, match=match):
+            build(fp16_folder)
+        return
+    assert build(fp16_folder) == 0
+    with pytest.raises(EngineError, match=match):
+        Pipeline.load(fp16_folder / "unet.plan")
+
+
+def test_gpu_facts_on_real_cuda_python_without_a_gpu():
+    """Real cuda-python (when installed) imports without a GPU; with no driver it answers error 35."""
+    bindings = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
+    from runtime.runners.trt import gpu_facts
+
+    err, count = bindings.cudaGetDeviceCount()
+    if int(err) == 0 and count:
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(BackendUnavailableError, match=r"cudaError\w+ \(\d+\)"):
+        gpu_facts(bindings)
