@@ -30,9 +30,8 @@ from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
-from runtime.schedulers import SchedulerConfig, scheduler_name_for
-
 from runtime.atomic import publish
+from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
 from .onnx import ONNX_NAME, remove_leftovers, tool_versions
 
@@ -105,11 +104,21 @@ def gate_timesteps(num_train_timesteps: int) -> np.ndarray:
 
 def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
-    from runtime.pipeline import Pipeline, to_unit_range
     from runtime.runners import RunnerOptions
     from runtime.runners.ort import OrtRunner
 
-    runners = [OrtRunner(p, io, options=RunnerOptions(device="cpu")) for p in (fp32_path, fp16_path)]
+    cpu = RunnerOptions(device="cpu")
+    return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), scheduler_config, "FP16")
+
+
+def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label: str) -> dict[str, Any]:
+    """A reduced-precision model (``candidate``, an inactive runner) against FP32 (``reference``): noise
+    predictions over timesteps spread across the schedule, then a short sampling run with identical
+    noise. Raises GateError on NaN/Inf or a PSNR below the thresholds; returns the figures."""
+    from runtime.pipeline import Pipeline, to_unit_range
+
+    runners = [reference, candidate]
+    io = reference.io
     with runners[0], runners[1]:
         scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
         ts = gate_timesteps(scheduler.num_train_timesteps)
@@ -117,16 +126,16 @@ def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: di
         ref, got = (r.infer({SAMPLE: x, TIMESTEP: ts})[NOISE_PRED] for r in runners)
         if not np.isfinite(got).all():
             bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
-            raise GateError(f"FP16 gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
+            raise GateError(f"{label} gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
         per_t = [
             {"timestep": int(t), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
             for i, t in enumerate(ts)
         ]
         worst = min(per_t, key=lambda r: r["psnr_db"])
-        log.info("FP16 noise prediction: worst PSNR %.1f dB at t=%d", worst["psnr_db"], worst["timestep"])
+        log.info("%s noise prediction: worst PSNR %.1f dB at t=%d", label, worst["psnr_db"], worst["timestep"])
         if worst["psnr_db"] < FP16_MIN_PSNR_DB:
             raise GateError(
-                f"FP16 gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "
+                f"{label} gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "
                 f"is below {FP16_MIN_PSNR_DB} dB; nothing was written. Keep more of the graph in FP32 or use the FP32 engine"
             )
         images = []
@@ -134,12 +143,12 @@ def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: di
             try:
                 images.append(to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED)))
             except DeployError as exc:
-                raise GateError(f"FP16 gate failed during the sampling run: {exc}") from None
+                raise GateError(f"{label} gate failed during the sampling run: {exc}") from None
         image_psnr = psnr(images[0], images[1], peak=1.0)
-        log.info("FP16 %d-step sampling run: image PSNR %.1f dB vs FP32", GATE_SAMPLING_STEPS, image_psnr)
+        log.info("%s %d-step sampling run: image PSNR %.1f dB vs FP32", label, GATE_SAMPLING_STEPS, image_psnr)
         if image_psnr < FP16_MIN_IMAGE_PSNR_DB:
             raise GateError(
-                f"FP16 gate failed: a {GATE_SAMPLING_STEPS}-step sampling run gives image PSNR {image_psnr:.1f} dB vs FP32, "
+                f"{label} gate failed: a {GATE_SAMPLING_STEPS}-step sampling run gives image PSNR {image_psnr:.1f} dB vs FP32, "
                 f"below {FP16_MIN_IMAGE_PSNR_DB} dB; nothing was written"
             )
     return {

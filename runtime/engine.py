@@ -9,7 +9,7 @@ from .errors import EngineError
 from .manifest import ArtifactEntry, Manifest, artifact_entry, check_hashes
 from .runners import Runner, RunnerOptions, runner_class
 
-ENGINE_SUFFIXES = (".onnx", ".plan")
+ENGINE_SUFFIXES = (".onnx", ".plan", ".xml")
 
 
 def open_engine(
@@ -27,7 +27,7 @@ def open_engine(
         what = "is a folder, not an engine file" if path.is_dir() else "does not exist"
         raise EngineError(f"engine {path} {what}; build one with `make engine` (or `python -m export.onnx`) and pass its path")
     if path.suffix not in ENGINE_SUFFIXES:
-        raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model or a TensorRT plan)")
+        raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model, a TensorRT plan or an OpenVINO model)")
     manifest, entry = artifact_entry(path)
     backend = runner_class(entry.kind)
     runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))

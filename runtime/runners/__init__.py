@@ -18,6 +18,7 @@ from .base import Runner, RunnerOptions
 BACKENDS = {
     "onnx": "runtime.runners.ort:OrtRunner",
     "tensorrt": "runtime.runners.trt:TrtRunner",
+    "openvino": "runtime.runners.openvino:OpenVinoRunner",
 }
 
 

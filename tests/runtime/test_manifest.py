@@ -49,10 +49,10 @@ def test_update_keeps_other_entries_typed(tiny_engine, tmp_path):
 
 
 def test_backends_are_found_by_kind_and_unknown_kinds_refused():
-    assert set(BACKENDS) == {"onnx", "tensorrt"}
+    assert set(BACKENDS) == {"onnx", "tensorrt", "openvino"}
     assert runner_class("onnx").name == "onnxruntime"
-    with pytest.raises(ManifestError, match="kind 'openvino'.*onnx, tensorrt"):
-        runner_class("openvino")
+    with pytest.raises(ManifestError, match="kind 'coreml'.*onnx, tensorrt, openvino"):
+        runner_class("coreml")
 
 
 def test_tensorrt_runner_constructs_without_tensorrt(tiny_engine):

@@ -1,0 +1,84 @@
+"""``python -m export.bf16``: the FP32 ONNX → an OpenVINO model run in BF16 on CPUs with BF16 units, gated.
+
+On CPUs with BF16 units (AVX512_BF16, AMX) the only large lever left is precision, as FP16 is on a
+GPU: OpenVINO converts ``unet.onnx`` to its IR (``unet.ov.xml`` + ``unet.ov.bin``, weights kept
+FP32) and runs it with ``INFERENCE_PRECISION_HINT=bf16``. The **BF16 gate** is the FP16 one
+(``export.fp16.accuracy_gate``): OpenVINO BF16 against ONNX Runtime FP32, noise-prediction PSNR over
+timesteps 0…999 and a 10-step sampling run's image PSNR ≥ 35 dB, no NaN/Inf; on failure exit 3 and
+nothing is written. The manifest entry (kind ``openvino``, precision ``bf16``) records the figures.
+``--precision fp32`` writes the same IR for OpenVINO FP32. Exits 4 where OpenVINO is missing or the
+CPU has no BF16 units.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import replace
+import time
+from importlib import metadata
+from pathlib import Path
+
+from runtime.atomic import publish
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import DeployError
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
+from runtime.runners import RunnerOptions
+from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
+from runtime.runners.ort import OrtRunner
+
+from .fp16 import accuracy_gate
+from .onnx import ONNX_NAME, remove_leftovers, tool_versions
+
+PROG = "export.bf16"
+OV_NAME = "unet.ov.xml"
+OV_WEIGHTS = "unet.ov.bin"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    folder = Path(args.engines)
+    fp32_path = folder / ONNX_NAME
+    if not fp32_path.is_file():
+        raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
+    manifest, fp32_entry = verify_artifact(fp32_path)
+    ov = import_openvino()
+    check_precision(ov.Core(), args.precision)  # exit 4 before any work on a CPU without BF16 units
+    remove_leftovers(folder)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".bf16-", dir=folder) as work:
+        xml, weights = Path(work) / OV_NAME, Path(work) / OV_WEIGHTS
+        ov.save_model(ov.convert_model(str(fp32_path)), str(xml), compress_to_fp16=False)
+        candidate = ArtifactEntry(kind="openvino", precision=args.precision, sha256=sha256_file(xml), bytes=xml.stat().st_size,
+                                  source=ONNX_NAME, source_sha256=fp32_entry.sha256,
+                                  external_data={OV_WEIGHTS: sha256_file(weights)})
+        cpu = RunnerOptions(device="cpu")
+        gate = accuracy_gate(OrtRunner(fp32_path, manifest.io, fp32_entry, cpu),
+                             OpenVinoRunner(xml, manifest.io, candidate, cpu), manifest.scheduler_config, args.precision.upper())
+        entry = replace(candidate, build={"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}})
+        publish(weights, folder / OV_WEIGHTS)  # the weights first, then the graph that names them
+        publish(xml, folder / OV_NAME)
+    update_artifact(folder, manifest.base(), OV_NAME, entry)
+    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
+    print(
+        f"wrote {folder / OV_NAME} (+ {OV_WEIGHTS}) in {time.perf_counter() - started:.1f} s; {args.precision.upper()} noise "
+        f"prediction PSNR >= {worst:.1f} dB, image PSNR {gate['sampling']['image_psnr_db']:.1f} dB vs FP32"
+    )
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,129 @@
+"""OpenVINO backend (CPU): runs the OpenVINO IR written by ``python -m export.bf16``, in BF16 on CPUs
+with BF16 units (or in FP32).
+
+``openvino`` is imported in ``activate()``, only for an artifact of kind ``openvino``. The precision
+comes from the manifest entry (``bf16`` or ``fp32``), and BF16 is refused with a clear message (exit
+4) where OpenVINO reports no BF16 capability for this CPU. With a cache directory the compiled model
+is cached per machine (``export_model`` / ``import_model``) through :mod:`runtime.cache`, with the same
+key, integrity check and publication rule as ONNX Runtime's optimized graphs.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import CacheEntry, EngineCache, cpu_identity, file_stat
+from ..errors import BackendUnavailableError, EngineError, first_line
+from .base import Runner
+
+BLOB = "compiled.blob"
+PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
+
+
+def import_openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise BackendUnavailableError(
+            "OpenVINO is not installed here: `pip install 'ddpm-deploy[openvino]'`, or run the ONNX engine "
+            "(engines/unet.onnx) on ONNX Runtime"
+        ) from None
+    return ov
+
+
+def check_precision(core, precision: str) -> str:
+    """OpenVINO's inference precision for ``precision``; BackendUnavailableError where the CPU cannot run it."""
+    if precision not in PRECISIONS:
+        raise EngineError(f"the manifest asks for OpenVINO precision {precision!r}; this runtime runs {', '.join(PRECISIONS)}")
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise BackendUnavailableError(
+            "this CPU has no BF16 units (OpenVINO reports no BF16 capability: it needs AVX512_BF16 or AMX); "
+            "use the FP32 engine (engines/unet.onnx) on ONNX Runtime"
+        )
+    return PRECISIONS[precision]
+
+
+class OpenVinoRunner(Runner):
+    name = "openvino"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache_status = "off"
+        self._compiled = None
+        self._lock = threading.Lock()
+        self._staged: Path | None = None
+        self._cache: EngineCache | None = None
+        self._cache_entry: CacheEntry | None = None
+
+    def _config(self, ov) -> dict[str, str]:
+        config = {"INFERENCE_PRECISION_HINT": self._precision, "PERFORMANCE_HINT": "LATENCY"}
+        if self.options.threads:
+            config["INFERENCE_NUM_THREADS"] = str(self.options.threads)
+        return config
+
+    def trusts_engine_file(self) -> bool:
+        return False  # the IR's weights file is read on every compile; its hash is checked as usual
+
+    def _activate(self) -> None:
+        ov = import_openvino()
+        core = ov.Core()
+        self._precision = check_precision(core, self.entry.precision if self.entry is not None else "fp32")
+        config = self._config(ov)
+        if self.options.cache_dir is not None and self.entry is not None:
+            self._cache = EngineCache(self.options.cache_dir, "openvino")
+            self._cache_entry = self._cache.entry({
+                "engine_sha256": self.entry.sha256,
+                "external_data": self.entry.external_data,
+                "backend_version": ov.__version__,
+                "options": config,
+                "cpu": cpu_identity(),
+            })
+            recorded = self._cache.lookup(self._cache_entry)
+            if recorded is not None and self._cache.verify(self._cache_entry, recorded):
+                try:
+                    blob = (self._cache_entry.folder / BLOB).read_bytes()
+                    self._compiled = core.import_model(io.BytesIO(blob), "CPU", config)
+                    self.cache_status = "hit"
+                    return
+                except Exception as exc:  # a blob OpenVINO refuses is rebuilt, like a corrupt one
+                    self._compiled = None
+                    self.cache_status = "rebuilt"
+                    import logging
+
+                    logging.getLogger(__name__).info("ignoring cached OpenVINO blob: %s", first_line(exc))
+            else:
+                self.cache_status = "rebuilt" if self._cache_entry.folder.exists() else "miss"
+        try:
+            self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except Exception as exc:
+            raise EngineError(f"OpenVINO cannot load {self.path}: {first_line(exc)}; rebuild it with `python -m export.bf16`") from None
+        if self._cache is not None:
+            staged = self._cache.staging()
+            if staged is not None:
+                stream = io.BytesIO()
+                self._compiled.export_model(stream)
+                (staged / BLOB).write_bytes(stream.getvalue())
+                self._staged = staged
+
+    def engine_verified(self) -> None:
+        if self._staged is not None:
+            self._cache.publish(self._cache_entry, self._staged, {"source_stat": file_stat(self.path)})
+            self._staged = None
+
+    def _deactivate(self) -> None:
+        self._compiled = None
+        if self._staged is not None:
+            shutil.rmtree(self._staged, ignore_errors=True)
+            self._staged = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:  # one infer request per runner; OpenVINO uses all threads within it
+            request = self._compiled.create_infer_request()
+            request.infer({name: np.ascontiguousarray(value) for name, value in feed.items()})
+            return {spec.name: np.array(request.get_tensor(spec.name).data, dtype=spec.dtype, copy=True) for spec in self.io.outputs}
