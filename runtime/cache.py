@@ -229,3 +229,51 @@ class EngineCache:
             shutil.rmtree(old, ignore_errors=True)
         for leftover in self.dir.glob(".old-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+class RunnerCache:
+    """One runner's cache entry: the lookup, the staging folder for what the runner builds, and its
+    publication once the engine file has been verified (never before: a cache must not hold what was
+    built from a stale engine). ``status``: off, miss, hit or rebuilt (an entry was found, not trusted)."""
+
+    def __init__(self, root: Path, backend: str, fields: dict[str, Any], engine_path: Path):
+        self.cache = EngineCache(root, backend)
+        self.entry = self.cache.entry(fields)
+        self.engine_path = Path(engine_path)
+        self.status = "off"
+        self.staged: Path | None = None
+
+    def trusted(self) -> dict[str, Any] | None:
+        """The entry's record when its fields match (its files are checked with :meth:`verify`)."""
+        return self.cache.lookup(self.entry)
+
+    def trusts_engine_file(self) -> bool:
+        """Whether the entry was made from this very engine file (same size and mtime as when hashed)."""
+        recorded = self.trusted()
+        return recorded is not None and recorded.get("source_stat") == file_stat(self.engine_path)
+
+    def verify(self, recorded: dict[str, Any]) -> bool:
+        return self.cache.verify(self.entry, recorded)
+
+    def hit(self, recorded: dict[str, Any]) -> bool:
+        """Marks a hit; True when the entry vouches for the engine file too."""
+        self.status = "hit"
+        return recorded.get("source_stat") == file_stat(self.engine_path)
+
+    def stage(self) -> Path | None:
+        """A folder for the runner to build into (None, status off: the cache cannot be written)."""
+        self.status = "rebuilt" if self.entry.folder.exists() else "miss"
+        self.staged = self.cache.staging()
+        if self.staged is None:
+            self.status = "off"
+        return self.staged
+
+    def commit(self) -> None:
+        if self.staged is not None:
+            self.cache.publish(self.entry, self.staged, {"source_stat": file_stat(self.engine_path)})
+            self.staged = None
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None

@@ -49,7 +49,12 @@ class Runner(abc.ABC):
     # lifecycle -------------------------------------------------------------------------------
     def activate(self) -> Runner:
         if not self.is_active:
-            self._activate()
+            try:
+                self._activate()
+            except BaseException:
+                if self.cache is not None:
+                    self.cache.discard()
+                raise
             self.is_active = True
         return self
 
@@ -57,6 +62,8 @@ class Runner(abc.ABC):
         if self.is_active:
             self._deactivate()
             self.is_active = False
+        if self.cache is not None:
+            self.cache.discard()  # built but never verified: nothing is published
 
     def __enter__(self) -> Runner:
         return self.activate()
@@ -64,15 +71,30 @@ class Runner(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.deactivate()
 
-    # engine file checks (see runtime.engine.open_engine) ----------------------------------------
+    # engine file checks and the per-machine cache (see runtime.engine.open_engine) --------------
     engine_file_verified = False  # set by a backend that loaded a cached form of a verified engine file
+    cache = None  # a runtime.cache.RunnerCache for backends that cache what they build
+
+    @property
+    def cache_status(self) -> str:
+        return self.cache.status if self.cache is not None else "off"
 
     def trusts_engine_file(self) -> bool:
         """Whether a verified cached form of this very engine file exists (so hashing it can be skipped)."""
-        return False
+        return self.cache is not None and self.cache.trusts_engine_file()
 
     def engine_verified(self) -> None:
-        """Called once the engine file is known to match its manifest (a backend may now cache what it built)."""
+        """Called once the engine file is known to match its manifest: what was built may now be cached."""
+        if self.cache is not None:
+            self.cache.commit()
+
+    def _cache_for(self, backend: str, fields: dict) -> None:
+        """Sets up :attr:`cache` when the options name a cache directory and the artifact is in a manifest."""
+        if self.options.cache_dir is not None and self.entry is not None:
+            from ..cache import RunnerCache, cpu_identity
+
+            fields = {"engine_sha256": self.entry.sha256, **fields, "cpu": cpu_identity()}
+            self.cache = RunnerCache(self.options.cache_dir, backend, fields, self.path)
 
     # inference -------------------------------------------------------------------------------
     def check_batch(self, batch: int) -> None:

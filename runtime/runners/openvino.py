@@ -11,16 +11,15 @@ key, integrity check and publication rule as ONNX Runtime's optimized graphs.
 from __future__ import annotations
 
 import io
-import shutil
+import logging
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-
 import numpy as np
 
-from ..cache import CacheEntry, EngineCache, cpu_identity, file_stat
 from ..errors import BackendUnavailableError, EngineError, first_line
 from .base import Runner
+
+log = logging.getLogger(__name__)
 
 BLOB = "compiled.blob"
 PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
@@ -54,76 +53,48 @@ class OpenVinoRunner(Runner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.cache_status = "off"
         self._compiled = None
         self._lock = threading.Lock()
-        self._staged: Path | None = None
-        self._cache: EngineCache | None = None
-        self._cache_entry: CacheEntry | None = None
+        self._precision = None
 
-    def _config(self, ov) -> dict[str, str]:
+    def _config(self) -> dict[str, str]:
         config = {"INFERENCE_PRECISION_HINT": self._precision, "PERFORMANCE_HINT": "LATENCY"}
         if self.options.threads:
             config["INFERENCE_NUM_THREADS"] = str(self.options.threads)
         return config
 
-    def trusts_engine_file(self) -> bool:
-        return False  # the IR's weights file is read on every compile; its hash is checked as usual
-
     def _activate(self) -> None:
         ov = import_openvino()
         core = ov.Core()
         self._precision = check_precision(core, self.entry.precision if self.entry is not None else "fp32")
-        config = self._config(ov)
-        if self.options.cache_dir is not None and self.entry is not None:
-            self._cache = EngineCache(self.options.cache_dir, "openvino")
-            self._cache_entry = self._cache.entry({
-                "engine_sha256": self.entry.sha256,
-                "external_data": self.entry.external_data,
-                "backend_version": ov.__version__,
-                "options": config,
-                "cpu": cpu_identity(),
-            })
-            recorded = self._cache.lookup(self._cache_entry)
-            if recorded is not None and self._cache.verify(self._cache_entry, recorded):
+        config = self._config()
+        self._cache_for("openvino", {"external_data": self.entry.external_data if self.entry else {},
+                                     "backend_version": ov.__version__, "options": config})
+        if self.cache is not None:
+            recorded = self.cache.trusted()
+            if recorded is not None and self.cache.verify(recorded):
                 try:
-                    blob = (self._cache_entry.folder / BLOB).read_bytes()
+                    blob = (self.cache.entry.folder / BLOB).read_bytes()
                     self._compiled = core.import_model(io.BytesIO(blob), "CPU", config)
-                    self.cache_status = "hit"
+                    self.cache.hit(recorded)
                     return
                 except Exception as exc:  # a blob OpenVINO refuses is rebuilt, like a corrupt one
-                    self._compiled = None
-                    self.cache_status = "rebuilt"
-                    import logging
-
-                    logging.getLogger(__name__).info("ignoring cached OpenVINO blob: %s", first_line(exc))
-            else:
-                self.cache_status = "rebuilt" if self._cache_entry.folder.exists() else "miss"
+                    log.info("ignoring cached OpenVINO blob %s: %s; rebuilding", self.cache.entry.folder, first_line(exc))
         try:
             self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         except Exception as exc:
             raise EngineError(f"OpenVINO cannot load {self.path}: {first_line(exc)}; rebuild it with `python -m export.bf16`") from None
-        if self._cache is not None:
-            staged = self._cache.staging()
-            if staged is not None:
-                stream = io.BytesIO()
-                self._compiled.export_model(stream)
-                (staged / BLOB).write_bytes(stream.getvalue())
-                self._staged = staged
-
-    def engine_verified(self) -> None:
-        if self._staged is not None:
-            self._cache.publish(self._cache_entry, self._staged, {"source_stat": file_stat(self.path)})
-            self._staged = None
+        staged = self.cache.stage() if self.cache is not None else None
+        if staged is not None:
+            stream = io.BytesIO()
+            self._compiled.export_model(stream)
+            (staged / BLOB).write_bytes(stream.getvalue())
 
     def _deactivate(self) -> None:
         self._compiled = None
-        if self._staged is not None:
-            shutil.rmtree(self._staged, ignore_errors=True)
-            self._staged = None
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._lock:  # one infer request per runner; OpenVINO uses all threads within it
+        with self._lock:  # one infer request at a time; OpenVINO uses all threads within it
             request = self._compiled.create_infer_request()
             request.infer({name: np.ascontiguousarray(value) for name, value in feed.items()})
             return {spec.name: np.array(request.get_tensor(spec.name).data, dtype=spec.dtype, copy=True) for spec in self.io.outputs}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..cache import CacheEntry, EngineCache, cpu_identity, file_stat
 from ..errors import BackendUnavailableError, EngineError, first_line
 from .base import Runner
 
@@ -73,40 +71,19 @@ SAVE_OPTIMIZED = {
 
 class OrtRunner(Runner):
     """ONNX Runtime. With ``options.cache_dir`` and a manifest entry, the optimized graph is cached per
-    machine (:mod:`runtime.cache`); ``cache_status`` says what happened: off, miss, hit, or rebuilt
-    (an entry was found but not trusted)."""
+    machine (:mod:`runtime.cache`); ``cache_status`` says what happened."""
 
     name = "onnxruntime"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.threads = self.options.threads
-        self.cache_status = "off"
         self._session: ort.InferenceSession | None = None
-        self._cache: EngineCache | None = None
-        self._cache_entry: CacheEntry | None = None
-        self._staged: Path | None = None
         self.providers = choose_providers(self.options.device)
-        if self.options.cache_dir is not None and self.entry is not None:
-            self._cache = EngineCache(self.options.cache_dir, "onnxruntime")
-            self._cache_entry = self._cache.entry({
-                "engine_sha256": self.entry.sha256,
-                "backend_version": ort.__version__,
-                "options": {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": self.providers,
-                            "saved": SAVE_OPTIMIZED},
-                "cpu": cpu_identity(),
-            })
-
-    def trusts_engine_file(self) -> bool:
-        if self._cache is None:
-            return False
-        recorded = self._cache.lookup(self._cache_entry)
-        return recorded is not None and recorded.get("source_stat") == file_stat(self.path)
-
-    def engine_verified(self) -> None:
-        if self._staged is not None:  # publish only what was built from a verified engine file
-            self._cache.publish(self._cache_entry, self._staged, {"source_stat": file_stat(self.path)})
-            self._staged = None
+        self._cache_for("onnxruntime", {
+            "backend_version": ort.__version__,
+            "options": {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": self.providers, "saved": SAVE_OPTIMIZED},
+        })
 
     def _session_for(self, path: Path, opts: ort.SessionOptions) -> ort.InferenceSession:
         try:
@@ -117,44 +94,35 @@ class OrtRunner(Runner):
             ) from None
 
     def _cached_session(self) -> ort.InferenceSession | None:
-        """From the cache, or built while saving its optimized graph for the cache (published by
-        :meth:`engine_verified`); None: the cache cannot be written."""
-        cache, entry = self._cache, self._cache_entry
-        recorded = cache.lookup(entry)
+        """From the cache, or built while saving its optimized graph for the cache (published once the engine
+        file is verified); None: the cache cannot be written."""
+        cache = self.cache
+        recorded = cache.trusted()
         if recorded is not None:
             opts = session_options(self.threads)
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sha256") as pool:
-                verified = pool.submit(cache.verify, entry, recorded)  # hashed while the session loads
+                verified = pool.submit(cache.verify, recorded)  # hashed while the session loads
                 try:
-                    session = ort.InferenceSession(str(entry.folder / CACHED_MODEL), sess_options=opts, providers=self.providers)
+                    session = ort.InferenceSession(str(cache.entry.folder / CACHED_MODEL), sess_options=opts, providers=self.providers)
                 except Exception as exc:
-                    log.info("ignoring cache entry %s: ONNX Runtime cannot load it (%s); rebuilding", entry.folder, first_line(exc))
+                    log.info("ignoring cache entry %s: ONNX Runtime cannot load it (%s); rebuilding", cache.entry.folder, first_line(exc))
                     session = None
                 if verified.result() and session is not None:
-                    self.cache_status = "hit"
-                    self.engine_file_verified = recorded.get("source_stat") == file_stat(self.path)
+                    self.engine_file_verified = cache.hit(recorded)
                     return session
-        self.cache_status = "rebuilt" if entry.folder.exists() else "miss"
-        staged = cache.staging()
+        staged = cache.stage()
         if staged is None:
-            self.cache_status = "off"
             return None
         opts = session_options(self.threads)
         opts.optimized_model_filepath = str(staged / CACHED_MODEL)
         for key, value in SAVE_OPTIMIZED.items():
             opts.add_session_config_entry(key, value)
-        try:
-            session = self._session_for(self.path, opts)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
-        self._staged = staged
-        return session
+        return self._session_for(self.path, opts)
 
     def _activate(self) -> None:
         session = None
-        if self._cache is not None:
+        if self.cache is not None:
             session = self._cached_session()
         self._session = session or self._session_for(self.path, session_options(self.threads))
         graph = {i.name: i.shape for i in self._session.get_inputs()}
@@ -174,9 +142,6 @@ class OrtRunner(Runner):
 
     def _deactivate(self) -> None:
         self._session = None
-        if self._staged is not None:  # built but never verified: nothing is published
-            shutil.rmtree(self._staged, ignore_errors=True)
-            self._staged = None
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session.run(self.io.output_names, dict(feed))
