@@ -159,6 +159,12 @@ def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label:
     }
 
 
+def gate_summary(gate: dict[str, Any]) -> str:
+    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
+    return (f"noise prediction PSNR >= {worst:.1f} dB, {gate['sampling']['steps']}-step image PSNR "
+            f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32")
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
@@ -200,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         publish(tmp, folder / FP16_NAME)
     update_artifact(folder, manifest.base(), FP16_NAME, entry)
-    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
-    print(
-        f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
-        f"noise prediction PSNR >= {worst:.1f} dB, {GATE_SAMPLING_STEPS}-step image PSNR "
-        f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32"
-    )
+    print(f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; {gate_summary(gate)}")
     return 0
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / "models" / "digits16"  # trained here (python -m demo.train), shipped in the repo
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -49,11 +50,6 @@ def reference_blocks_model(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def calm_tiny_model(tmp_path_factory) -> Path:
-    """TINY_CONFIG with its output convolution scaled by 0.1 (see tests.models.save_model)."""
-    return save_model(tmp_path_factory.mktemp("calm_tiny_model"), TINY_CONFIG, output_scale=0.1)
-
-
-@pytest.fixture(scope="session")
-def calm_tiny_engine(calm_tiny_model, tmp_path_factory) -> Path:
-    return export_engine(calm_tiny_model, tmp_path_factory.mktemp("calm_tiny_engine"))
+def demo_engine(tmp_path_factory) -> Path:
+    """The shipped demo model, exported (parity gate) into a temporary folder."""
+    return export_engine(DEMO_MODEL, tmp_path_factory.mktemp("demo_engine"))

@@ -29,13 +29,17 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("steps", [1, 2, 3, 10, 25, 50, 999])
-@pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
-def test_dpmpp_matches_diffusers(kwargs, steps):
+STEPS = [1, 2, 3, 10, 25, 50, 999]
+
+
+def trajectories(kwargs, steps, torch_coefficients=False):
+    """(step, ours, theirs) along both trajectories, fed the same model outputs."""
     ref = DPMSolverMultistepScheduler(**kwargs)
     ref.set_timesteps(steps)
     table = dpmpp_table(SchedulerConfig.from_dict(dict(ref.config), "dpmpp-2m"), steps)
     np.testing.assert_array_equal(table.timesteps, ref.timesteps.numpy())
+    if torch_coefficients:
+        table = with_torch_coefficients(ref, table)
     rng = np.random.default_rng(steps)
     ours = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
     theirs = torch.from_numpy(ours.copy())
@@ -44,8 +48,15 @@ def test_dpmpp_matches_diffusers(kwargs, steps):
         out = (np.tanh(ours) * 0.5 + rng.standard_normal(ours.shape) * 0.5).astype(np.float32)
         theirs = ref.step(torch.from_numpy(out), t, theirs).prev_sample
         ours, state = dpmpp_step(table, i, out, ours, state)
-        scale = max(1.0, float(np.abs(theirs.numpy()).max()))
-        np.testing.assert_allclose(ours, theirs.numpy(), rtol=STEP_RTOL, atol=STEP_ATOL * scale, err_msg=f"step {i}")
+        yield i, ours, theirs.numpy()
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
+def test_dpmpp_matches_diffusers(kwargs, steps):
+    for i, ours, theirs in trajectories(kwargs, steps):
+        scale = max(1.0, float(np.abs(theirs).max()))
+        np.testing.assert_allclose(ours, theirs, rtol=STEP_RTOL, atol=STEP_ATOL * scale, err_msg=f"step {i}")
 
 
 def with_torch_coefficients(ref: DPMSolverMultistepScheduler, table: DPMTable) -> DPMTable:
@@ -71,23 +82,13 @@ def with_torch_coefficients(ref: DPMSolverMultistepScheduler, table: DPMTable) -
     )
 
 
-@pytest.mark.parametrize("steps", [1, 2, 3, 10, 25, 50, 999])
+@pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
 def test_dpmpp_step_is_bit_equal_to_diffusers_given_its_coefficients(kwargs, steps):
     """The step follows torch's order of operations: with torch's coefficients, every step equals
     DPMSolverMultistepScheduler.step bit for bit, on any CPU."""
-    ref = DPMSolverMultistepScheduler(**kwargs)
-    ref.set_timesteps(steps)
-    table = with_torch_coefficients(ref, dpmpp_table(SchedulerConfig.from_dict(dict(ref.config), "dpmpp-2m"), steps))
-    rng = np.random.default_rng(steps)
-    ours = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
-    theirs = torch.from_numpy(ours.copy())
-    state = None
-    for i, t in enumerate(ref.timesteps):
-        out = (np.tanh(ours) * 0.5 + rng.standard_normal(ours.shape) * 0.5).astype(np.float32)
-        theirs = ref.step(torch.from_numpy(out), t, theirs).prev_sample
-        ours, state = dpmpp_step(table, i, out, ours, state)
-        np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=f"step {i}")
+    for i, ours, theirs in trajectories(kwargs, steps, torch_coefficients=True):
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"step {i}")
 
 
 def test_orders():
