@@ -27,14 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MODES = {"quick": {"repeats": 5, "batches": (1, 4, 8)}, "full": {"repeats": 2, "batches": (1, 4, 8)}}
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int):
+    """(median seconds over ``repeats`` calls after one warm-up, the last call's result)."""
     fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), out
 
 
 def psnr(ref: np.ndarray, got: np.ndarray) -> float:
@@ -106,8 +107,8 @@ def main(argv=None) -> int:
         t = np.linspace(10, 990, batch).round().astype(np.float32)
         ref = engines["ONNX Runtime FP32 (ours, default)"](x, t)
         for name, fn in engines.items():
-            seconds = median_time(lambda: fn(x, t), cfg["repeats"])
-            results[(name, batch)] = (seconds, psnr(ref, fn(x, t)))
+            seconds, out = median_time(lambda: fn(x, t), cfg["repeats"])
+            results[(name, batch)] = (seconds, psnr(ref, out))
             print(f"{name:38s} batch {batch}: {seconds * 1e3:8.1f} ms", flush=True)
 
     def cold(cache_dir):
