@@ -225,7 +225,7 @@ class EngineCache:
         except OSError:
             return
         for old in entries[MAX_ENTRIES:]:
-            log.info("engine cache: removing least recently used entry %s", old)
+            log.debug("engine cache: removing least recently used entry %s", old)
             shutil.rmtree(old, ignore_errors=True)
         for leftover in self.dir.glob(".old-*"):
             shutil.rmtree(leftover, ignore_errors=True)
