@@ -81,10 +81,9 @@ def test_png_metadata(tiny_engine, tmp_path):
 # measures: the same bound as DDPM holds at diffusers' default step counts.
 
 
-def demo_pipeline_images(batch, steps, seed, scheduler_class, **kwargs):
-    from diffusers import DDPMPipeline as Pipe
-
-    pipe = Pipe.from_pretrained(DEMO_MODEL)
+def demo_pipeline_images(batch, steps, seed, scheduler_class, pipeline_class=DDPMPipeline, **kwargs):
+    """The demo model through a diffusers pipeline, its scheduler converted from the model's config."""
+    pipe = pipeline_class.from_pretrained(DEMO_MODEL)
     pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(batch_size=batch, generator=torch.manual_seed(seed), num_inference_steps=steps, output_type="np", **kwargs).images
@@ -96,11 +95,8 @@ def test_ddim_50_equals_ddim_pipeline(demo_engine, tmp_path):
 
     sample_cli(demo_engine, tmp_path, "--scheduler", "ddim", "--eta", "0", "--batch", "4", "--steps", "50", "--seed", "3",
                "--noise", "torch")
-    pipe = DDIMPipeline.from_pretrained(DEMO_MODEL)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    ref = pipe(batch_size=4, generator=torch.manual_seed(3), num_inference_steps=50, eta=0.0, output_type="np").images
-    assert_images_close(read_pngs(tmp_path, 4), (ref * 255).round().astype(np.uint8))
+    ref = demo_pipeline_images(4, 50, 3, DDIMScheduler, DDIMPipeline, eta=0.0)
+    assert_images_close(read_pngs(tmp_path, 4), ref)
 
 
 def test_ddim_with_eta_equals_ddim_pipeline(demo_engine, tmp_path):
@@ -108,11 +104,8 @@ def test_ddim_with_eta_equals_ddim_pipeline(demo_engine, tmp_path):
 
     sample_cli(demo_engine, tmp_path, "--scheduler", "ddim", "--eta", "0.5", "--batch", "2", "--steps", "20", "--seed", "4",
                "--noise", "torch")
-    pipe = DDIMPipeline.from_pretrained(DEMO_MODEL)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    ref = pipe(batch_size=2, generator=torch.manual_seed(4), num_inference_steps=20, eta=0.5, output_type="np").images
-    assert_images_close(read_pngs(tmp_path, 2), (ref * 255).round().astype(np.uint8))
+    ref = demo_pipeline_images(2, 20, 4, DDIMScheduler, DDIMPipeline, eta=0.5)
+    assert_images_close(read_pngs(tmp_path, 2), ref)
 
 
 def test_dpmpp_2m_25_equals_diffusers(demo_engine, tmp_path):
