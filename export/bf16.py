@@ -21,14 +21,13 @@ from pathlib import Path
 
 from runtime.atomic import publish
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import DeployError
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.runners import RunnerOptions
 from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
 from runtime.runners.ort import OrtRunner
 
 from .fp16 import accuracy_gate, gate_summary
-from .onnx import ONNX_NAME, remove_leftovers, tool_versions
+from .onnx import ONNX_NAME, remove_leftovers, tool_versions, verified_fp32
 
 PROG = "export.bf16"
 OV_NAME = "unet.ov.xml"
@@ -47,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     folder = Path(args.engines)
-    fp32_path = folder / ONNX_NAME
-    if not fp32_path.is_file():
-        raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
-    manifest, fp32_entry = verify_artifact(fp32_path)
+    fp32_path, manifest, fp32_entry = verified_fp32(folder)
     ov = import_openvino()
     check_precision(ov.Core(), args.precision)  # exit 4 before any work on a CPU without BF16 units
     remove_leftovers(folder)

@@ -29,11 +29,11 @@ import numpy as np
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.atomic import publish
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
-from .onnx import ONNX_NAME, remove_leftovers, tool_versions
+from .onnx import ONNX_NAME, remove_leftovers, tool_versions, verified_fp32
 
 PROG = "export.fp16"
 FP16_NAME = "unet.fp16.onnx"
@@ -178,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     folder = Path(args.engines)
-    fp32_path = folder / ONNX_NAME
-    if not fp32_path.is_file():
-        raise DeployError(f"{fp32_path} does not exist; run `python -m export.onnx --out {folder}` first")
-    manifest, fp32_entry = verify_artifact(fp32_path)
+    fp32_path, manifest, fp32_entry = verified_fp32(folder)
     remove_leftovers(folder)
     started = time.perf_counter()
     model16, fp32_nodes = convert(onnx.load(str(fp32_path)))

@@ -23,7 +23,7 @@ from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import UNetIO
 from runtime.atomic import publish
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 from runtime.schedulers.config import read_config_file
 
@@ -106,6 +106,16 @@ def remove_leftovers(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def verified_fp32(folder: Path):
+    """(path, manifest, entry) of the FP32 ONNX model in ``folder``, checked against its manifest: what
+    the derived artifacts (FP16, BF16) are built from."""
+    path = folder / ONNX_NAME
+    if not path.is_file():
+        raise DeployError(f"{path} does not exist; run `python -m export.onnx --out {folder}` first")
+    manifest, entry = verify_artifact(path)
+    return path, manifest, entry
 
 
 def build_parser() -> ArgumentParser:
