@@ -33,7 +33,7 @@ help:
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
-	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md"
+	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench --mode $(MODE)
 	$(PY) -m bench.serving --mode $(MODE)
 	$(PY) -m bench.cpu_precision --mode $(MODE)
+	$(PY) -m bench.export_memory --mode $(MODE)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

@@ -28,7 +28,8 @@ from runtime.schedulers import SchedulerConfig, scheduler_name_for
 from runtime.schedulers.config import read_config_file
 
 from . import load
-from .parity import FP32_PARITY_ATOL, check_parity
+from .child import call_in_child
+from .parity import FP32_PARITY_ATOL, check_parity, torch_references
 
 PROG = "export.onnx"
 ONNX_NAME = "unet.onnx"
@@ -37,7 +38,7 @@ MIN_OPSET = 17
 PROTOBUF_LIMIT = 2 * 1024**3  # one ONNX protobuf cannot exceed 2 GB: larger models keep weights outside
 DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler"}  # diffusers' defaults, used when the model ships none
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(PROG)  # not __name__: that is "__main__" under python -m
 
 
 def _forward_module(unet):
@@ -97,6 +98,24 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
             verbose=False,
         )
     return external
+
+
+def export_with_references(model: load.ModelSource, io: UNetIO, path: Path, opset: int, num_train_timesteps: int):
+    """(whether weights went to external data, the parity gate's PyTorch outputs). Runs in a child process
+    with the ONNX checker: torch, the model and the exporter's copies of the graph (about 2.4 GB for
+    cat-256) are gone before ONNX Runtime loads the export for the gate."""
+    return call_in_child("the PyTorch export", _torch_stage, model, io, path, opset, num_train_timesteps)
+
+
+def _torch_stage(model: load.ModelSource, io: UNetIO, path: Path, opset: int, num_train_timesteps: int):
+    unet = load.load_unet(model)
+    cases = torch_references(unet, io, num_train_timesteps)
+    log.info("exporting %s (%.1fM parameters) to ONNX opset %d", model.source, sum(p.numel() for p in unet.parameters()) / 1e6, opset)
+    external = export_onnx(unet, io, path, opset)
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=False)
+    return external, cases
 
 
 def remove_leftovers(folder: Path) -> None:
@@ -165,18 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     remove_leftovers(out)
 
     started = time.perf_counter()
-    unet = load.load_unet(model)
     io = io_for(model.config)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         tmp_onnx = work / ONNX_NAME
-        log.info("exporting %s (%.1fM parameters) to ONNX opset %d", model.source, sum(p.numel() for p in unet.parameters()) / 1e6, args.opset)
-        external = export_onnx(unet, io, tmp_onnx, args.opset)
-        import onnx
-
-        onnx.checker.check_model(str(tmp_onnx), full_check=False)
+        external, cases = export_with_references(model, io, tmp_onnx, args.opset, num_train_timesteps)
         log.info("parity gate: ONNX Runtime vs PyTorch at batch 1 and 3")
-        parity = check_parity(unet, tmp_onnx, io, num_train_timesteps, atol=args.tolerance)
+        parity = check_parity(tmp_onnx, cases, atol=args.tolerance)
         external_data = {}
         # External weight files first, then the graph that names them: a reader never sees a graph
         # whose data is missing.
