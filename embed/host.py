@@ -1,0 +1,122 @@
+"""What ``libddpm_runtime`` (embed/src/ddpm_runtime.cpp) calls: one :class:`Host` per ``ddpm_open``.
+
+A host is a loaded :class:`runtime.Pipeline` plus a :class:`runtime.batching.StepBatcher`, so requests
+from many C++ threads share every UNet call. Requests are JSON, with the ``runtime.sample`` CLI's
+meaning::
+
+    {"seed": 0, "count": 2, "steps": 50, "scheduler": "ddim", "eta": 0.0, "noise": "numpy",
+     "per_image_seeds": false}
+
+all optional (count 1, seed 0, the scheduler config's own sampler and its default steps, numpy noise).
+Images come back as uint8 ``[count, H, W, C]``. Errors are :class:`runtime.errors.DeployError`s
+whose first line the C side hands to the caller, with the code :func:`error_code` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from runtime import __version__
+from runtime.batching import QueueFullError, StepBatcher
+from runtime.errors import BackendUnavailableError, DeployError, EngineError, InputError, first_line
+from runtime.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# The C header's codes (embed/include/ddpm_runtime.h); keep the two in step.
+OK, INVALID_ARGUMENT, BUFFER_TOO_SMALL, ENGINE, BACKEND_UNAVAILABLE, BUSY, FAILED = 0, 1, 2, 3, 4, 5, 6
+OPTIONS = {"device": str, "threads": int, "max_batch": int, "max_queue": int, "cache_dir": (str, type(None)), "timeout_s": (int, float)}
+REQUEST = {"seed": int, "count": int, "steps": (int, type(None)), "scheduler": (str, type(None)), "eta": (int, float),
+           "noise": str, "per_image_seeds": bool}
+
+
+class BufferTooSmallError(InputError):
+    pass
+
+
+def _parse(text: str, what: str, schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise InputError(f"{what} has unknown field(s) {', '.join(unknown)}; known: {', '.join(schema)}")
+    for key, value in data.items():
+        kinds = schema[key] if isinstance(schema[key], tuple) else (schema[key],)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise InputError(f"{what} field {key!r} has the wrong type ({json.dumps(value)})")
+    return data
+
+
+class Host:
+    def __init__(self, engine: str, options_json: str = ""):
+        options = _parse(options_json, "options", OPTIONS)
+        self.timeout = options.get("timeout_s")
+        self.pipeline = Pipeline.load(engine, device=options.get("device", "auto"), threads=options.get("threads"),
+                                      cache_dir=options.get("cache_dir", "auto"))
+        try:
+            self.batcher = StepBatcher(self.pipeline, options.get("max_batch"), options.get("max_queue", 64))
+        except BaseException:
+            self.pipeline.close()
+            raise
+
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.pipeline.height, self.pipeline.width, self.pipeline.channels
+
+    def sample(self, request_json: str, out_len: int) -> bytes:
+        """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""
+        r = _parse(request_json, "request", REQUEST)
+        count, seed = r.get("count", 1), r.get("seed", 0)
+        height, width, channels = self.image_shape()
+        if count >= 1 and out_len < count * height * width * channels:
+            raise BufferTooSmallError(
+                f"the output buffer holds {out_len} bytes; {count} image(s) of {height}x{width}x{channels} need "
+                f"{count * height * width * channels}"
+            )
+        seeds = [seed + i for i in range(count)] if r.get("per_image_seeds") and count >= 1 else None
+        future = self.batcher.submit(batch=count, steps=r.get("steps"), seed=seed, seeds=seeds, noise=r.get("noise", "numpy"),
+                                     scheduler=r.get("scheduler"), eta=r.get("eta", 0.0), timeout=self.timeout)
+        return future.result().tobytes()  # waits without the GIL
+
+    def stats_json(self) -> str:
+        st = self.batcher.stats
+        return json.dumps({"engine_calls": st.engine_calls, "rows": st.rows, "mean_batch": round(st.mean_batch, 3),
+                           "completed": st.completed, "cancelled": st.cancelled, "timed_out": st.timed_out,
+                           "failed": st.failed})
+
+    def close(self) -> None:
+        try:
+            self.batcher.close(drain=True)
+        finally:
+            self.pipeline.close()
+
+
+def error_code(exc: BaseException) -> int:
+    if isinstance(exc, BufferTooSmallError):
+        return BUFFER_TOO_SMALL
+    if isinstance(exc, BackendUnavailableError):
+        return BACKEND_UNAVAILABLE
+    if isinstance(exc, EngineError):
+        return ENGINE
+    if isinstance(exc, QueueFullError):
+        return BUSY
+    if isinstance(exc, InputError):
+        return INVALID_ARGUMENT
+    return FAILED
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """(code, one-line message) for the C side; unexpected errors are logged with their traceback."""
+    if not isinstance(exc, DeployError):
+        log.error("unexpected error in the embedded runtime", exc_info=exc)
+        return FAILED, f"internal error: {type(exc).__name__}: {first_line(exc)}"
+    return error_code(exc), first_line(exc)
+
+
+def version() -> str:
+    return __version__

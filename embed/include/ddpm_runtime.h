@@ -1,0 +1,74 @@
+/* ddpm_runtime.h: the ddpm-deploy runtime behind a C ABI (libddpm_runtime).
+ *
+ * The library hosts the Python runtime in-process (pybind11's embedding API): the interpreter starts
+ * on the first ddpm_open and lives until the process ends. Requests from any number of threads are
+ * served at once; on one handle they share every UNet call (step-level batching). While a call
+ * waits for its images the GIL is released.
+ *
+ * Every function returns DDPM_OK (0) or an error code; ddpm_last_error() then gives a one-line
+ * message for the calling thread. Nothing throws across this boundary and nothing aborts.
+ *
+ * Where Python finds the runtime: the paths baked in at build time (the virtual environment that
+ * configured the build and this checkout), or DDPM_RUNTIME_PYTHONPATH (':'-separated) when set.
+ */
+#ifndef DDPM_RUNTIME_H
+#define DDPM_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define DDPM_API __declspec(dllexport)
+#else
+#define DDPM_API __attribute__((visibility("default")))
+#endif
+
+enum ddpm_status {
+    DDPM_OK = 0,
+    DDPM_ERR_INVALID_ARGUMENT = 1,  /* NULL pointer, closed handle, bad JSON, values out of range */
+    DDPM_ERR_BUFFER_TOO_SMALL = 2,  /* out_len < count * height * width * channels */
+    DDPM_ERR_ENGINE = 3,            /* engine missing, unreadable or not what its manifest says */
+    DDPM_ERR_BACKEND_UNAVAILABLE = 4,  /* e.g. a TensorRT plan without TensorRT */
+    DDPM_ERR_BUSY = 5,              /* the request queue is full: retry later */
+    DDPM_ERR_FAILED = 6             /* anything else (the interpreter could not start, an internal error) */
+};
+
+typedef struct ddpm_handle ddpm_handle;
+
+/* "ddpm-deploy X.Y.Z (C ABI 1)"; needs no interpreter. */
+DDPM_API const char *ddpm_version(void);
+
+/* Opens an engine (unet.onnx, unet.fp16.onnx, unet.plan, unet.ov.xml; its manifest.json beside it).
+ * options_json: NULL or a JSON object with any of "device" ("auto"|"cpu"|"cuda"), "threads",
+ * "max_batch" (rows per UNet call, default 8 or the plan's profile max), "max_queue" (default 64),
+ * "cache_dir" (string or null), "timeout_s" (per request). */
+DDPM_API int ddpm_open(const char *engine_path, const char *options_json, ddpm_handle **handle);
+
+/* The images' height, width and channels (3 for RGB models). Any pointer may be NULL. */
+DDPM_API int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width, size_t *channels);
+
+/* Samples as `python -m runtime.sample` does. request_json: NULL or a JSON object with any of "seed",
+ * "count", "steps", "scheduler" ("ddpm"|"ddim"|"dpmpp-2m"), "eta", "noise" ("numpy"|"torch"),
+ * "per_image_seeds". Writes count images, uint8 [count, height, width, channels], into out. */
+DDPM_API int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len);
+
+/* The handle's batching statistics as a JSON object ({"engine_calls", "rows", "mean_batch", "completed",
+ * "cancelled", "timed_out", "failed"}), NUL-terminated into buf; DDPM_ERR_BUFFER_TOO_SMALL if it does not fit. */
+DDPM_API int ddpm_stats_json(ddpm_handle *handle, char *buf, size_t buf_len);
+
+/* Finishes the handle's requests in flight, then releases it. Using it afterwards is
+ * DDPM_ERR_INVALID_ARGUMENT (handles are never reused). Closing NULL is DDPM_OK. */
+DDPM_API int ddpm_close(ddpm_handle *handle);
+
+/* The calling thread's last error message ("" after success); valid until its next call. */
+DDPM_API const char *ddpm_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DDPM_RUNTIME_H */
