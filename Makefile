@@ -19,10 +19,13 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 MODE    ?= quick
 
+TRITON_VENV ?= build/triton-venv
+EMBED_BUILD ?= build/embed
+
 DEMO_MODEL   ?= models/digits16
 DEMO_ENGINES ?= build/demo/engines
 
-.PHONY: help install dev demo quality engine sample test test-full bench clean
+.PHONY: help install dev demo quality engine sample embed triton-deps test test-full bench clean
 
 help:
 	@echo "make demo       the shipped digits model → $(DEMO_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, offline"
@@ -31,6 +34,8 @@ help:
 	@echo "make dev        runtime + export + test dependencies"
 	@echo "make engine     MODEL=$(MODEL) → $(ENGINES)/unet.onnx, unet.fp16.onnx (gated), unet.plan (TensorRT + GPU)"
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
+	@echo "make embed      the C ABI (libddpm_runtime.so) and ddpm_sample_cpp into $(EMBED_BUILD)/ (CMake, g++, pybind11)"
+	@echo "make triton-deps  NVIDIA Triton (the nvidia-pytriton wheel) + the runtime in $(TRITON_VENV) (numpy<2) for its tests"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
 	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md"
@@ -73,10 +78,24 @@ engine: $(VENV)/.dev
 sample: $(VENV)/.runtime
 	$(PY) -m runtime.sample --engine $(ENGINE) --batch $(BATCH) --steps $(STEPS) --seed $(SEED) --noise $(NOISE) --out $(OUT)
 
-test: $(VENV)/.dev
+embed: $(VENV)/.dev
+	cmake -S embed -B $(EMBED_BUILD) -DPython_EXECUTABLE=$(abspath $(PY))
+	cmake --build $(EMBED_BUILD) -j
+	@echo "built $(EMBED_BUILD)/libddpm_runtime.so and $(EMBED_BUILD)/ddpm_sample_cpp (header: embed/include/ddpm_runtime.h)"
+
+# Triton's wheel pins numpy<2, so it gets an environment of its own (same Python: the backend stub matches it).
+$(TRITON_VENV)/.ok: pyproject.toml
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet nvidia-pytriton==0.7.0 -e .
+	touch $@
+
+triton-deps: $(TRITON_VENV)/.ok
+
+test: $(VENV)/.dev $(TRITON_VENV)/.ok
 	$(PY) -m pytest
 
-test-full: $(VENV)/.dev
+test-full: $(VENV)/.dev $(TRITON_VENV)/.ok
 	$(PY) -m pytest -m '' -s
 
 bench: $(VENV)/.bench

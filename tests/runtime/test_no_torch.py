@@ -48,3 +48,10 @@ def test_every_runtime_module_imports_without_torch():
     )
     r = run_blocked(code)
     assert r.returncode == 0, r.stderr
+
+
+def test_layers_on_top_of_the_runtime_import_without_torch():
+    """The C ABI's Python side and the Triton repository writer (the Triton model itself is served from an
+    environment without torch in tests/export/test_triton.py)."""
+    r = run_blocked("import embed.host, export.triton, runtime.steps\n")
+    assert r.returncode == 0, r.stderr

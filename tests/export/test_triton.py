@@ -1,0 +1,173 @@
+"""export.triton's model repository served by a real NVIDIA Triton Inference Server (2.51, the binary in the
+nvidia-pytriton wheel, CPU only), loopback only, in its own virtual environment (build/triton-venv:
+`make triton-deps`; pytriton pins numpy<2). Requests go over gRPC streaming (HTTP does not serve
+decoupled models) from tests/export/triton_client.py run in that environment."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+VENV = ROOT / "build" / "triton-venv"
+SERVER = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "pytriton" / "tritonserver"
+MODEL = "ddpm"
+MAX_BATCH = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(pid: int) -> list[str]:
+    """The local addresses of the TCP sockets that ``pid`` listens on (/proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                hexaddr = fields[1].split(":")[0]
+                raw = bytes.fromhex(hexaddr)
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per 32-bit word, host order
+                found.append(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words))
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(demo_engine, tmp_path_factory):
+    if not (SERVER / "bin" / "tritonserver").is_file():
+        pytest.skip(f"no Triton server in {VENV} (`make triton-deps` installs nvidia-pytriton there)")
+    work = tmp_path_factory.mktemp("triton")
+    repo = work / "model_repository"
+    r = subprocess.run([sys.executable, "-m", "export.triton", "--engines", str(demo_engine.parent), "--out", str(repo),
+                        "--name", MODEL, "--max-batch", str(MAX_BATCH)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # The Python backend wants its stub beside it, symlinked (a copy cannot find its libraries), for our Python.
+    backends = work / "backends" / "python"
+    backends.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        (backends / name).symlink_to(SERVER / "backends" / "python" / name)
+    stub = SERVER / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    (backends / "triton_python_backend_stub").symlink_to(stub)
+    import sysconfig
+
+    ports = {name: free_port() for name in ("http", "grpc", "metrics")}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}",  # the stub imports from the first python3 on PATH
+        # the stub links libpython3.X; the one our environments are built on must come before the system's
+        "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{SERVER.parent.parent / 'nvidia_pytriton.libs'}",
+    }
+    log = open(work / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(SERVER / "bin" / "tritonserver"), f"--model-repository={repo}", f"--backend-directory={backends.parent}",
+         "--http-address=127.0.0.1", f"--http-port={ports['http']}", "--grpc-address=127.0.0.1", f"--grpc-port={ports['grpc']}",
+         "--metrics-address=127.0.0.1", f"--metrics-port={ports['metrics']}", "--exit-on-error=true"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/models/{MODEL}/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"tritonserver did not become ready:\n{(work / 'server.log').read_text()[-4000:]}")
+        time.sleep(0.5)
+    yield {"proc": proc, "ports": ports, "work": work, "log": work / "server.log"}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def client(server, requests, out, sequential=False):
+    out.mkdir(exist_ok=True)
+    r = subprocess.run([str(VENV / "bin" / "python"), str(ROOT / "tests" / "export" / "triton_client.py"),
+                        f"127.0.0.1:{server['ports']['grpc']}", MODEL, json.dumps(requests), str(out),
+                        *(["sequential"] if sequential else [])], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)
+
+
+def offline_cli(engine, request, out) -> np.ndarray:
+    """The same request through `python -m runtime.sample`: uint8 [count, H, W, C] read back from its PNGs."""
+    args = ["--engine", str(engine), "--out", str(out), "--quiet", "--batch", str(request.get("count", 1)),
+            "--seed", str(request.get("seed", 0)), "--noise", request.get("noise", "numpy")]
+    for key in ("steps", "scheduler", "eta"):
+        if key in request:
+            args += [f"--{key}", str(request[key])]
+    r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    images = [np.asarray(Image.open(p)) for p in sorted(Path(out).glob("*.png"))]
+    return np.stack([im[..., None] if im.ndim == 2 else im for im in images])
+
+
+def test_listens_on_loopback_only(server):
+    addresses = listening_addresses(server["proc"].pid)
+    assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics
+    assert all(a in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
+
+
+def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_engine, tmp_path):
+    requests = [
+        {"seed": k, "steps": 8 + k % 4, "scheduler": ("ddim", "dpmpp-2m", "ddpm")[k % 3], "count": 1 + k % 2,
+         **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 3 == 0 else {})}
+        for k in range(12)
+    ]
+    result = client(server, requests, tmp_path / "served")
+    for i, request in enumerate(requests):
+        assert "file" in result["responses"][str(i)], result["responses"][str(i)]
+        served = np.load(result["responses"][str(i)]["file"])
+        np.testing.assert_array_equal(served, offline_cli(demo_engine, request, tmp_path / f"cli{i}"), err_msg=json.dumps(request))
+    with urllib.request.urlopen(f"http://127.0.0.1:{server['ports']['metrics']}/metrics", timeout=10) as resp:
+        metrics = dict(re.findall(r'^(ddpm_unet_\w+)\{[^}]*\} (\S+)$', resp.read().decode(), re.M))
+    calls, rows = float(metrics["ddpm_unet_calls"]), float(metrics["ddpm_unet_rows"])
+    steps = sum(q["steps"] for q in requests)
+    stats = result["stats"]["modelStats"][0]
+    print(f"\nTriton {stats['name']}: inference_count {stats.get('inferenceCount')}, execution_count "
+          f"{stats.get('executionCount')}, batch_stats {stats.get('batchStats')}; ours: {rows:.0f} rows in {calls:.0f} UNet "
+          f"calls ({rows / calls:.2f} per call) for {len(requests)} requests of {steps} steps, {result['seconds']:.2f} s")
+    assert calls < steps and rows / calls > 1.5
+
+
+BAD = [
+    ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
+    ({"steps": 0}, "steps must be"),
+    ({"count": MAX_BATCH + 1, "steps": 2}, f"exceeds this batcher's max_batch {MAX_BATCH}"),
+    ({"noise": "gauss"}, "unknown noise kind 'gauss'"),
+    ({"eta": -1.0, "scheduler": "ddim"}, "eta must be"),
+]
+
+
+def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, tmp_path):
+    result = client(server, [request for request, _ in BAD] + [{"steps": 3}], tmp_path, sequential=True)
+    responses = result["responses"]
+    for i, (request, fragment) in enumerate(BAD):
+        message = responses[str(i)].get("error", "")
+        assert fragment in message and "\n" not in message and "Traceback" not in message, (request, responses[str(i)])
+    assert responses[str(len(BAD))]["shape"][0] == 1
+    assert server["proc"].poll() is None
