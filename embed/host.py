@@ -22,40 +22,22 @@ from runtime import __version__
 from runtime.batching import QueueFullError, StepBatcher
 from runtime.errors import BackendUnavailableError, DeployError, EngineError, InputError, first_line
 from runtime.pipeline import Pipeline
+from runtime.requests import SampleRequest, parse_object
 
 log = logging.getLogger(__name__)
 
 # The C header's codes (embed/include/ddpm_runtime.h); keep the two in step.
 OK, INVALID_ARGUMENT, BUFFER_TOO_SMALL, ENGINE, BACKEND_UNAVAILABLE, BUSY, FAILED = 0, 1, 2, 3, 4, 5, 6
 OPTIONS = {"device": str, "threads": int, "max_batch": int, "max_queue": int, "cache_dir": (str, type(None)), "timeout_s": (int, float)}
-REQUEST = {"seed": int, "count": int, "steps": (int, type(None)), "scheduler": (str, type(None)), "eta": (int, float),
-           "noise": str, "per_image_seeds": bool}
 
 
 class BufferTooSmallError(InputError):
     pass
 
 
-def _parse(text: str, what: str, schema: dict[str, Any]) -> dict[str, Any]:
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{what} must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(schema))
-    if unknown:
-        raise InputError(f"{what} has unknown field(s) {', '.join(unknown)}; known: {', '.join(schema)}")
-    for key, value in data.items():
-        kinds = schema[key] if isinstance(schema[key], tuple) else (schema[key],)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            raise InputError(f"{what} field {key!r} has the wrong type ({json.dumps(value)})")
-    return data
-
-
 class Host:
     def __init__(self, engine: str, options_json: str = ""):
-        options = _parse(options_json, "options", OPTIONS)
+        options = parse_object(options_json, "options", OPTIONS)
         self.timeout = options.get("timeout_s")
         self.pipeline = Pipeline.load(engine, device=options.get("device", "auto"), threads=options.get("threads"),
                                       cache_dir=options.get("cache_dir", "auto"))
@@ -70,17 +52,14 @@ class Host:
 
     def sample(self, request_json: str, out_len: int) -> bytes:
         """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""
-        r = _parse(request_json, "request", REQUEST)
-        count, seed = r.get("count", 1), r.get("seed", 0)
+        request, _ = SampleRequest.from_json(request_json)
         height, width, channels = self.image_shape()
-        if count >= 1 and out_len < count * height * width * channels:
+        need = request.count * height * width * channels
+        if request.count >= 1 and out_len < need:
             raise BufferTooSmallError(
-                f"the output buffer holds {out_len} bytes; {count} image(s) of {height}x{width}x{channels} need "
-                f"{count * height * width * channels}"
+                f"the output buffer holds {out_len} bytes; {request.count} image(s) of {height}x{width}x{channels} need {need}"
             )
-        seeds = [seed + i for i in range(count)] if r.get("per_image_seeds") and count >= 1 else None
-        future = self.batcher.submit(batch=count, steps=r.get("steps"), seed=seed, seeds=seeds, noise=r.get("noise", "numpy"),
-                                     scheduler=r.get("scheduler"), eta=r.get("eta", 0.0), timeout=self.timeout)
+        future = self.batcher.submit(timeout=self.timeout, **request.submit_kwargs())
         return future.result().tobytes()  # waits without the GIL
 
     def stats_json(self) -> str:

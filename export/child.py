@@ -3,13 +3,19 @@ when it ends: the next stage's peak then does not add to this one's."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from runtime.cli import setup_logging
 from runtime.errors import DeployError
+
+PR_SET_PDEATHSIG = 1
 
 
 def call_in_child(what: str, fn, *args):
@@ -18,11 +24,23 @@ def call_in_child(what: str, fn, *args):
     verbose = logging.getLogger("export").isEnabledFor(logging.DEBUG)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.submit(_run, verbose, fn, args).result()
+            return pool.submit(_run, os.getpid(), verbose, fn, args).result()
         except BrokenProcessPool:
             raise DeployError(f"the process running {what} died (out of memory?); free memory and run it again") from None
 
 
-def _run(verbose: bool, fn, args):
+def _run(parent: int, verbose: bool, fn, args):
+    _die_with(parent)
     setup_logging(verbose)
     return fn(*args)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a killed export leaves no stage running on)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError, TypeError):  # not Linux/glibc: the stage ends on its own
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

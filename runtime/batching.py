@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .errors import DeployError, InputError
 from .pipeline import Pipeline, to_uint8
@@ -75,10 +75,12 @@ class StepBatcher:
     ``max_batch``: rows per engine call (default: the engine profile's max for a TensorRT plan, else
     8); a request's ``batch`` may not exceed it. ``max_queue``: requests waiting for admission
     before ``submit`` refuses with :class:`QueueFullError`. ``timeout`` (per request, seconds from
-    submission): past it the request fails with :class:`RequestTimeoutError`.
+    submission): past it the request fails with :class:`RequestTimeoutError`. ``on_call(rows, seconds)``
+    is called from the loop thread after every engine call and its steps (for metrics; keep it quick).
     """
 
-    def __init__(self, pipeline: Pipeline, max_batch: int | None = None, max_queue: int = 64):
+    def __init__(self, pipeline: Pipeline, max_batch: int | None = None, max_queue: int = 64,
+                 on_call: Callable[[int, float], None] | None = None):
         profile = pipeline.runner.profile
         limit = profile.max if profile is not None else None
         if max_batch is None:
@@ -92,6 +94,7 @@ class StepBatcher:
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.on_call = on_call
         self.stats = BatcherStats()
         self._waiting: collections.deque[_Job] = collections.deque()
         self._active: list[_Job] = []
@@ -242,13 +245,20 @@ class StepBatcher:
             if jobs is None:
                 return
             trajectories = [j.trajectory for j in jobs]
+            started = time.perf_counter()
             try:
                 failed = advance(self.pipeline.denoiser, trajectories, self._noise_pool)
             except Exception as exc:  # the engine call failed: every row in it fails
                 log.warning("engine call failed for %d request(s): %s", len(jobs), exc)
                 failed = [(t, exc) for t in trajectories]
+            rows = sum(t.rows for t in trajectories)
             self.stats.engine_calls += 1
-            self.stats.rows += sum(t.rows for t in trajectories)
+            self.stats.rows += rows
+            if self.on_call is not None:
+                try:
+                    self.on_call(rows, time.perf_counter() - started)
+                except Exception as exc:  # metrics never stop sampling
+                    log.warning("on_call callback failed: %s", exc)
             errors = {id(t): e for t, e in failed}
             with self._cond:
                 for job in jobs:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import __version__
 from .cli import ArgumentParser, run, setup_logging
 from .errors import InputError
-from .images import make_output_dir, prepare_output_dir, write_png
+from .images import make_output_dir, png_metadata, prepare_output_dir, write_png
 from .noise import MAX_SEED, NOISE_KINDS
 from .schedulers import SCHEDULERS, default_steps_help
 from .pipeline import Pipeline
@@ -113,25 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bar.close()
         elapsed = time.perf_counter() - started
-        scheduler = json.dumps({**table.config.to_dict(), "eta": args.eta}, sort_keys=True)
         paths = []
         for i, image in enumerate(images):
             path = out / f"{args.prefix}{i:04d}.png"
-            write_png(
-                path,
-                image,
-                {
-                    "seed": str(seeds[i] if seeds else args.seed),
-                    "seed_mode": "per-image" if seeds else "shared",
-                    "batch_index": str(i),
-                    "noise": args.noise,
-                    "steps": str(table.num_steps),
-                    "scheduler": scheduler,
-                    "engine": Path(args.engine).name,
-                    "engine_sha256": pipe.engine_sha256,
-                    "software": f"ddpm-deploy {__version__}",
-                },
-            )
+            write_png(path, image, png_metadata(table, args.eta, args.seed, seeds, i, args.noise, Path(args.engine).name,
+                                                pipe.engine_sha256))
             paths.append(path)
     print(
         f"wrote {len(paths)} image(s) to {out}/ in {elapsed:.2f} s "

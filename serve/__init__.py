@@ -1,0 +1,7 @@
+"""ddpm-deploy as an HTTP image service on Ray Serve (``pip install 'ddpm-deploy[serve]'``).
+
+``serve.app`` holds the deployments (an engine replica per device with a StepBatcher, a FastAPI
+ingress), ``serve.config`` the service's configuration file, ``python -m serve`` starts it,
+``python -m serve.load`` sends it a bounded Poisson stream, ``serve.netns`` runs commands in a network
+namespace with nothing but loopback (how every test and benchmark of the service runs here).
+"""

@@ -1,0 +1,98 @@
+"""``python -m serve``: start the image service (Ray Serve) and block until SIGINT/SIGTERM.
+
+    python -m serve [--config serve.json] [--engine engines/unet.onnx] [--host 127.0.0.1] [--port 8000]
+                    [--address auto] [--node-ip 127.0.0.1] [--pid-file build/serve.pid]
+
+Without --address a local Ray instance is started on this machine; with ``--address auto`` (or a
+head's address) the service joins a running cluster (``ray start`` on each node). The HTTP ingress
+binds 127.0.0.1 unless --host says otherwise; Ray's node address is passed explicitly, its dashboard
+is off and its usage statistics are off (RAY_USAGE_STATS_ENABLED=0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import BackendUnavailableError, DeployError
+
+from .config import ServiceConfig
+
+PROG = "serve"
+log = logging.getLogger(PROG)
+
+
+def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127.0.0.1", num_cpus: int | None = None,
+          name: str = "ddpm", route_prefix: str = "/") -> str:
+    """Starts (or joins) Ray, then Serve and the application; returns the service's URL."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # Ray would report usage to the internet
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[serve]' (or make serve-deps)") from None
+    from .app import build_app
+
+    if not Path(config.engine).is_file():
+        raise DeployError(f"engine {config.engine} does not exist; build one (`make engine` or `make demo`) or pass --engine")
+    if not ray.is_initialized():  # else: the caller connected (a test's cluster, a notebook)
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
+        if address is None:
+            ray.init(_node_ip_address=node_ip, num_cpus=num_cpus, _metrics_export_port=config.metrics_port, **kwargs)
+        else:
+            ray.init(address=address, _node_ip_address=node_ip, **kwargs)
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config={"log_level": "WARNING"})
+    serve.run(build_app(config, name), name=name, route_prefix=route_prefix)
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    return f"http://{host}:{config.port}{route_prefix.rstrip('/')}"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="a JSON service config (serve/config.py: engine, replicas, limits, ...)")
+    p.add_argument("--engine", default=None, help="the engine file (overrides the config's)")
+    p.add_argument("--host", default=None, help="HTTP address (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
+    p.add_argument("--address", default=None, help="a running Ray cluster (auto, or HEAD:6379); default: start one here")
+    p.add_argument("--node-ip", default="127.0.0.1", help="this node's address for Ray (default 127.0.0.1)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    p.add_argument("--pid-file", default=None, help="write this process's id here while it serves (make serve-stop)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)
+    url = start(config, args.address, args.node_ip, args.num_cpus)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    if pid_file:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C", flush=True)
+    try:
+        stop.wait()
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        if pid_file:
+            pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,236 @@
+"""The Ray Serve application: engine replicas (each a loaded pipeline + a StepBatcher, so requests from many
+HTTP calls share every UNet call) behind a FastAPI ingress.
+
+    POST /v1/images   {seed, steps, scheduler, eta, noise, count, per_image_seeds, format, timeout_s}
+                      → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
+                        PNG with the metadata `runtime.sample` writes; header X-Replica names the replica
+    GET  /healthz     → "ok" once an engine replica answers
+    GET  /v1/models   → the engine: file, sha256, kind, precision, batch profile, image shape, samplers
+    GET  /metrics     → Prometheus text from this node's Ray metrics port (ddpm_* series)
+
+Errors are one line of text: 400 (bad JSON, unknown field, wrong type, out-of-range value), 503 with
+Retry-After (queue full), 504 (past the request's deadline), 500 (the engine failed). A client that
+disconnects cancels its request: its rows leave the batch at the next step.
+"""
+
+# no `from __future__ import annotations` here: Ray Serve's FastAPI class views need real annotations (else 422 "self")
+
+import asyncio
+import base64
+import logging
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+import ray
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.util import metrics
+
+from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
+from runtime.errors import DeployError, EngineError, InputError, first_line
+from runtime.images import encode_png, png_metadata
+from runtime.pipeline import Pipeline
+from runtime.requests import NUMBER, SampleRequest
+from runtime.schedulers import SCHEDULERS
+
+from .config import ServiceConfig
+
+log = logging.getLogger("ddpm_deploy.serve")
+RETRY_AFTER_S = 1
+EXTRA_FIELDS = {"format": str, "timeout_s": NUMBER}
+
+
+def status_for(exc: BaseException) -> int:
+    if isinstance(exc, QueueFullError):
+        return 503
+    if isinstance(exc, RequestTimeoutError):
+        return 504
+    if isinstance(exc, InputError):
+        return 400
+    if isinstance(exc, RequestCancelledError):
+        return 499  # the client is gone; nobody reads this
+    return 500
+
+
+class Engine:
+    """One replica: the engine loaded once, a StepBatcher for every request routed here."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = ServiceConfig(**config)
+        self.pipeline = Pipeline.load(self.config.engine, device=self.config.device, threads=self.config.threads)
+        self.engine_name = Path(self.config.engine).name
+        context = serve.get_replica_context()
+        node = ray.get_runtime_context().get_node_id()[:12]
+        self.replica = f"{context.replica_id.unique_id}@{context.deployment}@node-{node}"
+        tags = {"replica": self.replica}
+        self.m_requests = metrics.Counter("ddpm_requests", "requests answered, by HTTP status", tag_keys=("replica", "status"))
+        self.m_queue = metrics.Gauge("ddpm_queue_length", "requests waiting for admission", tag_keys=("replica",))
+        self.m_rows = metrics.Histogram("ddpm_batch_rows", "image rows per UNet call", boundaries=[1, 2, 4, 8, 16, 32],
+                                        tag_keys=("replica",))
+        self.m_step = metrics.Histogram("ddpm_step_seconds", "seconds per UNet call and its sampler steps",
+                                        boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], tag_keys=("replica",))
+        for metric in (self.m_requests, self.m_queue, self.m_rows, self.m_step):
+            metric.set_default_tags(tags)
+        self.batcher = StepBatcher(self.pipeline, self.config.max_batch, self.config.max_queue, on_call=self._on_call)
+
+    def _on_call(self, rows: int, seconds: float) -> None:
+        self.m_rows.observe(rows)
+        self.m_step.observe(seconds)
+        self.m_queue.set(self.batcher.queue_length)
+
+    async def generate(self, request: SampleRequest, timeout_s: float) -> dict[str, Any]:
+        """{"status": 200, "images": uint8 [count, H, W, C], "steps", ...} or {"status": 4xx/5xx, "message"}."""
+        try:
+            if request.steps is not None and request.steps > self.config.max_steps:
+                raise InputError(f"steps must be at most {self.config.max_steps} on this service, got {request.steps}")
+            future = self.batcher.submit(timeout=timeout_s, **request.submit_kwargs())
+            self.m_queue.set(self.batcher.queue_length)
+            try:
+                images = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:  # the client went away: free its rows at the next step
+                self.batcher.cancel(future)
+                self.m_requests.inc(tags={"status": "499"})
+                raise
+            _, table = self.pipeline.table(request.scheduler, request.steps, request.eta)
+        except DeployError as exc:
+            status = status_for(exc)
+            self.m_requests.inc(tags={"status": str(status)})
+            return {"status": status, "message": first_line(exc), "replica": self.replica}
+        self.m_requests.inc(tags={"status": "200"})
+        metadata = [png_metadata(table, request.eta, request.seed, request.seeds, i, request.noise, self.engine_name,
+                                 self.pipeline.engine_sha256) for i in range(len(images))]
+        return {"status": 200, "images": images, "metadata": metadata, "replica": self.replica}
+
+    def info(self) -> dict[str, Any]:
+        runner = self.pipeline.runner
+        entry = runner.entry
+        profile = runner.profile
+        return {
+            "engine": self.engine_name,
+            "sha256": self.pipeline.engine_sha256,
+            "kind": entry.kind if entry else None,
+            "precision": entry.precision if entry else None,
+            "profile": None if profile is None else {"min": profile.min, "opt": profile.opt, "max": profile.max},
+            "image": [self.pipeline.height, self.pipeline.width, self.pipeline.channels],
+            "default_scheduler": self.pipeline.default_scheduler,
+            "schedulers": list(SCHEDULERS),
+            "max_batch": self.batcher.max_batch,
+            "max_count": self.config.max_count,
+            "max_steps": self.config.max_steps,
+            "replica": self.replica,
+            "stats": vars(self.batcher.stats) | {"queue_length": self.batcher.queue_length, "in_flight": self.batcher.in_flight},
+        }
+
+    def check_health(self) -> None:
+        """Ray Serve calls this periodically; a dead batcher thread restarts the replica."""
+        if not self.batcher._thread.is_alive():
+            raise RuntimeError("the step batcher's loop thread has stopped")
+
+    def __del__(self):
+        batcher = getattr(self, "batcher", None)
+        if batcher is not None:
+            batcher.close(drain=False)
+
+
+app = FastAPI(title="ddpm-deploy", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def error(status: int, message: str, **headers: str) -> PlainTextResponse:
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+@serve.ingress(app)
+class Api:
+    def __init__(self, engine, config: dict[str, Any]):
+        self.engine = engine
+        self.config = ServiceConfig(**config)
+        self.m_http = metrics.Counter("ddpm_http_requests", "HTTP requests to /v1/images, by status", tag_keys=("status",))
+        self.m_latency = metrics.Histogram("ddpm_request_seconds", "seconds from arrival to response, answered requests",
+                                           boundaries=[0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300])
+
+    def _answer(self, started: float, response: Response) -> Response:
+        self.m_http.inc(tags={"status": str(response.status_code)})
+        if response.status_code == 200:
+            self.m_latency.observe(time.perf_counter() - started)
+        return response
+
+    @app.post("/v1/images")
+    async def images(self, http: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            request, extra = SampleRequest.from_json(await http.body(), "request body", EXTRA_FIELDS)
+            fmt = extra.get("format", "png" if request.count == 1 else "json")
+            if fmt not in ("png", "json") or (fmt == "png" and request.count != 1):
+                raise InputError(f"format must be json, or png for one image; got {fmt!r} for count {request.count}")
+            if request.count > self.config.max_count:
+                raise InputError(f"count must be at most {self.config.max_count} on this service, got {request.count}")
+            timeout_s = extra.get("timeout_s", self.config.timeout_s)
+            if not 0 < timeout_s <= self.config.timeout_s:
+                raise InputError(f"timeout_s must be in (0, {self.config.timeout_s}], got {timeout_s}")
+        except InputError as exc:
+            return self._answer(started, error(400, first_line(exc)))
+        try:
+            result = await self.engine.generate.remote(request, timeout_s)
+        except BackPressureError:
+            return self._answer(started, error(503, "the service is at capacity; retry later", **{"Retry-After": str(RETRY_AFTER_S)}))
+        except Exception as exc:  # a replica died mid-request (Ray restarts it): say so, the client may retry
+            log.warning("engine call failed: %s", first_line(exc))
+            return self._answer(started, error(503, f"the engine replica failed ({type(exc).__name__}); retry",
+                                               **{"Retry-After": str(RETRY_AFTER_S)}))
+        headers = {"X-Replica": result["replica"]}
+        if result["status"] != 200:
+            if result["status"] == 503:
+                headers["Retry-After"] = str(RETRY_AFTER_S)
+            return self._answer(started, error(result["status"], result["message"], **headers))
+        pngs = [encode_png(image, meta) for image, meta in zip(result["images"], result["metadata"])]
+        if fmt == "png":
+            return self._answer(started, Response(pngs[0], media_type="image/png", headers=headers))
+        body = {"images": [{"png_base64": base64.b64encode(png).decode("ascii"), "metadata": meta}
+                           for png, meta in zip(pngs, result["metadata"])], "replica": result["replica"]}
+        return self._answer(started, JSONResponse(body, headers=headers))
+
+    @app.get("/healthz")
+    async def healthz(self) -> Response:
+        try:
+            await asyncio.wait_for(self.engine.info.remote(), timeout=10)
+        except Exception as exc:
+            return error(503, f"no engine replica answers ({type(exc).__name__})")
+        return PlainTextResponse("ok\n")
+
+    @app.get("/v1/models")
+    async def models(self) -> Response:
+        return JSONResponse({"models": [await self.engine.info.remote()]})
+
+    @app.get("/metrics")
+    async def metrics_text(self) -> Response:
+        url = f"http://127.0.0.1:{self.config.metrics_port}/metrics"
+        try:
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        except OSError as exc:
+            return error(503, f"Ray's metrics endpoint {url} does not answer ({exc})")
+        return PlainTextResponse("".join(line + "\n" for line in text.splitlines() if "ddpm_" in line),
+                                 media_type="text/plain; version=0.0.4")
+
+
+def build_app(config: ServiceConfig, name: str = "ddpm"):
+    """The application graph for ``serve.run``: engine replicas (as configured) behind one ingress."""
+    options: dict[str, Any] = {
+        "name": f"{name}-engine",
+        "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
+        # Requests go straight to a replica: its step batcher admits (a full batch + max_queue waiting) or
+        # answers 503 at once, rather than Serve holding them in a queue of its own.
+        "max_ongoing_requests": 10_000,
+        "health_check_period_s": 5,
+    }
+    if config.autoscaling:
+        options["autoscaling_config"] = dict(config.autoscaling)
+    else:
+        options["num_replicas"] = config.num_replicas
+    engine = serve.deployment(Engine).options(**options).bind(config.to_dict())
+    ingress = serve.deployment(Api).options(name=f"{name}-api", ray_actor_options={"num_cpus": 0},
+                                                                 max_ongoing_requests=10_000)
+    return ingress.bind(engine, config.to_dict())

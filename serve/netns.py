@@ -1,0 +1,29 @@
+"""Commands in a network namespace of their own with only loopback up (Linux, as root: ``unshare -n``).
+
+Ray listens on all interfaces and on the machine's outward address whatever it is told; inside such a
+namespace the only interface is loopback, so nothing it opens can be reached from outside, and
+nothing inside can reach out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+ENV_FLAG = "DDPM_DEPLOY_NETNS"  # set inside: a command need not wrap itself twice
+
+
+def available() -> str | None:
+    """None where namespaces can be made here, else why not."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare and ip (util-linux, iproute2) are needed"
+    r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    return None if r.returncode == 0 else f"cannot create a network namespace here ({r.stderr.strip() or 'not root?'})"
+
+
+def wrap(cmd: list[str]) -> list[str]:
+    """``cmd`` run in a new loopback-only network namespace (a no-op inside one already)."""
+    if os.environ.get(ENV_FLAG) == "1":
+        return list(cmd)
+    return ["unshare", "-n", "sh", "-c", f'ip link set lo up && {ENV_FLAG}=1 exec "$@"', "sh", *cmd]

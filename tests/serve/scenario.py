@@ -1,0 +1,281 @@
+"""Service scenarios, run by tests/serve/test_service.py inside a loopback-only network namespace
+(serve.netns): each starts Ray and the service, acts as the clients, and prints one JSON object.
+
+    python -m tests.serve.scenario NAME ENGINE OUT_DIR
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from serve.__main__ import start
+from serve.config import ServiceConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listeners() -> list[str]:
+    """Every listening TCP socket in this namespace, as address:port."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
+            out.append(f"{address}:{int(hexport, 16)}")
+    return out
+
+
+def snapshot(*folders: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for folder in folders for p in sorted(folder.rglob("*"))}
+
+
+async def post_all(url: str, bodies: list, timeout: float = 300) -> list[dict]:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        async def one(body):
+            content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+            r = await client.post(f"{url}/v1/images", content=content)
+            return {"status": r.status_code, "type": r.headers.get("content-type", ""), "replica": r.headers.get("x-replica"),
+                    "retry_after": r.headers.get("retry-after"), "content": r.content}
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def save_images(response: dict, out: Path, prefix: str) -> list[str]:
+    if response["type"].startswith("image/png"):
+        pngs = [response["content"]]
+    else:
+        pngs = [base64.b64decode(item["png_base64"]) for item in json.loads(response["content"])["images"]]
+    paths = []
+    for j, png in enumerate(pngs):
+        path = out / f"{prefix}_{j}.png"
+        path.write_bytes(png)
+        paths.append(str(path))
+    return paths
+
+
+MIXED = [
+    {"seed": 1, "steps": 10, "scheduler": "ddim"},
+    {"seed": 2, "steps": 12, "scheduler": "dpmpp-2m", "count": 2},
+    {"seed": 3, "steps": 15, "scheduler": "ddpm", "noise": "torch"},
+    {"seed": 4, "steps": 8, "scheduler": "ddim", "eta": 0.5, "count": 3, "per_image_seeds": True},
+    {"seed": 5, "steps": 9, "scheduler": "dpmpp-2m", "format": "json"},
+    {"seed": 6, "steps": 11, "scheduler": "ddim", "noise": "torch", "count": 2},
+]
+BAD = [
+    ("not json", "{seed: 1"),
+    ("not an object", "[1, 2]"),
+    ("unknown field", {"seed": 1, "sed": 2}),
+    ("wrong type", {"steps": "ten"}),
+    ("unknown scheduler", {"scheduler": "euler"}),
+    ("steps 0", {"steps": 0}),
+    ("steps above the limit", {"steps": 5000}),
+    ("count above the limit", {"count": 4}),
+    ("png for two images", {"count": 2, "format": "png"}),
+    ("negative eta", {"eta": -1, "scheduler": "ddim"}),
+    ("unknown noise", {"noise": "gauss"}),
+    ("timeout above the limit", {"timeout_s": 1e9}),
+]
+
+
+def basic(engine: str, out: Path) -> dict:
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port())
+    started = time.perf_counter()
+    url = start(config, num_cpus=2)
+    report: dict = {"startup_s": round(time.perf_counter() - started, 2), "url": url, "listeners": listeners(),
+                    "ingress_port": config.port}
+    with httpx.Client(timeout=60) as client:
+        report["healthz"] = [client.get(f"{url}/healthz").status_code]
+        report["models"] = client.get(f"{url}/v1/models").json()
+    # bit-equality: concurrent mixed requests
+    responses = asyncio.run(post_all(url, MIXED))
+    report["mixed"] = [{"status": r["status"], "type": r["type"], "files": save_images(r, out, f"mixed{i}") if r["status"] == 200 else [],
+                        "body": r["content"][:300].decode("utf-8", "replace") if r["status"] != 200 else ""}
+                       for i, r in enumerate(responses)]
+    # bad requests: status, one line, nothing written
+    engine_dir = Path(engine).parent
+    cache = Path(os.environ["DDPM_DEPLOY_CACHE_DIR"])
+    before = snapshot(engine_dir, cache, Path.cwd() / "serve")
+    bad = asyncio.run(post_all(url, [body for _, body in BAD]))
+    report["bad"] = {name: {"status": r["status"], "body": r["content"].decode()} for (name, _), r in zip(BAD, bad)}
+    report["nothing_written"] = snapshot(engine_dir, cache, Path.cwd() / "serve") == before
+    # 504: a deadline shorter than the work
+    report["deadline"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in
+                          asyncio.run(post_all(url, [{"steps": 1000, "timeout_s": 0.5}]))[0].items()}
+    # 503: more requests at once than a full batch plus the queues hold
+    flood = asyncio.run(post_all(url, [{"seed": k, "steps": 40, "count": 3} for k in range(20)]))
+    report["flood"] = [{"status": r["status"], "retry_after": r["retry_after"],
+                        "body": r["content"].decode() if r["status"] != 200 else ""} for r in flood]
+    # a client that disconnects: its request is cancelled at the next step
+    with httpx.Client(timeout=60) as client:
+        r = client.get(f"{url}/v1/models")
+        assert r.status_code == 200, (r.status_code, r.text)
+        cancelled_before = r.json()["models"][0]["stats"]["cancelled"]
+        try:
+            client.post(f"{url}/v1/images", content=json.dumps({"steps": 1000}), timeout=1.0)
+            report["disconnect"] = "the request finished within 1 s"
+        except httpx.TimeoutException:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                stats = client.get(f"{url}/v1/models").json()["models"][0]["stats"]
+                if stats["cancelled"] > cancelled_before and stats["in_flight"] == 0:
+                    break
+                time.sleep(0.2)
+            report["disconnect"] = {"cancelled": stats["cancelled"] - cancelled_before, "in_flight": stats["in_flight"],
+                                    "completed": stats["completed"]}
+        time.sleep(6)  # Ray exports metrics every few seconds
+        report["metrics"] = client.get(f"{url}/metrics").text
+    return report
+
+
+def expected_images(engine: str, requests: list[dict]) -> list:
+    """What runtime.sample gives for each request (the Python API, in this process)."""
+    from runtime import Pipeline
+    from runtime.requests import SampleRequest
+
+    with Pipeline.load(engine, device="cpu") as pipe:
+        return [pipe.sample(**SampleRequest(**r).submit_kwargs()) for r in requests]
+
+
+def decode(response: dict):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(response["content"])) as im:
+        pixels = np.asarray(im)
+    return pixels[None, ..., None] if pixels.ndim == 2 else pixels[None]
+
+
+def cluster(engine: str, out: Path) -> dict:
+    """Two nodes (ray.cluster_utils.Cluster, one CPU each), two engine replicas: both serve; one is killed
+    mid-load; every request completes correctly or gets a one-line 5xx; the service recovers."""
+    import numpy as np
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "node_ip_address": "127.0.0.1"})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    ray.init(address=cluster.address, log_to_driver=False)
+    config = ServiceConfig(engine=engine, num_replicas=2, cpus_per_replica=1, threads=1, max_batch=4, max_queue=32,
+                           max_count=1, timeout_s=120, port=free_port(), metrics_port=free_port())
+    url = start(config)
+    report: dict = {"nodes": len(ray.nodes())}
+    warm = [{"seed": k, "steps": 6, "scheduler": "ddim"} for k in range(16)]
+    responses = asyncio.run(post_all(url, warm))
+    report["warm_statuses"] = [r["status"] for r in responses]
+    report["warm_replicas"] = sorted({r["replica"] for r in responses if r["replica"]})
+
+    load = [{"seed": 100 + k, "steps": 30, "scheduler": ("ddim", "dpmpp-2m", "ddpm")[k % 3]} for k in range(24)]
+    expected = expected_images(engine, load)
+
+    async def load_and_kill():
+        task = asyncio.create_task(post_all(url, load, timeout=120))
+        await asyncio.sleep(2.0)
+        victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if "ddpm-engine" in a["name"]
+                   and a["name"].startswith("SERVE_REPLICA")]
+        ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
+        return victims[0]["name"], await task
+
+    started = time.perf_counter()
+    victim, responses = asyncio.run(load_and_kill())
+    report["killed"] = victim
+    report["load_seconds"] = round(time.perf_counter() - started, 2)
+    outcomes = []
+    for request, response, want in zip(load, responses, expected):
+        if response["status"] == 200:
+            outcomes.append({"status": 200, "correct": bool(np.array_equal(decode(response), want)), "replica": response["replica"]})
+        else:
+            outcomes.append({"status": response["status"], "body": response["content"].decode()})
+    report["load"] = outcomes
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        replicas = serve.status().applications["ddpm"].deployments["ddpm-engine"].replica_states
+        if replicas.get("RUNNING", 0) == 2:
+            break
+        time.sleep(1)
+    report["recovered_replicas"] = dict(replicas)
+    report["recovery_s"] = round(time.perf_counter() - started, 2)
+    after = asyncio.run(post_all(url, [{"seed": k, "steps": 6} for k in range(8)]))
+    report["after_statuses"] = [r["status"] for r in after]
+    report["after_replicas"] = sorted({r["replica"] for r in after if r["replica"]})
+    return report
+
+
+def replica_rss_kb() -> int:
+    """Summed resident memory of the engine replica processes (Ray names them ray::ServeReplica:...)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"ServeReplica:ddpm:ddpm-engine" in (proc / "cmdline").read_bytes():
+                total += int(next(l for l in (proc / "status").read_text().splitlines() if l.startswith("VmRSS:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def load(engine: str, out: Path) -> dict:
+    """N concurrent clients, closed loop, for a bounded time; statuses and the replica's memory over the run."""
+    config = ServiceConfig(engine=engine, max_batch=8, max_queue=64, max_count=2, timeout_s=120, port=free_port(),
+                           metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    clients, seconds = 6, 45.0
+    kinds = [("ddim", 10), ("dpmpp-2m", 15), ("ddpm", 20), ("ddim", 25)]
+    samples: list[tuple[float, int]] = []
+    statuses: dict[str, int] = {}
+
+    async def client(c: int) -> None:
+        async with httpx.AsyncClient(timeout=120) as http:
+            k = 0
+            while time.perf_counter() - started < seconds:
+                scheduler, steps = kinds[(c + k) % len(kinds)]
+                r = await http.post(f"{url}/v1/images", content=json.dumps(
+                    {"seed": 1000 * c + k, "steps": steps, "scheduler": scheduler, "count": 1 + (k % 2)}))
+                statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
+                k += 1
+
+    async def sampler() -> None:
+        while time.perf_counter() - started < seconds:
+            samples.append((round(time.perf_counter() - started, 1), replica_rss_kb()))
+            await asyncio.sleep(1.0)
+
+    async def main():
+        await asyncio.gather(sampler(), *(client(c) for c in range(clients)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    with httpx.Client(timeout=30) as http:
+        stats = http.get(f"{url}/v1/models").json()["models"][0]["stats"]
+    return {"clients": clients, "seconds": seconds, "statuses": statuses, "rss_kb": samples, "stats": stats,
+            "elapsed": round(time.perf_counter() - started, 1)}
+
+
+SCENARIOS = {"basic": basic, "cluster": cluster, "load": load}
+
+if __name__ == "__main__":
+    name, engine, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    out.mkdir(parents=True, exist_ok=True)
+    print("SCENARIO-RESULT " + json.dumps(SCENARIOS[name](engine, out), default=str), flush=True)
+    os._exit(0)  # do not wait for Ray's shutdown hooks
