@@ -21,11 +21,13 @@ MODE    ?= quick
 
 TRITON_VENV ?= build/triton-venv
 EMBED_BUILD ?= build/embed
+SERVE_PORT  ?= 8000
+SERVE_PID   ?= build/serve.pid
 
 DEMO_MODEL   ?= models/digits16
 DEMO_ENGINES ?= build/demo/engines
 
-.PHONY: help install dev demo quality engine sample embed triton-deps test test-full bench clean
+.PHONY: help install dev demo quality engine sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
 
 help:
 	@echo "make demo       the shipped digits model → $(DEMO_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, offline"
@@ -36,6 +38,8 @@ help:
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
 	@echo "make embed      the C ABI (libddpm_runtime.so) and ddpm_sample_cpp into $(EMBED_BUILD)/ (CMake, g++, pybind11)"
 	@echo "make triton-deps  NVIDIA Triton (the nvidia-pytriton wheel) + the runtime in $(TRITON_VENV) (numpy<2) for its tests"
+	@echo "make serve      the HTTP image service (Ray Serve) on 127.0.0.1:$(SERVE_PORT) with $(ENGINES)/unet.onnx, or the demo model's engine; make serve-stop"
+	@echo "make serve-deps only what the service needs (then it starts offline)"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
 	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md"
@@ -49,7 +53,12 @@ $(VENV)/.runtime: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test]'
+	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test,serve]'
+	touch $@ $(VENV)/.runtime $(VENV)/.serve
+
+# The service alone (Ray Serve, FastAPI, httpx): after this it starts with no network at all.
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[serve]'
 	touch $@ $(VENV)/.runtime
 
 $(VENV)/.bench: $(VENV)/.dev
@@ -78,6 +87,24 @@ engine: $(VENV)/.dev
 sample: $(VENV)/.runtime
 	$(PY) -m runtime.sample --engine $(ENGINE) --batch $(BATCH) --steps $(STEPS) --seed $(SEED) --noise $(NOISE) --out $(OUT)
 
+# The engine the service uses: ENGINE if it exists, else the demo model's (exported on first use).
+SERVE_ENGINE ?= $(if $(wildcard $(ENGINE)),$(ENGINE),$(DEMO_ENGINES)/unet.onnx)
+
+$(DEMO_ENGINES)/unet.onnx: | $(VENV)/.dev
+	$(PY) -m export.onnx --model $(DEMO_MODEL) --out $(DEMO_ENGINES)
+
+serve-deps: $(VENV)/.serve
+
+serve: $(VENV)/.serve $(SERVE_ENGINE)
+	@mkdir -p $(dir $(SERVE_PID))
+	RAY_USAGE_STATS_ENABLED=0 nohup $(PY) -m serve --engine $(SERVE_ENGINE) --port $(SERVE_PORT) --pid-file $(SERVE_PID) > build/serve.log 2>&1 &
+	@for i in $$(seq 180); do grep -q "^serving\|error" build/serve.log 2>/dev/null && break; sleep 1; done
+	@grep "^serving" build/serve.log || (tail -5 build/serve.log; exit 1)
+
+serve-stop:
+	@if [ -f $(SERVE_PID) ]; then kill $$(cat $(SERVE_PID)); while [ -f $(SERVE_PID) ]; do sleep 0.5; done; echo "stopped"; \
+	else echo "no service running here ($(SERVE_PID) does not exist)"; fi
+
 embed: $(VENV)/.dev
 	cmake -S embed -B $(EMBED_BUILD) -DPython_EXECUTABLE=$(abspath $(PY))
 	cmake --build $(EMBED_BUILD) -j
@@ -103,6 +130,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.serving --mode $(MODE)
 	$(PY) -m bench.cpu_precision --mode $(MODE)
 	$(PY) -m bench.export_memory --mode $(MODE)
+	$(PY) -m serve.bench
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

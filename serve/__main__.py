@@ -43,7 +43,9 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
     if not ray.is_initialized():  # else: the caller connected (a test's cluster, a notebook)
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
         if address is None:
-            ray.init(_node_ip_address=node_ip, num_cpus=num_cpus, _metrics_export_port=config.metrics_port, **kwargs)
+            # "local": a new instance, never one a previous run left behind (/tmp/ray names the last one)
+            ray.init(address="local", _node_ip_address=node_ip, num_cpus=num_cpus, _metrics_export_port=config.metrics_port,
+                     **kwargs)
         else:
             ray.init(address=address, _node_ip_address=node_ip, **kwargs)
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config={"log_level": "WARNING"})

@@ -10,7 +10,8 @@ HTTP calls share every UNet call) behind a FastAPI ingress.
 
 Errors are one line of text: 400 (bad JSON, unknown field, wrong type, out-of-range value), 503 with
 Retry-After (queue full), 504 (past the request's deadline), 500 (the engine failed). A client that
-disconnects cancels its request: its rows leave the batch at the next step.
+disconnects cancels its request: its rows leave the batch at the next step. A request whose replica dies
+runs again on another replica (deterministic sampling: the same images), up to twice within its deadline.
 """
 
 # no `from __future__ import annotations` here: Ray Serve's FastAPI class views need real annotations (else 422 "self")
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 import ray
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.util import metrics
 
@@ -41,6 +43,7 @@ from .config import ServiceConfig
 
 log = logging.getLogger("ddpm_deploy.serve")
 RETRY_AFTER_S = 1
+REPLICA_RETRIES = 2  # a request whose replica dies runs again on another one, at most this many times
 EXTRA_FIELDS = {"format": str, "timeout_s": NUMBER}
 
 
@@ -173,15 +176,20 @@ class Api:
                 raise InputError(f"timeout_s must be in (0, {self.config.timeout_s}], got {timeout_s}")
         except InputError as exc:
             return self._answer(started, error(400, first_line(exc)))
-        try:
-            result = await self.engine.generate.remote(request, timeout_s)
-        except BackPressureError:
-            return self._answer(started, error(503, "the service is at capacity; retry later", **{"Retry-After": str(RETRY_AFTER_S)}))
-        except Exception as exc:  # a replica died mid-request (Ray restarts it): say so, the client may retry
-            log.warning("engine call failed: %s", first_line(exc))
-            return self._answer(started, error(503, f"the engine replica failed ({type(exc).__name__}); retry",
-                                               **{"Retry-After": str(RETRY_AFTER_S)}))
-        headers = {"X-Replica": result["replica"]}
+        for attempt in range(1 + REPLICA_RETRIES):
+            try:
+                result = await self.engine.generate.remote(request, timeout_s - (time.perf_counter() - started))
+                break
+            except BackPressureError:
+                return self._answer(started, error(503, "the service is at capacity; retry later", **{"Retry-After": str(RETRY_AFTER_S)}))
+            except (RayActorError, ActorUnavailableError) as exc:
+                # The replica died mid-request (Serve replaces it). Sampling is deterministic, so running the
+                # request again on another replica gives the very images it would have given.
+                log.warning("engine replica lost (%s); attempt %d of %d", type(exc).__name__, attempt + 1, 1 + REPLICA_RETRIES)
+                if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
+                    return self._answer(started, error(503, f"the engine replica failed ({type(exc).__name__}); retry",
+                                                       **{"Retry-After": str(RETRY_AFTER_S)}))
+        headers = {"X-Replica": result["replica"], "X-Attempts": str(attempt + 1)}
         if result["status"] != 200:
             if result["status"] == 503:
                 headers["Retry-After"] = str(RETRY_AFTER_S)

@@ -1,4 +1,5 @@
-"""Commands in a network namespace of their own with only loopback up (Linux, as root: ``unshare -n``).
+"""Commands in a network namespace of their own with only loopback up (Linux, as root: ``unshare -n``),
+and a PID namespace, so that nothing they start outlives them.
 
 Ray listens on all interfaces and on the machine's outward address whatever it is told; inside such a
 namespace the only interface is loopback, so nothing it opens can be reached from outside, and
@@ -18,7 +19,7 @@ def available() -> str | None:
     """None where namespaces can be made here, else why not."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "unshare and ip (util-linux, iproute2) are needed"
-    r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    r = subprocess.run(["unshare", "-n", "-p", "-f", "--mount-proc", "true"], capture_output=True, text=True)
     return None if r.returncode == 0 else f"cannot create a network namespace here ({r.stderr.strip() or 'not root?'})"
 
 
@@ -26,4 +27,6 @@ def wrap(cmd: list[str]) -> list[str]:
     """``cmd`` run in a new loopback-only network namespace (a no-op inside one already)."""
     if os.environ.get(ENV_FLAG) == "1":
         return list(cmd)
-    return ["unshare", "-n", "sh", "-c", f'ip link set lo up && {ENV_FLAG}=1 exec "$@"', "sh", *cmd]
+    # -p -f: a PID namespace too, whose first process is cmd: when it exits, everything it started (Ray's
+    # daemons included) is killed with it; --mount-proc: /proc shows that namespace (Ray looks itself up there).
+    return ["unshare", "-n", "-p", "-f", "--mount-proc", "--kill-child", "sh", "-c", f'ip link set lo up && {ENV_FLAG}=1 exec "$@"', "sh", *cmd]

@@ -53,6 +53,7 @@ async def post_all(url: str, bodies: list, timeout: float = 300) -> list[dict]:
             content = body if isinstance(body, (str, bytes)) else json.dumps(body)
             r = await client.post(f"{url}/v1/images", content=content)
             return {"status": r.status_code, "type": r.headers.get("content-type", ""), "replica": r.headers.get("x-replica"),
+                    "attempts": int(r.headers.get("x-attempts", "0")),
                     "retry_after": r.headers.get("retry-after"), "content": r.content}
         return await asyncio.gather(*(one(b) for b in bodies))
 
@@ -165,6 +166,13 @@ def decode(response: dict):
     return pixels[None, ..., None] if pixels.ndim == 2 else pixels[None]
 
 
+def engine_replicas() -> list[dict]:
+    import ray
+
+    return [a for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("SERVE_REPLICA") and "ddpm-engine" in a["name"]]
+
+
 def cluster(engine: str, out: Path) -> dict:
     """Two nodes (ray.cluster_utils.Cluster, one CPU each), two engine replicas: both serve; one is killed
     mid-load; every request completes correctly or gets a one-line 5xx; the service recovers."""
@@ -186,37 +194,41 @@ def cluster(engine: str, out: Path) -> dict:
     report["warm_statuses"] = [r["status"] for r in responses]
     report["warm_replicas"] = sorted({r["replica"] for r in responses if r["replica"]})
 
-    load = [{"seed": 100 + k, "steps": 30, "scheduler": ("ddim", "dpmpp-2m", "ddpm")[k % 3]} for k in range(24)]
+    load = [{"seed": 100 + k, "steps": 500, "scheduler": ("ddim", "dpmpp-2m", "ddpm")[k % 3]} for k in range(24)]
     expected = expected_images(engine, load)
 
     async def load_and_kill():
         task = asyncio.create_task(post_all(url, load, timeout=120))
-        await asyncio.sleep(2.0)
-        victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if "ddpm-engine" in a["name"]
-                   and a["name"].startswith("SERVE_REPLICA")]
-        ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
-        return victims[0]["name"], await task
+        await asyncio.sleep(1.5)
+        victim = engine_replicas()[0]
+        ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        killed_at = time.perf_counter() - started
+        return victim["name"], killed_at, await task
 
     started = time.perf_counter()
-    victim, responses = asyncio.run(load_and_kill())
+    victim, killed_at, responses = asyncio.run(load_and_kill())
     report["killed"] = victim
+    report["killed_at_s"] = round(killed_at, 2)
     report["load_seconds"] = round(time.perf_counter() - started, 2)
     outcomes = []
     for request, response, want in zip(load, responses, expected):
         if response["status"] == 200:
-            outcomes.append({"status": 200, "correct": bool(np.array_equal(decode(response), want)), "replica": response["replica"]})
+            outcomes.append({"status": 200, "correct": bool(np.array_equal(decode(response), want)), "replica": response["replica"],
+                             "attempts": response["attempts"]})
         else:
             outcomes.append({"status": response["status"], "body": response["content"].decode()})
     report["load"] = outcomes
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # Ray Serve replaces the replica: a new one, running
+        names = [a["name"] for a in engine_replicas()]
         replicas = serve.status().applications["ddpm"].deployments["ddpm-engine"].replica_states
-        if replicas.get("RUNNING", 0) == 2:
+        if len(names) == 2 and victim not in names and replicas.get("RUNNING", 0) == 2:
             break
-        time.sleep(1)
+        time.sleep(0.5)
     report["recovered_replicas"] = dict(replicas)
-    report["recovery_s"] = round(time.perf_counter() - started, 2)
-    after = asyncio.run(post_all(url, [{"seed": k, "steps": 6} for k in range(8)]))
+    report["replicas_after"] = names
+    report["recovery_s"] = round(time.perf_counter() - started - killed_at, 2)
+    after = asyncio.run(post_all(url, [{"seed": k, "steps": 40} for k in range(16)]))
     report["after_statuses"] = [r["status"] for r in after]
     report["after_replicas"] = sorted({r["replica"] for r in after if r["replica"]})
     return report
