@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from runtime import __version__
 from runtime.batching import QueueFullError, StepBatcher

@@ -33,7 +33,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.util import metrics
 
 from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
-from runtime.errors import DeployError, EngineError, InputError, first_line
+from runtime.errors import DeployError, InputError, first_line
 from runtime.images import encode_png, png_metadata
 from runtime.pipeline import Pipeline
 from runtime.requests import NUMBER, SampleRequest

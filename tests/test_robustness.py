@@ -18,9 +18,16 @@ KILL_LOOPS_SAMPLE = 8
 KILL_LOOPS_EXPORT = 4
 
 
+def _as_if_from_a_shell():
+    """The child starts with SIGINT handled as a shell would give it (default, unblocked), whatever this test
+    process inherited or changed: these tests are about the CLI's own handling."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def start(module, *args):
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_if_from_a_shell)
 
 
 def final_files(folder):
@@ -93,7 +100,13 @@ def test_sigint_stops_within_a_step_with_exit_130(tiny_engine, tmp_path):
     time.sleep(2.0)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(f"no exit 30 s after SIGINT (this process: SIGINT handler {signal.getsignal(signal.SIGINT)}, "
+                    f"blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])}); stderr tail: {stderr[-800:]!r}")
     waited = time.perf_counter() - sent
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr.splitlines()[-1]
