@@ -61,29 +61,12 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
     cols: dict[str, np.ndarray] = {name: np.zeros(k, dtype=F32) for name in COLUMNS}
     cols["timestep"] = table.timesteps.astype(np.int64)
     clip = bool(getattr(cfg, "clip_sample", False))
+    if sampler.plan_row is None:
+        raise InputError(f"the {sampler.name} sampler cannot be written as a plan")
     for i in range(k):
-        if sampler.name == "dpmpp-2m":
-            sa, sb = table.alpha[i], table.sigma[i]
-            second = bool(table.second_order[i])
-            row = dict(c_x0=-table.x0_coeff[i], c_x=table.sample_coeff[i],
-                       c_d=-table.half_x0_coeff[i] if second else F32(0), c_r=table.inv_r[i] if second else F32(0))
-            step_clip = False
-        elif sampler.name == "ddim":
-            sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
-            c0, d = table.sqrt_alpha_prod_prev[i], table.direction_coeff[i]
-            if cfg.prediction_type == "epsilon":
-                row = dict(c_x0=c0, c_m=d)
-            elif cfg.prediction_type == "sample":  # eps = (x - sa * m) / sb, from the unclipped x0 = m
-                row = dict(c_x0=c0, c_x=F32(d / sb), c_m=F32(-d * sa / sb))
-            else:  # v_prediction: eps = sa * m + sb * x
-                row = dict(c_x0=c0, c_x=F32(d * sb), c_m=F32(d * sa))
-            step_clip = clip
-        else:  # ddpm
-            sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
-            row = dict(c_x0=table.pred_original_coeff[i], c_x=table.current_sample_coeff[i])
-            step_clip = clip
+        row = dict(sampler.plan_row(table, i))
+        sa, sb = row.pop("sa"), row.pop("sb")
         row["x0_x"], row["x0_m"], row["x0_div"] = _x0_coefficients(cfg.prediction_type, sa, sb)
-        row["clip"] = step_clip
         row["noise"] = table.needs_noise(i)
         row["c_z"] = table.noise_std[i] if row["noise"] else F32(0)
         for name, value in row.items():

@@ -51,7 +51,8 @@ class Sampler:
     ``default_steps``: its pipeline's default step count (None: every training timestep);
     ``make_table(config, steps, eta)``; ``step(table, i, model_output, sample, noise, state, out=None)
     -> (sample, state)``, pure (see :mod:`runtime.schedulers`); ``validate(config)`` refuses values it
-    does not implement.
+    does not implement; ``plan_row(table, i)``: step i in :mod:`runtime.steps`' linear form, a dict of
+    ``sa``, ``sb`` (the scalars of its x0 prediction), ``clip`` and the nonzero ``c_*`` coefficients.
     """
 
     name: str
@@ -63,6 +64,7 @@ class Sampler:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     uses_eta: bool = False
     validate: Callable[[SchedulerConfig], None] | None = None
+    plan_row: Callable[[Any, int], dict[str, Any]] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:

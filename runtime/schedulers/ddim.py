@@ -96,6 +96,20 @@ def ddim_step(table: DDIMTable, i: int, model_output: np.ndarray, sample: np.nda
     return prev
 
 
+def _plan_row(table: DDIMTable, i: int) -> dict:
+    """For v- and sample-prediction, epsilon is folded into c_x and c_m (see runtime/steps.py)."""
+    sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
+    c0, d = table.sqrt_alpha_prod_prev[i], table.direction_coeff[i]
+    kind = table.config.prediction_type
+    if kind == "epsilon":
+        combination = dict(c_x0=c0, c_m=d)
+    elif kind == "sample":  # eps = (x - sa * m) / sb, from the unclipped x0 = m
+        combination = dict(c_x0=c0, c_x=F32(d / sb), c_m=F32(-d * sa / sb))
+    else:  # v_prediction: eps = sa * m + sb * x
+        combination = dict(c_x0=c0, c_x=F32(d * sb), c_m=F32(d * sa))
+    return dict(sa=sa, sb=sb, clip=table.config.clip_sample, **combination)
+
+
 SAMPLER = register(
     Sampler(
         name="ddim",
@@ -106,5 +120,6 @@ SAMPLER = register(
         default_steps=50,  # DDIMPipeline's default
         uses_eta=True,
         validate=check_clip_range,
+        plan_row=_plan_row,
     )
 )

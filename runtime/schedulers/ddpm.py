@@ -141,6 +141,11 @@ def _step(table, i, model_output, sample, noise, state, out=None):
     return ddpm_step(table, i, model_output, sample, noise, out=target, scratch=scratch), None
 
 
+def _plan_row(table: DDPMTable, i: int) -> dict:
+    return dict(sa=table.sqrt_alpha_prod[i], sb=table.sqrt_beta_prod[i], clip=table.config.clip_sample,
+                c_x0=table.pred_original_coeff[i], c_x=table.current_sample_coeff[i])
+
+
 SAMPLER = register(
     Sampler(
         name="ddpm",
@@ -150,5 +155,6 @@ SAMPLER = register(
         step=_step,
         default_steps=None,  # DDPMPipeline's default: every training timestep
         validate=_validate,
+        plan_row=_plan_row,
     )
 )

@@ -128,6 +128,13 @@ FIXED = {
 }
 
 
+def _plan_row(table: DPMTable, i: int) -> dict:
+    row = dict(sa=table.alpha[i], sb=table.sigma[i], clip=False, c_x0=-table.x0_coeff[i], c_x=table.sample_coeff[i])
+    if table.second_order[i]:
+        row.update(c_d=-table.half_x0_coeff[i], c_r=table.inv_r[i])
+    return row
+
+
 def _validate(config: SchedulerConfig) -> None:
     if config.variance_type in ("learned", "learned_range"):
         raise SchedulerConfigError("learned variances need a model with twice the output channels; not supported")
@@ -143,5 +150,6 @@ SAMPLER = register(
         step=lambda table, i, m, x, z, state, out=None: dpmpp_step(table, i, m, x, state),
         default_steps=25,
         validate=_validate,
+        plan_row=_plan_row,
     )
 )
