@@ -21,13 +21,13 @@ from runtime import __version__
 from runtime.batching import QueueFullError, StepBatcher
 from runtime.errors import BackendUnavailableError, DeployError, EngineError, InputError, first_line
 from runtime.pipeline import Pipeline
-from runtime.requests import SampleRequest, parse_object
+from runtime.requests import NUMBER, SampleRequest, parse_object
 
 log = logging.getLogger(__name__)
 
 # The C header's codes (embed/include/ddpm_runtime.h); keep the two in step.
 OK, INVALID_ARGUMENT, BUFFER_TOO_SMALL, ENGINE, BACKEND_UNAVAILABLE, BUSY, FAILED = 0, 1, 2, 3, 4, 5, 6
-OPTIONS = {"device": str, "threads": int, "max_batch": int, "max_queue": int, "cache_dir": (str, type(None)), "timeout_s": (int, float)}
+OPTIONS = {"device": str, "threads": int, "max_batch": int, "max_queue": int, "cache_dir": (str, type(None)), "timeout_s": NUMBER}
 
 
 class BufferTooSmallError(InputError):

@@ -150,6 +150,11 @@ class StepBatcher:
             return len(self._waiting)
 
     @property
+    def alive(self) -> bool:
+        """Whether the loop thread runs (False after close, or if it died)."""
+        return self._thread.is_alive()
+
+    @property
     def in_flight(self) -> int:
         with self._cond:
             return len(self._active)

@@ -130,7 +130,7 @@ class Engine:
 
     def check_health(self) -> None:
         """Ray Serve calls this periodically; a dead batcher thread restarts the replica."""
-        if not self.batcher._thread.is_alive():
+        if not self.batcher.alive:
             raise RuntimeError("the step batcher's loop thread has stopped")
 
     def __del__(self):

@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InputError
-from runtime.requests import parse_object
-
-NUMBER = (int, float)
+from runtime.requests import NUMBER, parse_object
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,33 @@ def engine_cache_dir(tmp_path_factory):
         os.environ["DDPM_DEPLOY_CACHE_DIR"] = old
 
 
+def read_png(path: Path):
+    """(uint8 pixels [H, W, C], PNG text chunks)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        pixels = np.asarray(im)
+        return (pixels[..., None] if pixels.ndim == 2 else pixels), dict(im.text)
+
+
+def sample_offline(engine: Path, request: dict, out: Path) -> list:
+    """A service request (runtime.requests fields) run through `python -m runtime.sample`: per image,
+    (uint8 pixels [H, W, C], PNG text chunks)."""
+    import subprocess
+
+    args = ["--engine", str(engine), "--out", str(out), "--quiet", "--batch", str(request.get("count", 1)),
+            "--seed", str(request.get("seed", 0)), "--noise", request.get("noise", "numpy")]
+    for key in ("steps", "scheduler", "eta"):
+        if key in request:
+            args += [f"--{key}", str(request[key])]
+    if request.get("per_image_seeds"):
+        args.append("--per-image-seeds")
+    r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return [read_png(path) for path in sorted(Path(out).glob("*.png"))]
+
+
 def export_engine(model_dir: Path, out: Path) -> Path:
     from export.onnx import main
 

@@ -7,48 +7,21 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sample_offline
+from tests.localnet import free_port, listening
 
 VENV = ROOT / "build" / "triton-venv"
 SERVER = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "pytriton" / "tritonserver"
 MODEL = "ddpm"
 MAX_BATCH = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening_addresses(pid: int) -> list[str]:
-    """The local addresses of the TCP sockets that ``pid`` listens on (/proc/net/tcp and tcp6)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd) if fd.is_symlink() else ""
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                hexaddr = fields[1].split(":")[0]
-                raw = bytes.fromhex(hexaddr)
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # per 32-bit word, host order
-                found.append(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +86,10 @@ def client(server, requests, out, sequential=False):
     return json.loads(r.stdout)
 
 
-def offline_cli(engine, request, out) -> np.ndarray:
-    """The same request through `python -m runtime.sample`: uint8 [count, H, W, C] read back from its PNGs."""
-    args = ["--engine", str(engine), "--out", str(out), "--quiet", "--batch", str(request.get("count", 1)),
-            "--seed", str(request.get("seed", 0)), "--noise", request.get("noise", "numpy")]
-    for key in ("steps", "scheduler", "eta"):
-        if key in request:
-            args += [f"--{key}", str(request[key])]
-    r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    images = [np.asarray(Image.open(p)) for p in sorted(Path(out).glob("*.png"))]
-    return np.stack([im[..., None] if im.ndim == 2 else im for im in images])
-
-
 def test_listens_on_loopback_only(server):
-    addresses = listening_addresses(server["proc"].pid)
+    addresses = listening(server["proc"].pid)
     assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics
-    assert all(a in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
 
 
 def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_engine, tmp_path):
@@ -142,7 +102,8 @@ def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_
     for i, request in enumerate(requests):
         assert "file" in result["responses"][str(i)], result["responses"][str(i)]
         served = np.load(result["responses"][str(i)]["file"])
-        np.testing.assert_array_equal(served, offline_cli(demo_engine, request, tmp_path / f"cli{i}"), err_msg=json.dumps(request))
+        offline = np.stack([pixels for pixels, _ in sample_offline(demo_engine, request, tmp_path / f"cli{i}")])
+        np.testing.assert_array_equal(served, offline, err_msg=json.dumps(request))
     with urllib.request.urlopen(f"http://127.0.0.1:{server['ports']['metrics']}/metrics", timeout=10) as resp:
         metrics = dict(re.findall(r'^(ddpm_unet_\w+)\{[^}]*\} (\S+)$', resp.read().decode(), re.M))
     calls, rows = float(metrics["ddpm_unet_calls"]), float(metrics["ddpm_unet_rows"])

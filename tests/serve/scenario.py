@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,28 +18,7 @@ import httpx
 
 from serve.__main__ import start
 from serve.config import ServiceConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listeners() -> list[str]:
-    """Every listening TCP socket in this namespace, as address:port."""
-    out = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != "0A":
-                continue
-            hexaddr, hexport = fields[1].split(":")
-            raw = bytes.fromhex(hexaddr)
-            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            address = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
-            out.append(f"{address}:{int(hexport, 16)}")
-    return out
+from tests.localnet import free_port, listening
 
 
 def snapshot(*folders: Path) -> dict[str, float]:
@@ -100,7 +78,7 @@ def basic(engine: str, out: Path) -> dict:
                            metrics_port=free_port())
     started = time.perf_counter()
     url = start(config, num_cpus=2)
-    report: dict = {"startup_s": round(time.perf_counter() - started, 2), "url": url, "listeners": listeners(),
+    report: dict = {"startup_s": round(time.perf_counter() - started, 2), "url": url, "listeners": listening(),
                     "ingress_port": config.port}
     with httpx.Client(timeout=60) as client:
         report["healthz"] = [client.get(f"{url}/healthz").status_code]

@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from serve import netns
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_png, sample_offline
 from tests.serve.scenario import BAD, MIXED
 
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
@@ -35,32 +34,13 @@ def basic(demo_engine, tmp_path_factory):
     return run_scenario("basic", demo_engine, tmp / "out", tmp), tmp
 
 
-def offline(engine, request, out):
-    """`python -m runtime.sample` with the request's parameters: (pixels, PNG text) per image."""
-    args = ["--engine", str(engine), "--out", str(out), "--quiet", "--batch", str(request.get("count", 1)),
-            "--seed", str(request.get("seed", 0)), "--noise", request.get("noise", "numpy")]
-    for key in ("steps", "scheduler", "eta"):
-        if key in request:
-            args += [f"--{key}", str(request[key])]
-    if request.get("per_image_seeds"):
-        args.append("--per-image-seeds")
-    r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return [read_png(p) for p in sorted(out.glob("*.png"))]
-
-
-def read_png(path):
-    with Image.open(path) as im:
-        return np.asarray(im), dict(im.text)
-
-
 def test_images_equal_runtime_sample_offline(basic, demo_engine, tmp_path):
     report, _ = basic
     for i, (request, served) in enumerate(zip(MIXED, report["mixed"])):
         assert served["status"] == 200, (request, served)
         assert served["type"].startswith("image/png" if request.get("count", 1) == 1 and request.get("format") != "json"
                                          else "application/json")
-        expected = offline(demo_engine, request, tmp_path / f"cli{i}")
+        expected = sample_offline(demo_engine, request, tmp_path / f"cli{i}")
         got = [read_png(p) for p in served["files"]]
         assert len(got) == len(expected)
         for (pixels, text), (want_pixels, want_text) in zip(got, expected):
