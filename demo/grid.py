@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     setup_logging(False)
     started = time.perf_counter()
     with Pipeline.load(args.engine) as pipe:
-        images = pipe(batch=args.count, steps=args.steps, scheduler=args.scheduler,
+        images = pipe(count=args.count, steps=args.steps, scheduler=args.scheduler,
                       seeds=list(range(args.seed, args.seed + args.count)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

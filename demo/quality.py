@@ -70,7 +70,7 @@ def sample(engine: Path, scheduler: str, steps: int, count: int, batch: int = 25
         out, started = [], time.perf_counter()
         for start in range(0, count, batch):
             n = min(batch, count - start)
-            out.append(pipe(batch=n, steps=steps, scheduler=scheduler, seeds=list(range(seed + start, seed + start + n))))
+            out.append(pipe(count=n, steps=steps, scheduler=scheduler, seeds=list(range(seed + start, seed + start + n))))
         return np.concatenate(out), (time.perf_counter() - started) / count
 
 

@@ -1,13 +1,14 @@
 """What ``libddpm_runtime`` (embed/src/ddpm_runtime.cpp) calls: one :class:`Host` per ``ddpm_open``.
 
 A host is a loaded :class:`runtime.Pipeline` plus a :class:`runtime.batching.StepBatcher`, so requests
-from many C++ threads share every UNet call. Requests are JSON, with the ``runtime.sample`` CLI's
-meaning::
+from many C++ threads share every UNet call. Requests are a :class:`runtime.requests.SampleRequest` as JSON,
+with the ``runtime.sample`` CLI's meaning::
 
     {"seed": 0, "count": 2, "steps": 50, "scheduler": "ddim", "eta": 0.0, "noise": "numpy",
-     "per_image_seeds": false}
+     "per_image_seeds": false, "timeout_s": 30}
 
-all optional (count 1, seed 0, the scheduler config's own sampler and its default steps, numpy noise).
+all optional (count 1, seed 0, the scheduler config's own sampler and its default steps, numpy noise,
+the handle's timeout_s option); ``seeds`` (one per image) and the alias ``batch`` of ``count`` too.
 Images come back as uint8 ``[count, H, W, C]``. Errors are :class:`runtime.errors.DeployError`s
 whose first line the C side hands to the caller, with the code :func:`error_code` gives.
 """
@@ -18,8 +19,8 @@ import json
 import logging
 
 from runtime import __version__
-from runtime.batching import QueueFullError, StepBatcher
-from runtime.errors import BackendUnavailableError, DeployError, EngineError, InputError, first_line
+from runtime.batching import StepBatcher
+from runtime.errors import BackendUnavailableError, DeployError, EngineError, InputError, QueueFullError, first_line
 from runtime.pipeline import Pipeline
 from runtime.requests import NUMBER, SampleRequest, parse_object
 
@@ -52,13 +53,15 @@ class Host:
     def sample(self, request_json: str, out_len: int) -> bytes:
         """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""
         request, _ = SampleRequest.from_json(request_json)
+        if request.timeout_s is None and self.timeout is not None:
+            request = SampleRequest.create(request, timeout_s=self.timeout)
         height, width, channels = self.image_shape()
         need = request.count * height * width * channels
         if request.count >= 1 and out_len < need:
             raise BufferTooSmallError(
                 f"the output buffer holds {out_len} bytes; {request.count} image(s) of {height}x{width}x{channels} need {need}"
             )
-        future = self.batcher.submit(timeout=self.timeout, **request.submit_kwargs())
+        future = self.batcher.submit(request)
         return future.result().tobytes()  # waits without the GIL
 
     def stats_json(self) -> str:

@@ -18,6 +18,7 @@ from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError
 from runtime.manifest import MANIFEST_NAME, verify_artifact
+from runtime.requests import SampleRequest
 
 PROG = "export.triton"
 ENGINE_PREFERENCE = ("unet.plan", "unet.onnx")  # a TensorRT plan where one was built, else the FP32 ONNX
@@ -25,8 +26,7 @@ ENGINE_PREFERENCE = ("unet.plan", "unet.onnx")  # a TensorRT plan where one was 
 
 def config_pbtxt(name: str, engine: str, height: int, width: int, channels: int, instances: int, max_batch: int | None,
                  max_queue: int, device: str) -> str:
-    inputs = [("seed", "TYPE_UINT64"), ("steps", "TYPE_INT32"), ("scheduler", "TYPE_STRING"), ("eta", "TYPE_FP32"),
-              ("noise", "TYPE_STRING"), ("count", "TYPE_INT32")]
+    inputs = SampleRequest.triton_inputs()
     params = {"engine": f"engine/{engine}", "device": device, "max_queue": str(max_queue),
               **({"max_batch": str(max_batch)} if max_batch else {})}
     return "\n".join([
@@ -53,9 +53,9 @@ Written by `python -m export.triton` (ddpm-deploy {version}) from `{engine}`.
 
 * Backend: Python, decoupled; `1/model.py` imports ddpm-deploy's runtime (`pip install ddpm-deploy`, plus
   `[gpu]` for a TensorRT plan) from the `python3` first on the server's PATH.
-* Inputs (all optional, shape [1]): `seed` UINT64 (0), `steps` INT32 (the sampler's default),
-  `scheduler` STRING (ddpm, ddim, dpmpp-2m; default the model's own), `eta` FP32 (0), `noise` STRING
-  (numpy or torch), `count` INT32 (1, at most max_batch). Output `image`: UINT8 [count, {height}, {width}, {channels}].
+* Inputs (all optional, shape [1]; ddpm-deploy's request fields):
+{inputs}
+  `count` is at most max_batch. Output `image`: UINT8 [count, {height}, {width}, {channels}].
 * Requests in flight share every UNet call (a step batcher per instance, max_batch {max_batch}); a bad
   request is answered with an error and one line.
 * Metrics (Triton's metrics endpoint): ddpm_unet_calls, ddpm_unet_rows (rows per UNet call = their ratio).
@@ -63,6 +63,17 @@ Written by `python -m export.triton` (ddpm-deploy {version}) from `{engine}`.
 Run: `tritonserver --model-repository=$PWD/{repo} --http-address=127.0.0.1 --grpc-address=127.0.0.1
 --metrics-address=127.0.0.1` (drop the addresses to listen on every interface).
 """
+
+
+def input_list() -> str:
+    """The README's list of inputs, from the request type."""
+    from dataclasses import fields
+
+    lines = []
+    for f in fields(SampleRequest):
+        if f.metadata["triton"]:
+            lines.append(f"  - `{f.name}` {f.metadata['triton'].removeprefix('TYPE_')}: {f.metadata['help']}")
+    return "\n".join(lines)
 
 
 def build_parser() -> ArgumentParser:
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             args.name, name, height, width, channels, args.instances, args.max_batch, args.max_queue, args.device))
         (staging / args.name / "README.md").write_text(README.format(
             name=args.name, version=__version__, engine=engine, height=height, width=width, channels=channels,
-            max_batch=args.max_batch or "8 (or the plan's profile max)", repo=out))
+            max_batch=args.max_batch or "8 (or the plan's profile max)", repo=out, inputs=input_list()))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

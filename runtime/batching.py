@@ -1,7 +1,8 @@
 """Step-level (continuous) batching: many requests share every UNet call.
 
 :class:`StepBatcher` runs one loop thread over a loaded :class:`~runtime.pipeline.Pipeline`. Callers
-``submit`` requests from any thread and get a :class:`concurrent.futures.Future` of uint8 images.
+``submit`` requests (:class:`~runtime.requests.SampleRequest`) from any thread and get a
+:class:`SampleFuture` of uint8 images.
 Between two engine calls the loop retires finished and cancelled requests, fails those past their
 deadline, admits waiting ones oldest first while their rows fit in ``max_batch``, and then advances
 every admitted request by one step of its own sampler in one engine call (one timestep per row). This
@@ -22,32 +23,38 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import DeployError, InputError
+from .errors import InputError, QueueFullError, RequestCancelledError, RequestTimeoutError
 from .pipeline import Pipeline, to_uint8
-from .trajectory import Trajectory, advance
+from .requests import SampleRequest, SampleResult, SamplerSettings
+from .trajectory import ProgressFn, Trajectory, advance
+
+__all__ = ["QueueFullError", "RequestCancelledError", "RequestTimeoutError", "SampleFuture", "StepBatcher"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8  # rows per engine call where the engine sets no limit (ONNX Runtime)
 
 
-class QueueFullError(DeployError):
-    """The batcher's queue is full; retry later (a service answers 503)."""
+class SampleFuture(Future):
+    """A :class:`concurrent.futures.Future` of one request's uint8 images [count, H, W, C], with the request
+    and the sampler settings it samples with (defaults resolved), known from submission on."""
 
+    def __init__(self, request: SampleRequest, settings: SamplerSettings, trajectory: Trajectory, pipeline: Pipeline):
+        super().__init__()
+        self.request = request
+        self.settings = settings
+        self.trajectory = trajectory
+        self._pipeline = pipeline
 
-class RequestCancelledError(DeployError):
-    """The request was cancelled (by the caller, or because the batcher closed without draining)."""
-
-
-class RequestTimeoutError(DeployError):
-    """The request did not finish within its timeout (a service answers 504)."""
+    def sample_result(self, timeout: float | None = None) -> SampleResult:
+        """The images with their request and settings (waits like :meth:`result`)."""
+        return self._pipeline.result(self.request, self.result(timeout))
 
 
 @dataclass
 class _Job:
     trajectory: Trajectory
-    future: Future
-    submitted: float
+    future: SampleFuture
     deadline: float | None
 
 
@@ -73,8 +80,8 @@ class StepBatcher:
     ...     images = fut.result()                                   # uint8 [1, H, W, C]
 
     ``max_batch``: rows per engine call (default: the engine profile's max for a TensorRT plan, else
-    8); a request's ``batch`` may not exceed it. ``max_queue``: requests waiting for admission
-    before ``submit`` refuses with :class:`QueueFullError`. ``timeout`` (per request, seconds from
+    8); a request's ``count`` may not exceed it. ``max_queue``: requests waiting for admission
+    before ``submit`` refuses with :class:`QueueFullError`. A request's ``timeout_s`` (seconds from
     submission): past it the request fails with :class:`RequestTimeoutError`. ``on_call(rows, seconds)``
     is called from the loop thread after every engine call and its steps (for metrics; keep it quick).
     """
@@ -106,20 +113,19 @@ class StepBatcher:
         self._thread.start()
 
     # public ------------------------------------------------------------------------------------
-    def submit(self, *, timeout: float | None = None, **request: Any) -> Future:
-        """Queues one request (the keyword arguments of :meth:`Pipeline.denoise`: batch, steps, seed,
-        seeds, noise, scheduler, eta, conditioning, progress) and returns a Future of its uint8 images
-        [batch, H, W, C]. Bad arguments raise :class:`InputError` here, before anything is queued."""
-        trajectory = self.pipeline.trajectory(**request)
+    def submit(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+               **fields: Any) -> SampleFuture:
+        """Queues one request (a :class:`SampleRequest`, or its fields as keywords, as :meth:`Pipeline.denoise`
+        takes them; ``timeout`` is ``timeout_s``'s alias) and returns a Future of its uint8 images
+        [count, H, W, C]. Bad requests raise :class:`InputError` here, before anything is queued."""
+        request = SampleRequest.create(request, **fields)
+        trajectory = self.pipeline.trajectory(request, progress)
         if trajectory.rows > self.max_batch:
             raise InputError(
                 f"batch {trajectory.rows} exceeds this batcher's max_batch {self.max_batch}; split the request"
             )
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-            raise InputError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        now = time.monotonic()
-        job = _Job(trajectory, Future(), now, None if timeout is None else now + timeout)
-        job.future.trajectory = trajectory  # lets cancel() find it
+        future = SampleFuture(request, self.pipeline.settings(request), trajectory, self.pipeline)
+        job = _Job(trajectory, future, None if request.timeout_s is None else time.monotonic() + request.timeout_s)
         with self._cond:
             if self._closing:
                 raise RequestCancelledError("the batcher is closed; create a new one")
@@ -138,10 +144,9 @@ class StepBatcher:
             with self._cond:
                 self._cond.notify()
             return True
-        trajectory = getattr(future, "trajectory", None)
-        if trajectory is None:
+        if not isinstance(future, SampleFuture):
             return False
-        trajectory.cancelled = True
+        future.trajectory.cancelled = True
         return True
 
     @property

@@ -25,6 +25,30 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def whole_number(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in lo..hi (its ValueError becomes argparse's one-line error naming the flag)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError
+        return value
+
+    parse.__name__ = f"whole number >= {lo}" if hi is None else f"whole number in {lo}..{hi}"
+    return parse
+
+
+def non_negative_number(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError
+    return value
+
+
+non_negative_number.__name__ = "number >= 0"
+
+
 def setup_logging(verbose: bool) -> None:
     """Our own loggers at INFO (DEBUG with -v); libraries' chatter only from WARNING up."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

@@ -43,3 +43,15 @@ class GateError(DeployError):
     """A built artifact failed its accuracy gate; it was not written. CLIs exit with code 3."""
 
     exit_code = 3
+
+
+class QueueFullError(DeployError):
+    """The step batcher's queue is full; retry later (a service answers 503)."""
+
+
+class RequestCancelledError(DeployError):
+    """The request was cancelled (by the caller, or because the batcher closed without draining)."""
+
+
+class RequestTimeoutError(DeployError):
+    """The request did not finish within its timeout (a service answers 504)."""

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from . import __version__
 from .atomic import atomic_write_bytes
 from .errors import OutputError
 
@@ -35,22 +31,6 @@ def prepare_output_dir(out: str | Path) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write to {probe} ({exc.strerror}); pass a writable folder for --out") from None
     return out
-
-
-def png_metadata(table: Any, eta: float, seed: int, seeds: Sequence[int] | None, index: int, noise: str, engine_name: str,
-                 engine_sha256: str | None) -> dict[str, str]:
-    """The text chunks of image ``index`` of a request (what `runtime.sample` writes, and the service returns)."""
-    return {
-        "seed": str(seeds[index] if seeds else seed),
-        "seed_mode": "per-image" if seeds else "shared",
-        "batch_index": str(index),
-        "noise": noise,
-        "steps": str(table.num_steps),
-        "scheduler": json.dumps({**table.config.to_dict(), "eta": eta}, sort_keys=True),
-        "engine": engine_name,
-        "engine_sha256": str(engine_sha256),
-        "software": f"ddpm-deploy {__version__}",
-    }
 
 
 def encode_png(image: np.ndarray, metadata: dict[str, str]) -> bytes:

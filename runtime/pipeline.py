@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,9 @@ import numpy as np
 from .cache import AUTO, resolve_cache_dir
 from .denoiser import Denoiser
 from .engine import open_engine
-from .errors import InputError
+from .errors import InputError, RequestTimeoutError
 from .noise import NoiseSource
+from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import Sampler, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
@@ -44,7 +45,8 @@ class Pipeline:
     """A loaded engine plus its scheduler.
 
     >>> with Pipeline.load("engines/unet.onnx") as pipe:          # doctest: +SKIP
-    ...     images = pipe(batch=2, steps=50, seed=0, noise="torch")  # uint8 [2, H, W, 3]
+    ...     images = pipe(count=2, steps=50, seed=0, noise="torch")  # uint8 [2, H, W, 3]
+    ...     result = pipe.generate(SampleRequest(scheduler="ddim", steps=20))  # images + the settings used
     """
 
     def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None):
@@ -98,12 +100,11 @@ class Pipeline:
                 self._tables[key] = build_table(key[0], self.scheduler_config, steps, eta)
             return self._tables[key]
 
-    def noise_source(self, batch: int, seed: int | None, seeds: Sequence[int] | None, noise: str) -> NoiseSource:
+    def noise_source(self, request: SampleRequest) -> NoiseSource:
+        seeds = request.image_seeds
         if seeds is not None:
-            if len(seeds) != batch:
-                raise InputError(f"seeds has {len(seeds)} entries for a batch of {batch}; give one seed per image")
-            return NoiseSource.per_image_seeds(noise, seeds)
-        return NoiseSource.shared(noise, 0 if seed is None else seed)
+            return NoiseSource.per_image_seeds(request.noise, seeds)
+        return NoiseSource.shared(request.noise, request.seed)
 
     def check_batch(self, batch) -> int:
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
@@ -111,58 +112,63 @@ class Pipeline:
         self.runner.check_batch(int(batch))
         return int(batch)
 
-    def trajectory(
-        self,
-        batch: int = 1,
-        steps: int | None = None,
-        seed: int | None = 0,
-        seeds: Sequence[int] | None = None,
-        noise: str = "numpy",
-        progress: ProgressFn | None = None,
-        scheduler: str | None = None,
-        eta: float = 0.0,
-        conditioning: dict[str, np.ndarray] | None = None,
-    ) -> Trajectory:
-        """One request, checked and ready to advance (arguments as :meth:`denoise`); nothing is drawn yet."""
-        batch = self.check_batch(batch)
-        sampler, table = self.table(scheduler, steps, eta)
-        source = self.noise_source(batch, seed, seeds, noise)
-        cond = self.denoiser.check_conditioning(conditioning, batch)
-        return Trajectory(sampler, table, source, (batch, self.channels, self.height, self.width), cond, progress)
+    def settings(self, request: SampleRequest) -> SamplerSettings:
+        """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
+        sampler, table = self.table(request.scheduler, request.steps, request.eta)
+        return SamplerSettings(sampler.name, table.num_steps, request.eta, table.config.to_dict())
 
-    def denoise(
-        self,
-        batch: int = 1,
-        steps: int | None = None,
-        seed: int | None = 0,
-        seeds: Sequence[int] | None = None,
-        noise: str = "numpy",
-        progress: ProgressFn | None = None,
-        scheduler: str | None = None,
-        eta: float = 0.0,
-        conditioning: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """The sampling loop; returns the final float32 sample [batch, C, H, W] (about [-1, 1]).
+    def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+                   **fields: Any) -> Trajectory:
+        """One request (a :class:`SampleRequest`, or its fields as keywords), checked against this engine
+        and ready to advance; nothing is drawn yet."""
+        request = SampleRequest.create(request, **fields)
+        rows = self.check_batch(request.count)
+        sampler, table = self.table(request.scheduler, request.steps, request.eta)
+        cond = self.denoiser.check_conditioning(request.conditioning, rows)
+        return Trajectory(sampler, table, self.noise_source(request), (rows, self.channels, self.height, self.width),
+                          cond, progress)
 
-        ``scheduler``: ddpm, ddim or dpmpp-2m (default: the one the scheduler config was written for);
-        ``steps``: default the sampler's own (``runtime.schedulers.default_steps_help()``); ``eta``: DDIM's noise scale;
-        ``conditioning``: the engine's inputs besides sample and timestep, if it has any.
+    def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+                **fields: Any) -> np.ndarray:
+        """The sampling loop; returns the final float32 sample [count, C, H, W] (about [-1, 1]).
+
+        The request is a :class:`SampleRequest` or its fields as keywords (``count`` or its alias
+        ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
+        ``noise``, ``timeout_s``, ``conditioning``): ``scheduler`` is ddpm, ddim or dpmpp-2m (default:
+        the one the scheduler config was written for); ``steps`` defaults to the sampler's own
+        (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
+        :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.
         """
-        trajectory = self.trajectory(batch, steps, seed, seeds, noise, progress, scheduler, eta, conditioning)
+        request = SampleRequest.create(request, **fields)
+        trajectory = self.trajectory(request, progress)
+        deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ddpm-noise") as pool:
             while not trajectory.done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RequestTimeoutError(f"the request did not finish within its timeout "
+                                              f"({trajectory.step_index}/{trajectory.num_steps} steps done)")
                 for _, error in advance(self.denoiser, [trajectory], pool):
                     raise error
         return trajectory.x
 
-    def sample(self, *args, **kwargs) -> np.ndarray:
-        """Runs the full sampling loop and returns uint8 images [batch, H, W, C].
+    def generate(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+                 **fields: Any) -> SampleResult:
+        """:meth:`sample`, with the request and the sampler settings it was sampled with (for metadata)."""
+        request = SampleRequest.create(request, **fields)
+        images = to_uint8(self.denoise(request, progress))
+        return self.result(request, images)
 
-        Arguments as :meth:`denoise`: ``seed`` seeds one generator for the whole batch (diffusers'
-        ``generator=torch.manual_seed(seed)`` with ``noise="torch"``); ``seeds`` gives each image its own
-        generator, so an image depends only on its own seed. ``progress(done, total)`` is called after
-        every step.
+    def result(self, request: SampleRequest, images: np.ndarray) -> SampleResult:
+        return SampleResult(images, request, self.settings(request), self.runner.path.name, self.engine_sha256)
+
+    def sample(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+               **fields: Any) -> np.ndarray:
+        """Runs the full sampling loop and returns uint8 images [count, H, W, C] (arguments as :meth:`denoise`).
+
+        ``seed`` seeds one generator for the whole request (diffusers' ``generator=torch.manual_seed(seed)``
+        with ``noise="torch"``); ``seeds`` (or ``per_image_seeds``) gives each image its own generator, so
+        an image depends only on its own seed.
         """
-        return to_uint8(self.denoise(*args, **kwargs))
+        return to_uint8(self.denoise(request, progress, **fields))
 
     __call__ = sample

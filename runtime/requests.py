@@ -1,23 +1,50 @@
-"""A sampling request as services receive it: a JSON object with the meaning of ``python -m runtime.sample``'s
-options. Shared by the C ABI (embed/host.py) and the HTTP service (serve/)."""
+"""One sampling request, from every entry point to the engine.
+
+:class:`SampleRequest` is the only shape a request has: the Python API (``Pipeline.sample`` /
+``generate`` / ``denoise`` / ``trajectory``, ``StepBatcher.submit``), the CLI (``python -m
+runtime.sample``), JSON (the C ABI and the HTTP service) and Triton all build one, through one
+constructor each (:meth:`SampleRequest.create`, :meth:`from_args`, :meth:`from_json`,
+:meth:`from_triton`), and it checks itself in one place (``__post_init__``). What depends on the
+engine (the batch profile, the step count a scheduler config allows, conditioning shapes) is checked
+by the pipeline when the request meets it.
+
+Each field declares, in its metadata, what the generated surfaces need: its help text, the JSON types
+it accepts, its CLI flag (if any), its Triton input type (if any) and its aliases. Adding a request
+field is one field here plus the code that acts on it; the CLI flags, the JSON schema, the Triton
+``config.pbtxt`` inputs and the Triton model's reader follow from the metadata.
+
+The image count is ``count`` everywhere (API, CLI ``--count``, JSON, Triton); ``batch`` (``--batch``)
+is accepted as its alias: a request's count is not the engine's batch (several requests share one
+engine call, and a guided image takes two rows of it).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
-from dataclasses import dataclass, fields
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
+from . import __version__
+from .cli import non_negative_number, whole_number
 from .errors import InputError
+from .noise import MAX_SEED, NOISE_KINDS, check_seed
+from .schedulers import SCHEDULERS, check_eta, default_steps_help
 
 NUMBER = (int, float)
 
 
-def parse_object(text: str | bytes, what: str, schema: dict[str, type | tuple]) -> dict[str, Any]:
+def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple]) -> dict[str, Any]:
     """A JSON object whose fields are all in ``schema`` (name → accepted types; bool only where listed).
     Empty text is an empty object. Raises InputError with one line."""
     try:
         data = json.loads(text) if text.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise InputError(f"{what} is not valid JSON{where}") from None
     if not isinstance(data, dict):
@@ -32,31 +59,222 @@ def parse_object(text: str | bytes, what: str, schema: dict[str, type | tuple]) 
     return data
 
 
+def _spec(default: Any, help: str, json: tuple | None, cli: Callable | str | None = None, triton: str | None = None,
+          aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None, compare: bool = True):
+    """A request field and what the generated surfaces need of it.
+
+    ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
+    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input)."""
+    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "aliases": aliases, "choices": choices}
+    return field(default=default, metadata=meta, compare=compare)
+
+
+def _is_whole(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """What a request was sampled with, defaults resolved: written into every PNG's metadata."""
+
+    scheduler: str
+    steps: int
+    eta: float
+    config: Mapping[str, Any]  # the sampler's scheduler config (diffusers keys), as used
+
+
 @dataclass(frozen=True)
 class SampleRequest:
-    seed: int = 0
-    count: int = 1
-    steps: int | None = None  # None: the sampler's default
-    scheduler: str | None = None  # None: the scheduler config's own
-    eta: float = 0.0
-    noise: str = "numpy"
-    per_image_seeds: bool = False  # seeds seed, seed + 1, ...: each image depends on its own seed only
+    """One request: ``count`` images, sampled with one sampler from seeded noise.
 
-    SCHEMA = {"seed": int, "count": int, "steps": (int, type(None)), "scheduler": (str, type(None)), "eta": NUMBER,
-              "noise": str, "per_image_seeds": bool}
+    ``seed`` seeds one generator for the whole request (diffusers' ``generator=torch.manual_seed(seed)``
+    with ``noise="torch"``); ``per_image_seeds`` gives image *i* its own generator seeded ``seed + i``,
+    and ``seeds`` names each image's seed outright: either way an image depends only on its own seed.
+    """
+
+    count: int = _spec(1, "images to sample (default 1)", (int,), whole_number(1), "TYPE_INT32", aliases=("batch",))
+    seed: int = _spec(0, "seed (default 0)", (int,), whole_number(0, MAX_SEED), "TYPE_UINT64")
+    per_image_seeds: bool = _spec(
+        False, "give image i its own generator seeded SEED+i, so an image does not depend on its batch", (bool,),
+        "flag", "TYPE_BOOL")
+    seeds: tuple[int, ...] | None = _spec(None, "one seed per image (instead of seed)", (list, type(None)))
+    steps: int | None = _spec(None, f"inference steps (default: {default_steps_help()})", (int, type(None)),
+                              whole_number(1), "TYPE_INT32")
+    scheduler: str | None = _spec(None, "sampler (default: the scheduler config's own, DDPM for the reference model)",
+                                  (str, type(None)), str, "TYPE_STRING", choices=SCHEDULERS)
+    eta: float = _spec(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", NUMBER, non_negative_number, "TYPE_FP32")
+    noise: str = _spec("numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' "
+                       "pipelines use it)", (str,), str, "TYPE_STRING", choices=NOISE_KINDS)
+    timeout_s: float | None = _spec(None, "seconds from submission after which the request fails (default: none, "
+                                    "or the service's)", (*NUMBER, type(None)), None, "TYPE_FP32", aliases=("timeout",))
+    conditioning: Mapping[str, np.ndarray] | None = _spec(
+        None, "the engine's inputs besides sample and timestep, one row per image", None, compare=False)
+
+    def __post_init__(self):
+        count = self.count
+        if not _is_whole(count) or count < 1:
+            raise InputError(f"count (batch) must be a whole number of at least 1, got {count!r}")
+        object.__setattr__(self, "count", int(count))
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        if not isinstance(self.per_image_seeds, (bool, np.bool_)):
+            raise InputError(f"per_image_seeds must be true or false, got {self.per_image_seeds!r}")
+        if self.seeds is not None:
+            if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (Sequence, np.ndarray)):
+                raise InputError(f"seeds must be a list of whole numbers, one per image, got {self.seeds!r}")
+            if len(self.seeds) != count:
+                raise InputError(f"seeds has {len(self.seeds)} entries for a count of {count}; give one seed per image")
+            if self.per_image_seeds:
+                raise InputError("give seeds or per_image_seeds, not both")
+            object.__setattr__(self, "seeds", tuple(check_seed(s) for s in self.seeds))
+        elif self.per_image_seeds and self.seed + count - 1 > MAX_SEED:
+            raise InputError(f"seed {self.seed} with per-image seeds needs seeds up to {self.seed + count - 1}, "
+                             f"above {MAX_SEED}")
+        if self.steps is not None and (not _is_whole(self.steps) or self.steps < 1):
+            raise InputError(f"steps must be a whole number of at least 1, got {self.steps!r}")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise InputError(f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+        object.__setattr__(self, "eta", check_eta(self.eta))
+        if self.noise not in NOISE_KINDS:
+            raise InputError(f"unknown noise kind {self.noise!r}; choose one of {', '.join(NOISE_KINDS)}")
+        timeout = self.timeout_s
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.floating))
+                                    or not 0 < float(timeout) < math.inf):
+            raise InputError(f"timeout_s must be a number of seconds > 0, got {timeout!r}")
+        if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
+            raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
+
+    # what the request means ----------------------------------------------------------------------
+    @property
+    def image_seeds(self) -> tuple[int, ...] | None:
+        """Each image's seed (per-image generators), or None: one generator seeded ``seed`` for all."""
+        if self.seeds is not None:
+            return self.seeds
+        return tuple(self.seed + i for i in range(self.count)) if self.per_image_seeds else None
+
+    # constructors, one per entry point -----------------------------------------------------------
+    @classmethod
+    def create(cls, request: SampleRequest | None = None, /, **values: Any) -> SampleRequest:
+        """The Python API's constructor: ``request`` (if given) with ``values`` (field names or aliases) replaced."""
+        values = _unalias(values, "")
+        if request is None:
+            return cls(**values)
+        if not isinstance(request, SampleRequest):
+            raise InputError(f"expected a SampleRequest, got {type(request).__name__}")
+        return dataclasses.replace(request, **values) if values else request
 
     @classmethod
-    def from_json(cls, text: str | bytes, what: str = "request", extra: dict[str, type | tuple] | None = None):
-        """(request, the ``extra`` fields given) from JSON text; range checks are the pipeline's (at submit)."""
-        data = parse_object(text, what, {**cls.SCHEMA, **(extra or {})})
-        own = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in own}), {k: v for k, v in data.items() if k not in own}
+    def from_json(cls, text: str | bytes, what: str = "request", extra: Mapping[str, type | tuple] | None = None):
+        """(request, the ``extra`` fields given) from JSON text (C ABI, HTTP); raises InputError with one line."""
+        schema = {name: kinds for name, kinds in _json_schema().items()}
+        data = parse_object(text, what, {**schema, **(extra or {})})
+        own = {k: v for k, v in data.items() if k in schema}
+        return cls(**_unalias(own, f"{what} ")), {k: v for k, v in data.items() if k not in schema}
 
-    @property
-    def seeds(self) -> list[int] | None:
-        return [self.seed + i for i in range(self.count)] if self.per_image_seeds and self.count >= 1 else None
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The CLI flags of every request field that has one (generated from the fields' metadata)."""
+        for f in fields(cls):
+            parse = f.metadata["cli"]
+            if parse is None:
+                continue
+            flags = [_flag(f.name), *(_flag(a) for a in f.metadata["aliases"])]
+            if parse == "flag":
+                parser.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
+            else:
+                parser.add_argument(*flags, dest=f.name, type=parse, default=f.default, choices=f.metadata["choices"],
+                                    help=f.metadata["help"])
 
-    def submit_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of Pipeline.denoise / StepBatcher.submit."""
-        return dict(batch=self.count, steps=self.steps, seed=self.seed, seeds=self.seeds, noise=self.noise,
-                    scheduler=self.scheduler, eta=self.eta)
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SampleRequest:
+        """From a namespace parsed with :meth:`add_arguments`'s flags."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.metadata["cli"] is not None})
+
+    def cli_args(self) -> list[str]:
+        """The CLI flags that give this request (fields without a flag must be at their defaults)."""
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == f.default:
+                continue
+            if f.metadata["cli"] is None:
+                raise InputError(f"{f.name} cannot be given on the command line")
+            args += [_flag(f.name)] if f.metadata["cli"] == "flag" else [_flag(f.name), str(value)]
+        return args
+
+    @classmethod
+    def triton_inputs(cls) -> list[tuple[str, str]]:
+        """(name, Triton data type) of every field that is a Triton input (each optional, shape [1])."""
+        return [(f.name, f.metadata["triton"]) for f in fields(cls) if f.metadata["triton"]]
+
+    @classmethod
+    def from_triton(cls, read: Callable[[str], Any]) -> SampleRequest:
+        """From a Triton request: ``read(name)`` is the scalar given for input ``name`` (None when absent)."""
+        values = {}
+        for f in fields(cls):
+            if f.metadata["triton"] and (value := read(f.name)) is not None:
+                values[f.name] = _from_triton(f.metadata["triton"], value)
+        return cls(**values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _json_schema() -> dict[str, tuple]:
+    schema = {}
+    for f in fields(SampleRequest):
+        if f.metadata["json"] is not None:
+            for name in (f.name, *f.metadata["aliases"]):
+                schema[name] = f.metadata["json"]
+    return schema
+
+
+def _unalias(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Field names for aliases (``batch`` → ``count``); an alias given with its field is refused."""
+    known = {f.name: f for f in fields(SampleRequest)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = next((f.name for f in known.values() if key in f.metadata["aliases"]), key)
+        if name not in known:
+            raise InputError(f"{what}has no field {key!r}; known: {', '.join(known)}")
+        if name in out:
+            raise InputError(f"{what}gives both {name!r} and its alias {key!r}; give one")
+        out[name] = value
+    return out
+
+
+def _from_triton(kind: str, value: Any) -> Any:
+    if kind == "TYPE_STRING":
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if kind == "TYPE_BOOL":
+        return bool(value)
+    if kind == "TYPE_FP32":
+        return float(value)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What a request gave: uint8 images [count, H, W, C], the request and the settings it was sampled with."""
+
+    images: np.ndarray
+    request: SampleRequest
+    settings: SamplerSettings
+    engine: str  # the engine file's name
+    engine_sha256: str | None
+
+    def png_metadata(self, index: int) -> dict[str, str]:
+        """The text chunks of image ``index`` (what `runtime.sample` writes, and the service returns)."""
+        request, settings = self.request, self.settings
+        seeds = request.image_seeds
+        return {
+            "seed": str(seeds[index] if seeds else request.seed),
+            "seed_mode": "per-image" if seeds else "shared",
+            "batch_index": str(index),
+            "noise": request.noise,
+            "steps": str(settings.steps),
+            "scheduler": json.dumps({**settings.config, "eta": settings.eta}, sort_keys=True),
+            "engine": self.engine,
+            "engine_sha256": str(self.engine_sha256),
+            "software": f"ddpm-deploy {__version__}",
+        }

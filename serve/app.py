@@ -1,7 +1,8 @@
 """The Ray Serve application: engine replicas (each a loaded pipeline + a StepBatcher, so requests from many
 HTTP calls share every UNet call) behind a FastAPI ingress.
 
-    POST /v1/images   {seed, steps, scheduler, eta, noise, count, per_image_seeds, format, timeout_s}
+    POST /v1/images   a runtime.requests.SampleRequest as JSON ({count, seed, seeds, per_image_seeds, steps,
+                      scheduler, eta, noise, timeout_s}) and "format"
                       → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
                         PNG with the metadata `runtime.sample` writes; header X-Replica names the replica
     GET  /healthz     → "ok" once an engine replica answers
@@ -18,6 +19,7 @@ runs again on another replica (deterministic sampling: the same images), up to t
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
 import urllib.request
@@ -34,9 +36,9 @@ from ray.util import metrics
 
 from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
 from runtime.errors import DeployError, InputError, first_line
-from runtime.images import encode_png, png_metadata
+from runtime.images import encode_png
 from runtime.pipeline import Pipeline
-from runtime.requests import NUMBER, SampleRequest
+from runtime.requests import SampleRequest
 from runtime.schedulers import SCHEDULERS
 
 from .config import ServiceConfig
@@ -44,7 +46,7 @@ from .config import ServiceConfig
 log = logging.getLogger("ddpm_deploy.serve")
 RETRY_AFTER_S = 1
 REPLICA_RETRIES = 2  # a request whose replica dies runs again on another one, at most this many times
-EXTRA_FIELDS = {"format": str, "timeout_s": NUMBER}
+EXTRA_FIELDS = {"format": str}  # how to answer; the rest of the body is a runtime.requests.SampleRequest
 
 
 def status_for(exc: BaseException) -> int:
@@ -85,28 +87,27 @@ class Engine:
         self.m_step.observe(seconds)
         self.m_queue.set(self.batcher.queue_length)
 
-    async def generate(self, request: SampleRequest, timeout_s: float) -> dict[str, Any]:
-        """{"status": 200, "images": uint8 [count, H, W, C], "steps", ...} or {"status": 4xx/5xx, "message"}."""
+    async def generate(self, request: SampleRequest) -> dict[str, Any]:
+        """{"status": 200, "images": uint8 [count, H, W, C], "metadata": [...]} or {"status": 4xx/5xx, "message"}."""
         try:
             if request.steps is not None and request.steps > self.config.max_steps:
                 raise InputError(f"steps must be at most {self.config.max_steps} on this service, got {request.steps}")
-            future = self.batcher.submit(timeout=timeout_s, **request.submit_kwargs())
+            future = self.batcher.submit(request)
             self.m_queue.set(self.batcher.queue_length)
             try:
-                images = await asyncio.wrap_future(future)
+                await asyncio.wrap_future(future)
             except asyncio.CancelledError:  # the client went away: free its rows at the next step
                 self.batcher.cancel(future)
                 self.m_requests.inc(tags={"status": "499"})
                 raise
-            _, table = self.pipeline.table(request.scheduler, request.steps, request.eta)
+            result = future.sample_result()
         except DeployError as exc:
             status = status_for(exc)
             self.m_requests.inc(tags={"status": str(status)})
             return {"status": status, "message": first_line(exc), "replica": self.replica}
         self.m_requests.inc(tags={"status": "200"})
-        metadata = [png_metadata(table, request.eta, request.seed, request.seeds, i, request.noise, self.engine_name,
-                                 self.pipeline.engine_sha256) for i in range(len(images))]
-        return {"status": 200, "images": images, "metadata": metadata, "replica": self.replica}
+        metadata = [result.png_metadata(i) for i in range(len(result.images))]
+        return {"status": 200, "images": result.images, "metadata": metadata, "replica": self.replica}
 
     def info(self) -> dict[str, Any]:
         runner = self.pipeline.runner
@@ -171,14 +172,15 @@ class Api:
                 raise InputError(f"format must be json, or png for one image; got {fmt!r} for count {request.count}")
             if request.count > self.config.max_count:
                 raise InputError(f"count must be at most {self.config.max_count} on this service, got {request.count}")
-            timeout_s = extra.get("timeout_s", self.config.timeout_s)
+            timeout_s = self.config.timeout_s if request.timeout_s is None else request.timeout_s
             if not 0 < timeout_s <= self.config.timeout_s:
                 raise InputError(f"timeout_s must be in (0, {self.config.timeout_s}], got {timeout_s}")
         except InputError as exc:
             return self._answer(started, error(400, first_line(exc)))
         for attempt in range(1 + REPLICA_RETRIES):
             try:
-                result = await self.engine.generate.remote(request, timeout_s - (time.perf_counter() - started))
+                left = max(timeout_s - (time.perf_counter() - started), 1e-3)  # past it: 504 from the batcher
+                result = await self.engine.generate.remote(dataclasses.replace(request, timeout_s=left))
                 break
             except BackPressureError:
                 return self._answer(started, error(503, "the service is at capacity; retry later", **{"Retry-After": str(RETRY_AFTER_S)}))

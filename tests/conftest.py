@@ -40,15 +40,13 @@ def read_png(path: Path):
 def sample_offline(engine: Path, request: dict, out: Path) -> list:
     """A service request (runtime.requests fields) run through `python -m runtime.sample`: per image,
     (uint8 pixels [H, W, C], PNG text chunks)."""
+    import json
     import subprocess
 
-    args = ["--engine", str(engine), "--out", str(out), "--quiet", "--batch", str(request.get("count", 1)),
-            "--seed", str(request.get("seed", 0)), "--noise", request.get("noise", "numpy")]
-    for key in ("steps", "scheduler", "eta"):
-        if key in request:
-            args += [f"--{key}", str(request[key])]
-    if request.get("per_image_seeds"):
-        args.append("--per-image-seeds")
+    from runtime.requests import SampleRequest
+
+    request, _ = SampleRequest.from_json(json.dumps(request))
+    args = ["--engine", str(engine), "--out", str(out), "--quiet", *request.cli_args()]
     r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return [read_png(path) for path in sorted(Path(out).glob("*.png"))]

@@ -1,7 +1,7 @@
 """The ddpm-deploy model for NVIDIA Triton Inference Server's Python backend (decoupled).
 
 Written into a model repository by ``python -m export.triton`` as ``<name>/1/model.py``. Each request
-(inputs seed, steps, scheduler, eta, noise, count; all optional) becomes a trajectory in one
+(its inputs are the Triton fields of :class:`runtime.requests.SampleRequest`, all optional) becomes a trajectory in one
 :class:`runtime.batching.StepBatcher` per model instance, so requests in flight share every UNet
 call; each response is sent from the batcher's completion callback as soon as its images are ready
 (output ``image``: uint8 [count, H, W, C]). Bad requests get an error response with one line. The
@@ -22,10 +22,9 @@ import triton_python_backend_utils as pb_utils
 from runtime import Pipeline
 from runtime.batching import StepBatcher
 from runtime.errors import DeployError, InputError, first_line
+from runtime.requests import SampleRequest
 
 log = logging.getLogger("ddpm_deploy.triton")
-STRING_INPUTS = ("scheduler", "noise")
-NUMBER_INPUTS = {"seed": int, "steps": int, "eta": float, "count": int}
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -36,10 +35,7 @@ def _scalar(request, name: str):
     values = tensor.as_numpy().reshape(-1)
     if values.size != 1:
         raise InputError(f"input {name!r} must hold one value, got {values.size}")
-    value = values[0]
-    if name in STRING_INPUTS:
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-    return NUMBER_INPUTS[name](value)
+    return values[0]
 
 
 class TritonPythonModel:
@@ -64,10 +60,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                kwargs = {name: _scalar(request, name) for name in (*STRING_INPUTS, *NUMBER_INPUTS)}
-                kwargs = {key: value for key, value in kwargs.items() if value is not None}
-                count = kwargs.pop("count", 1)
-                future = self.batcher.submit(batch=count, **kwargs)
+                future = self.batcher.submit(SampleRequest.from_triton(partial(_scalar, request)))
             except DeployError as exc:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(first_line(exc))), flags=FINAL)
                 continue

@@ -130,7 +130,7 @@ def expected_images(engine: str, requests: list[dict]) -> list:
     from runtime.requests import SampleRequest
 
     with Pipeline.load(engine, device="cpu") as pipe:
-        return [pipe.sample(**SampleRequest(**r).submit_kwargs()) for r in requests]
+        return [pipe.sample(SampleRequest(**r)) for r in requests]
 
 
 def decode(response: dict):
