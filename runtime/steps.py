@@ -37,20 +37,12 @@ from .errors import DeployError, InputError
 from .manifest import artifact_entry
 from .schedulers import SCHEDULERS, build_table, default_steps_help, scheduler_name_for
 from .schedulers.config import read_config_file
+from .schedulers.prediction import x0_coefficients
 
 PROG = "runtime.steps"
 FORMAT = "ddpm-deploy.steps/1"
 F32 = np.float32
 COLUMNS = ("timestep", "x0_x", "x0_m", "x0_div", "clip", "c_x0", "c_x", "c_m", "c_d", "c_r", "noise", "c_z")
-
-
-def _x0_coefficients(prediction_type: str, sa: F32, sb: F32) -> tuple[F32, F32, F32]:
-    """(x0_x, x0_m, x0_div) such that (x0_x*x - x0_m*m) / x0_div is runtime.schedulers.ddpm.predict_original."""
-    if prediction_type == "epsilon":
-        return F32(1), sb, sa
-    if prediction_type == "sample":
-        return F32(0), F32(-1), F32(1)
-    return sa, sb, F32(1)  # v_prediction
 
 
 def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: float = 0.0) -> dict[str, Any]:
@@ -66,7 +58,7 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
     for i in range(k):
         row = dict(sampler.plan_row(table, i))
         sa, sb = row.pop("sa"), row.pop("sb")
-        row["x0_x"], row["x0_m"], row["x0_div"] = _x0_coefficients(cfg.prediction_type, sa, sb)
+        row["x0_x"], row["x0_m"], row["x0_div"] = x0_coefficients(cfg.prediction_type, sa, sb)
         row["noise"] = table.needs_noise(i)
         row["c_z"] = table.noise_std[i] if row["noise"] else F32(0)
         for name, value in row.items():

@@ -21,9 +21,9 @@ from typing import Any
 
 from ..errors import SchedulerConfigError
 from ..jsonio import read_json_object
+from .prediction import PREDICTION_TYPES
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 # The noise-schedule keys every sampler's __init__ takes, with diffusers' defaults; a sampler declares

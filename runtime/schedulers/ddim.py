@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .config import Sampler, SchedulerConfig, check_clip_range, register
-from .ddpm import predict_original
+from .prediction import fold_eps, to_eps, to_x0
 from .tables import alphas_cumprod, as_f32, step_alphas
 
 F32 = np.float32
@@ -26,7 +26,6 @@ F32 = np.float32
 class DDIMTable:
     config: SchedulerConfig
     eta: float
-    use_clipped_model_output: bool
     timesteps: np.ndarray  # int64 [K]
     prev_timesteps: np.ndarray  # int64 [K], -1 after the last step (final alpha)
     sqrt_alpha_prod: np.ndarray  # float32 [K]
@@ -50,7 +49,7 @@ def check_eta(eta) -> float:
     return float(eta)
 
 
-def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0, use_clipped_model_output: bool = False) -> DDIMTable:
+def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0.0) -> DDIMTable:
     eta = check_eta(eta)
     final = None if config.set_alpha_to_one else alphas_cumprod(config)[0]
     ts, prev, a, a_prev = step_alphas(config, num_inference_steps, final)
@@ -61,7 +60,6 @@ def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0
     return DDIMTable(
         config=config,
         eta=eta,
-        use_clipped_model_output=use_clipped_model_output,
         timesteps=ts,
         prev_timesteps=prev,
         sqrt_alpha_prod=as_f32(np.sqrt(a)),
@@ -73,23 +71,20 @@ def ddim_table(config: SchedulerConfig, num_inference_steps: int, eta: float = 0
 
 
 def ddim_step(table: DDIMTable, i: int, model_output: np.ndarray, sample: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-    """One DDIM step from ``table.timesteps[i]`` to ``table.prev_timesteps[i]``. Pure."""
+    """One DDIM step from ``table.timesteps[i]`` to ``table.prev_timesteps[i]``. Pure.
+
+    Song et al. 2021 (DDIM), eq. 12, in diffusers' order of operations."""
     cfg = table.config
     sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
-    x0 = predict_original(cfg.prediction_type, model_output, sample, sa, sb)
-    if cfg.prediction_type == "epsilon":
-        eps = model_output
-    elif cfg.prediction_type == "sample":
-        eps = (sample - sa * x0) / sb
-    else:  # v_prediction
-        eps = sa * model_output + sb * sample
-    if cfg.clip_sample:
+    # (1) the "predicted x0" and epsilon from the model output (runtime.schedulers.prediction)
+    x0 = to_x0(cfg.prediction_type, model_output, sample, sa, sb)
+    eps = to_eps(cfg.prediction_type, model_output, sample, sa, sb, x0)
+    if cfg.clip_sample:  # (2) clip x0; epsilon stays the model's (diffusers' use_clipped_model_output=False)
         r = F32(cfg.clip_sample_range)
         x0 = np.clip(x0, -r, r)
-    if table.use_clipped_model_output:
-        eps = (sample - sa * x0) / sb
+    # (3) sqrt(alpha_prev) * x0 + "direction pointing to x_t": sqrt(1 - alpha_prev - sigma_t^2) * eps
     prev = table.sqrt_alpha_prod_prev[i] * x0 + table.direction_coeff[i] * eps
-    if table.needs_noise(i):
+    if table.needs_noise(i):  # (4) + sigma_t * z, sigma_t = eta * sqrt(variance) (eq. 16)
         if noise is None:
             raise ValueError(f"step {i} needs noise (eta > 0)")
         prev = prev + table.noise_std[i] * noise
@@ -99,15 +94,8 @@ def ddim_step(table: DDIMTable, i: int, model_output: np.ndarray, sample: np.nda
 def _plan_row(table: DDIMTable, i: int) -> dict:
     """For v- and sample-prediction, epsilon is folded into c_x and c_m (see runtime/steps.py)."""
     sa, sb = table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i]
-    c0, d = table.sqrt_alpha_prod_prev[i], table.direction_coeff[i]
-    kind = table.config.prediction_type
-    if kind == "epsilon":
-        combination = dict(c_x0=c0, c_m=d)
-    elif kind == "sample":  # eps = (x - sa * m) / sb, from the unclipped x0 = m
-        combination = dict(c_x0=c0, c_x=F32(d / sb), c_m=F32(-d * sa / sb))
-    else:  # v_prediction: eps = sa * m + sb * x
-        combination = dict(c_x0=c0, c_x=F32(d * sb), c_m=F32(d * sa))
-    return dict(sa=sa, sb=sb, clip=table.config.clip_sample, **combination)
+    eps = fold_eps(table.config.prediction_type, sa, sb, table.direction_coeff[i])
+    return dict(sa=sa, sb=sb, clip=table.config.clip_sample, c_x0=table.sqrt_alpha_prod_prev[i], **eps)
 
 
 SAMPLER = register(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Sampler, SchedulerConfig, check_clip_range, choice, register
+from .prediction import to_x0
 from .tables import as_f32, f32_exp, f32_log, step_alphas
 
 F32 = np.float32
@@ -73,26 +74,6 @@ def ddpm_table(config: SchedulerConfig, num_inference_steps: int) -> DDPMTable:
     )
 
 
-def predict_original(
-    prediction_type: str,
-    model_output: np.ndarray,
-    sample: np.ndarray,
-    sqrt_alpha: F32,
-    sqrt_beta: F32,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """x0 from the model output, as diffusers' schedulers compute it, into ``out`` (or a new array);
-    for "sample" prediction the model output itself is x0 and is returned as is."""
-    if prediction_type == "epsilon":
-        x0 = np.multiply(model_output, sqrt_beta, out=out)
-        np.subtract(sample, x0, out=x0)
-        return np.divide(x0, sqrt_alpha, out=x0)
-    if prediction_type == "sample":
-        return model_output
-    x0 = np.multiply(sample, sqrt_alpha, out=out)  # v_prediction
-    return np.subtract(x0, sqrt_beta * model_output, out=x0)
-
-
 def ddpm_step(
     table: DDPMTable,
     i: int,
@@ -111,18 +92,20 @@ def ddpm_step(
     buffers: fresh 800 kB arrays cost page faults that double the step's time).
     """
     cfg = table.config
-    x0 = predict_original(cfg.prediction_type, model_output, sample, table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i], out)
+    # (1) x0 from the model output (runtime.schedulers.prediction; DDIM paper eq. 12's "predicted x0")
+    x0 = to_x0(cfg.prediction_type, model_output, sample, table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i], out)
     if x0 is model_output:  # "sample" prediction: work on a copy, never on the input
         x0 = model_output.copy() if out is None else out
         if out is not None:
             np.copyto(out, model_output)
-    if cfg.clip_sample:
+    if cfg.clip_sample:  # (2) clip x0
         r = F32(cfg.clip_sample_range)
         np.minimum(np.maximum(x0, -r, out=x0), r, out=x0)  # clamp; faster than np.clip
+    # (3) the posterior mean mu_t(x_t, x0) (Ho et al. 2020, eq. 7)
     prev = np.multiply(x0, table.pred_original_coeff[i], out=x0)
     scratch = np.multiply(sample, table.current_sample_coeff[i], out=scratch)
     np.add(prev, scratch, out=prev)
-    if table.needs_noise(i):
+    if table.needs_noise(i):  # (4) x_{t-1} = mu + sigma_t * z (Ho et al. 2020, algorithm 2, line 4)
         if noise is None:
             raise ValueError(f"step {i} (timestep {table.timesteps[i]}) needs noise")
         np.add(prev, np.multiply(noise, table.noise_std[i], out=scratch), out=prev)

@@ -17,7 +17,7 @@ import math
 
 from ..errors import InputError, SchedulerConfigError
 from .config import Sampler, SchedulerConfig, register
-from .ddpm import predict_original
+from .prediction import to_x0
 from .tables import alphas_cumprod, check_steps, f32_exp, f32_log, spaced_timesteps
 
 F32 = np.float32
@@ -100,10 +100,14 @@ def dpmpp_table(config: SchedulerConfig, num_inference_steps: int) -> DPMTable:
 def dpmpp_step(
     table: DPMTable, i: int, model_output: np.ndarray, sample: np.ndarray, prev_x0: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One DPM-Solver++ 2M step. Returns (next sample, this step's data prediction for the next step)."""
-    x0 = predict_original(table.config.prediction_type, model_output, sample, table.alpha[i], table.sigma[i])
+    """One DPM-Solver++ 2M step. Returns (next sample, this step's data prediction for the next step).
+
+    Lu et al. 2022 (DPM-Solver++), algorithm 2, with diffusers' midpoint form of the second-order term."""
+    # (1) the data prediction x0 from the model output (runtime.schedulers.prediction)
+    x0 = to_x0(table.config.prediction_type, model_output, sample, table.alpha[i], table.sigma[i])
+    # (2) first order (DPM-Solver++ 1, eq. 5): x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0
     x = table.sample_coeff[i] * sample - table.x0_coeff[i] * x0
-    if table.second_order[i]:
+    if table.second_order[i]:  # (3) + the multistep correction: D1 = (x0 - x0_prev) / r0, times -0.5 alpha_t (e^{-h} - 1)
         if prev_x0 is None:
             raise ValueError(f"step {i} is second order and needs the previous data prediction")
         d1 = table.inv_r[i] * (x0 - prev_x0)

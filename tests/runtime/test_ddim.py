@@ -42,10 +42,10 @@ def skip_unreachable(kwargs, steps):
         pytest.skip("uneven trailing steps: diffusers' stride differs from the table (see the linspace test)")
 
 
-def both(kwargs, steps, eta=0.0, clipped_output=False):
+def both(kwargs, steps, eta=0.0):
     ref = DDIMScheduler(**kwargs)
     ref.set_timesteps(steps)
-    table = ddim_table(SchedulerConfig.from_dict(dict(ref.config), "ddim"), steps, eta, clipped_output)
+    table = ddim_table(SchedulerConfig.from_dict(dict(ref.config), "ddim"), steps, eta)
     np.testing.assert_array_equal(table.timesteps, ref.timesteps.numpy())
     return ref, table
 
@@ -71,12 +71,11 @@ def with_torch_coefficients(ref: DDIMScheduler, table: DDIMTable) -> DDIMTable:
 @pytest.mark.parametrize("eta", [0.0, 0.8])
 @pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
-@pytest.mark.parametrize("clipped_output", [False, True], ids=["eps", "clipped_eps"])
-def test_ddim_step_is_bit_equal_to_diffusers_given_its_coefficients(kwargs, steps, eta, clipped_output):
+def test_ddim_step_is_bit_equal_to_diffusers_given_its_coefficients(kwargs, steps, eta):
     """The step follows torch's order of operations: with torch's square roots in the table, every step of
     every trajectory equals DDIMScheduler.step bit for bit, on any CPU."""
     skip_unreachable(kwargs, steps)
-    ref, table = both(kwargs, steps, eta, clipped_output)
+    ref, table = both(kwargs, steps, eta)
     table = with_torch_coefficients(ref, table)
     rng = np.random.default_rng(steps)
     ours = rng.standard_normal((2, 3, 8, 8), dtype=np.float32)
@@ -84,7 +83,7 @@ def test_ddim_step_is_bit_equal_to_diffusers_given_its_coefficients(kwargs, step
     for i, t in enumerate(ref.timesteps):
         eps = fake_model_output(ours, rng)
         noise = rng.standard_normal(ours.shape, dtype=np.float32)
-        theirs = ref.step(torch.from_numpy(eps), t, theirs, eta=eta, use_clipped_model_output=clipped_output,
+        theirs = ref.step(torch.from_numpy(eps), t, theirs, eta=eta, use_clipped_model_output=False,
                           variance_noise=torch.from_numpy(noise)).prev_sample
         ours = ddim_step(table, i, eps, ours, noise)
         np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=f"step {i}")
@@ -117,8 +116,6 @@ def one_step_bound(table: DDIMTable, i: int, model_output, sample, noise) -> np.
         x0, e = m, (x + sa * m) / sb
     else:
         x0, e = sa * x + sb * m, sa * m + sb * x
-    if table.use_clipped_model_output:
-        e = (x + sa * x0) / sb
     s = table.sqrt_alpha_prod_prev[i] * x0 + table.direction_coeff[i] * e
     if noise is not None:
         s = s + table.noise_std[i] * np.abs(noise)
@@ -128,19 +125,18 @@ def one_step_bound(table: DDIMTable, i: int, model_output, sample, noise) -> np.
 @pytest.mark.parametrize("eta", [0.0, 0.8])
 @pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("kwargs", CONFIGS, ids=str)
-@pytest.mark.parametrize("clipped_output", [False, True], ids=["eps", "clipped_eps"])
-def test_ddim_matches_diffusers_within_the_step_condition(kwargs, steps, eta, clipped_output):
+def test_ddim_matches_diffusers_within_the_step_condition(kwargs, steps, eta):
     """With our own (correctly rounded) coefficients, each step from diffusers' sample lands within
     one_step_bound of diffusers' step; the trajectories themselves are equal given equal coefficients."""
     skip_unreachable(kwargs, steps)
-    ref, table = both(kwargs, steps, eta, clipped_output)
+    ref, table = both(kwargs, steps, eta)
     rng = np.random.default_rng(steps)
     theirs = torch.from_numpy(rng.standard_normal((2, 3, 8, 8), dtype=np.float32))
     for i, t in enumerate(ref.timesteps):
         x = theirs.numpy().copy()
         eps = fake_model_output(x, rng)
         noise = rng.standard_normal(x.shape, dtype=np.float32)
-        theirs = ref.step(torch.from_numpy(eps), t, theirs, eta=eta, use_clipped_model_output=clipped_output,
+        theirs = ref.step(torch.from_numpy(eps), t, theirs, eta=eta, use_clipped_model_output=False,
                           variance_noise=torch.from_numpy(noise)).prev_sample
         ours = ddim_step(table, i, eps, x, noise)
         diff = np.abs(ours.astype(np.float64) - theirs.numpy())
