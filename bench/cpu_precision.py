@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from bench.__main__ import prepare
-    from export.bf16 import OV_NAME
+    from export.artifacts import OV_NAME
     from export.bf16 import main as bf16_main
     from runtime.engine import open_engine
     from runtime.runners.ort import default_threads

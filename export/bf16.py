@@ -3,7 +3,7 @@
 On CPUs with BF16 units (AVX512_BF16, AMX) the only large lever left is precision, as FP16 is on a
 GPU: OpenVINO converts ``unet.onnx`` to its IR (``unet.ov.xml`` + ``unet.ov.bin``, weights kept
 FP32) and runs it with ``INFERENCE_PRECISION_HINT=bf16``. The **BF16 gate** is the FP16 one
-(``export.fp16.accuracy_gate``): OpenVINO BF16 against ONNX Runtime FP32, noise-prediction PSNR over
+(``export.gates.accuracy_gate``): OpenVINO BF16 against ONNX Runtime FP32, noise-prediction PSNR over
 timesteps 0…999 and a 10-step sampling run's image PSNR ≥ 35 dB, no NaN/Inf; on failure exit 3 and
 nothing is written. The manifest entry (kind ``openvino``, precision ``bf16``) records the figures.
 ``--precision fp32`` writes the same IR for OpenVINO FP32. Exits 4 where OpenVINO is missing or the
@@ -13,7 +13,6 @@ CPU has no BF16 units.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import replace
 import time
 from importlib import metadata
@@ -26,12 +25,10 @@ from runtime.runners import RunnerOptions
 from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
 from runtime.runners.ort import OrtRunner
 
-from .fp16 import accuracy_gate, gate_summary
-from .onnx import ONNX_NAME, remove_leftovers, tool_versions, verified_fp32
+from .artifacts import ONNX_NAME, OV_NAME, OV_WEIGHTS, remove_leftovers, staging, tool_versions, verified_fp32
+from .gates import accuracy_gate, gate_summary
 
 PROG = "export.bf16"
-OV_NAME = "unet.ov.xml"
-OV_WEIGHTS = "unet.ov.bin"
 
 
 def build_parser() -> ArgumentParser:
@@ -51,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     check_precision(ov.Core(), args.precision)  # exit 4 before any work on a CPU without BF16 units
     remove_leftovers(folder)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".bf16-", dir=folder) as work:
-        xml, weights = Path(work) / OV_NAME, Path(work) / OV_WEIGHTS
+    with staging(folder, "bf16") as work:
+        xml, weights = work / OV_NAME, work / OV_WEIGHTS
         ov.save_model(ov.convert_model(str(fp32_path)), str(xml), compress_to_fp16=False)
         candidate = ArtifactEntry(kind="openvino", precision=args.precision, sha256=sha256_file(xml), bytes=xml.stat().st_size,
                                   source=ONNX_NAME, source_sha256=fp32_entry.sha256,

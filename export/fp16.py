@@ -18,37 +18,25 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 import time
 import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import DeployError, GateError
-from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
+from runtime.io_spec import UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.atomic import publish
-from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
 from .child import call_in_child
-from .onnx import ONNX_NAME, remove_leftovers, tool_versions, verified_fp32
+from .artifacts import FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .gates import accuracy_gate, gate_summary
 
 PROG = "export.fp16"
-FP16_NAME = "unet.fp16.onnx"
 FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax", "Sin", "Cos")
 # Ops between an attention MatMul and its Softmax (scaling, masking): kept FP32 with the MatMul.
 _SCORE_OPS = ("Mul", "Div", "Add", "Where")
-
-FP16_MIN_PSNR_DB = 35.0  # per noise prediction, coremltools' definition (peak = max |reference|)
-FP16_MIN_IMAGE_PSNR_DB = 35.0  # final image in [0, 1] after a short sampling run
-GATE_TIMESTEP_FRACTIONS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 1.0)
-GATE_SAMPLING_STEPS = 10
-GATE_SEED = 0
-GATE_BATCH = 1  # timesteps per gate call (peak memory: one image's activations)
 
 log = logging.getLogger(PROG)  # not __name__: that is "__main__" under python -m
 
@@ -108,18 +96,6 @@ def convert_file(fp32_path: Path, out: Path) -> list[str]:
     return kept
 
 
-def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
-    """10·log10(peak² / MSE); peak defaults to max |reference| (coremltools' definition)."""
-    reference = reference.astype(np.float64)
-    mse = float(np.mean((reference - test.astype(np.float64)) ** 2))
-    peak_sq = float(np.max(reference**2)) if peak is None else peak**2
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak_sq / mse)
-
-
-def gate_timesteps(num_train_timesteps: int) -> np.ndarray:
-    return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
-
-
 def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
     from runtime.runners import RunnerOptions
@@ -127,76 +103,6 @@ def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: di
 
     cpu = RunnerOptions(device="cpu")
     return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), scheduler_config, "FP16")
-
-
-def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """The gate's noise predictions, GATE_BATCH timesteps per call: the activations of a 256x256 UNet at
-    batch 8 take gigabytes, and each prediction depends on its own row only."""
-    return np.concatenate([
-        runner.infer({SAMPLE: x[i:i + GATE_BATCH], TIMESTEP: ts[i:i + GATE_BATCH]})[NOISE_PRED]
-        for i in range(0, len(ts), GATE_BATCH)
-    ])
-
-
-def _sampling_run(runner, scheduler_config: dict[str, Any], label: str) -> np.ndarray:
-    from runtime.pipeline import Pipeline, to_unit_range
-
-    try:
-        return to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED))
-    except DeployError as exc:
-        raise GateError(f"{label} gate failed during the sampling run: {exc}") from None
-
-
-def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label: str) -> dict[str, Any]:
-    """A reduced-precision model (``candidate``, an inactive runner) against FP32 (``reference``): noise
-    predictions over timesteps spread across the schedule, then a short sampling run with identical
-    noise. Raises GateError on NaN/Inf or a PSNR below the thresholds; returns the figures.
-
-    One model is loaded at a time (the reference's outputs are kept, a few MB), so the gate's peak memory
-    is one session and one image's activations, whatever the number of timesteps."""
-    io = reference.io
-    scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
-    ts = gate_timesteps(scheduler.num_train_timesteps)
-    x = np.random.default_rng(GATE_SEED).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
-    with reference:
-        ref = _noise_predictions(reference, x, ts)
-        ref_image = _sampling_run(reference, scheduler_config, "FP32 reference in the " + label)
-    with candidate:
-        got = _noise_predictions(candidate, x, ts)
-        if not np.isfinite(got).all():
-            bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
-            raise GateError(f"{label} gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
-        per_t = [
-            {"timestep": int(t), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
-            for i, t in enumerate(ts)
-        ]
-        worst = min(per_t, key=lambda r: r["psnr_db"])
-        log.info("%s noise prediction: worst PSNR %.1f dB at t=%d", label, worst["psnr_db"], worst["timestep"])
-        if worst["psnr_db"] < FP16_MIN_PSNR_DB:
-            raise GateError(
-                f"{label} gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "
-                f"is below {FP16_MIN_PSNR_DB} dB; nothing was written. Keep more of the graph in FP32 or use the FP32 engine"
-            )
-        image = _sampling_run(candidate, scheduler_config, label)
-    image_psnr = psnr(ref_image, image, peak=1.0)
-    log.info("%s %d-step sampling run: image PSNR %.1f dB vs FP32", label, GATE_SAMPLING_STEPS, image_psnr)
-    if image_psnr < FP16_MIN_IMAGE_PSNR_DB:
-        raise GateError(
-            f"{label} gate failed: a {GATE_SAMPLING_STEPS}-step sampling run gives image PSNR {image_psnr:.1f} dB vs FP32, "
-            f"below {FP16_MIN_IMAGE_PSNR_DB} dB; nothing was written"
-        )
-    return {
-        "min_psnr_db": FP16_MIN_PSNR_DB,
-        "min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB,
-        "noise_prediction": per_t,
-        "sampling": {"steps": GATE_SAMPLING_STEPS, "seed": GATE_SEED, "noise": "numpy", "image_psnr_db": image_psnr},
-    }
-
-
-def gate_summary(gate: dict[str, Any]) -> str:
-    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
-    return (f"noise prediction PSNR >= {worst:.1f} dB, {gate['sampling']['steps']}-step image PSNR "
-            f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32")
 
 
 def build_parser() -> ArgumentParser:
@@ -213,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path, manifest, fp32_entry = verified_fp32(folder)
     remove_leftovers(folder)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".fp16-", dir=folder) as work:
-        tmp = Path(work) / FP16_NAME
+    with staging(folder, "fp16") as work:
+        tmp = work / FP16_NAME
         fp32_nodes = call_in_child("the FP16 conversion", convert_file, fp32_path, tmp)
         gate = fp16_gate(fp32_path, tmp, manifest.io, manifest.scheduler_config)
         entry = ArtifactEntry(

@@ -8,31 +8,27 @@ leaves the output folder as it was.
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
-import tempfile
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 
-from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import UNetIO
 from runtime.atomic import publish
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 from runtime.schedulers.config import read_config_file
 
 from . import load
 from .child import call_in_child
-from .parity import FP32_PARITY_ATOL, check_parity, torch_references
+from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions
+from .gates import FP32_PARITY_ATOL, check_parity, torch_references
 
 PROG = "export.onnx"
-ONNX_NAME = "unet.onnx"
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
 PROTOBUF_LIMIT = 2 * 1024**3  # one ONNX protobuf cannot exceed 2 GB: larger models keep weights outside
@@ -54,16 +50,6 @@ def _forward_module(unet):
             return self.unet(sample, timestep, return_dict=False)[0]
 
     return UNetForward()
-
-
-def tool_versions() -> dict[str, str]:
-    out = {"ddpm-deploy": __version__}
-    for pkg in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def io_for(config: dict[str, Any]) -> UNetIO:
@@ -118,25 +104,6 @@ def _torch_stage(model: load.ModelSource, io: UNetIO, path: Path, opset: int, nu
     return external, cases
 
 
-def remove_leftovers(folder: Path) -> None:
-    """Temporary files and folders of builds that were killed (one build per folder at a time)."""
-    for path in [*folder.glob(".export-*"), *folder.glob(".fp16-*"), *folder.glob(".*.tmp")]:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def verified_fp32(folder: Path):
-    """(path, manifest, entry) of the FP32 ONNX model in ``folder``, checked against its manifest: what
-    the derived artifacts (FP16, BF16) are built from."""
-    path = folder / ONNX_NAME
-    if not path.is_file():
-        raise DeployError(f"{path} does not exist; run `python -m export.onnx --out {folder}` first")
-    manifest, entry = verify_artifact(path)
-    return path, manifest, entry
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--model", required=True, help="hub id (google/ddpm-cat-256) or a local diffusers folder")
@@ -185,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     io = io_for(model.config)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
-    try:
+    with staging(out, "export") as work:
         tmp_onnx = work / ONNX_NAME
         external, cases = export_with_references(model, io, tmp_onnx, args.opset, num_train_timesteps)
         log.info("parity gate: ONNX Runtime vs PyTorch at batch 1 and 3")
@@ -210,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         publish(tmp_onnx, out / ONNX_NAME)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     base = {
         "model": {
             "source": model.source,

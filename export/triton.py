@@ -20,8 +20,10 @@ from runtime.errors import DeployError
 from runtime.manifest import MANIFEST_NAME, verify_artifact
 from runtime.requests import SampleRequest
 
+from .artifacts import ONNX_NAME, PLAN_NAME
+
 PROG = "export.triton"
-ENGINE_PREFERENCE = ("unet.plan", "unet.onnx")  # a TensorRT plan where one was built, else the FP32 ONNX
+ENGINE_PREFERENCE = (PLAN_NAME, ONNX_NAME)  # a TensorRT plan where one was built, else the FP32 ONNX
 
 
 def config_pbtxt(name: str, engine: str, height: int, width: int, channels: int, instances: int, max_batch: int | None,

@@ -24,10 +24,9 @@ from runtime.io_spec import BatchProfile, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
 
-from .fp16 import FP16_NAME
+from .artifacts import FP16_NAME, PLAN_NAME
 
 PROG = "export.trt"
-PLAN_NAME = "unet.plan"
 TIMING_CACHE_NAME = "timing.cache"
 MIN_TENSORRT = (10, 12)
 

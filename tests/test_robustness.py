@@ -44,6 +44,7 @@ def timed_run(module, *args) -> float:
     return time.perf_counter() - t0
 
 
+@pytest.mark.robustness
 def test_sigkill_during_sampling_leaves_only_complete_images(tiny_engine, tmp_path):
     rnd = random.Random(0)
     complete = 0
@@ -63,6 +64,7 @@ def test_sigkill_during_sampling_leaves_only_complete_images(tiny_engine, tmp_pa
     print(f"\n{KILL_LOOPS_SAMPLE} SIGKILLs during sampling: {complete} complete images left, none partial")
 
 
+@pytest.mark.robustness
 def test_sigkill_during_export_leaves_nothing_half_written(tiny_model, tmp_path):
     import onnx
 
@@ -94,6 +96,7 @@ def test_sigkill_during_export_leaves_nothing_half_written(tiny_model, tmp_path)
     print(f"\n{KILL_LOOPS_EXPORT} SIGKILLs during export: {outcomes}")
 
 
+@pytest.mark.robustness
 def test_sigint_stops_within_a_step_with_exit_130(tiny_engine, tmp_path):
     out = tmp_path / "out"
     proc = start("runtime.sample", "--engine", str(tiny_engine), "--out", str(out), "--batch", "64", "--steps", "1000")

@@ -22,6 +22,8 @@ REQUESTS = [
 ]
 SCHEDULERS = ("ddpm", "ddim", "dpmpp-2m")
 
+pytestmark = pytest.mark.build
+
 
 def driver(build, engine, *args, timeout=600):
     r = subprocess.run([str(build / "c_abi_check"), str(engine), *map(str, args)], capture_output=True, text=True, timeout=timeout)

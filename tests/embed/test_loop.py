@@ -10,6 +10,8 @@ import pytest
 from runtime.steps import plan, write
 from tests.runtime.test_steps import CASES, EXACT_OTHER, record
 
+pytestmark = pytest.mark.build
+
 
 @pytest.mark.parametrize("case", CASES + EXACT_OTHER, ids=lambda c: c[0])
 def test_cpp_loop_reproduces_the_runtime_bit_for_bit(case, embed_build, demo_engine, monkeypatch, tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'ddpm-deploy[openvino]')")
 
-from export.bf16 import OV_NAME, OV_WEIGHTS, main as bf16_main  # noqa: E402
+from export.artifacts import OV_NAME, OV_WEIGHTS
+from export.bf16 import main as bf16_main  # noqa: E402
 from runtime import Pipeline  # noqa: E402
 from runtime.errors import BackendUnavailableError  # noqa: E402
 from runtime.manifest import read_manifest, sha256_file  # noqa: E402

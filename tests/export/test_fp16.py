@@ -8,7 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from export.fp16 import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, FP16_NAME, fp16_gate, main as fp16_main, psnr
+from export.artifacts import FP16_NAME
+from export.fp16 import fp16_gate, main as fp16_main
+from export.gates import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, psnr
 from runtime import Pipeline
 from runtime.errors import GateError
 from runtime.manifest import read_manifest, sha256_file

@@ -40,6 +40,7 @@ def test_fp16_step_of_a_mid_size_model_fits_512_mib(tmp_path):
     assert len(gate["noise_prediction"]) == 8 and gate["sampling"]["steps"] == 10
 
 
+@pytest.mark.robustness
 def test_a_killed_stage_is_one_line_and_writes_nothing(tmp_path):
     """The PyTorch export dies of the limit (its child process is OOM-killed): exit 2, one error line, no artifact."""
     out = tmp_path / "engines"

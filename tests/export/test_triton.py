@@ -23,6 +23,8 @@ SERVER = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor
 MODEL = "ddpm"
 MAX_BATCH = 6
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture(scope="module")
 def server(demo_engine, tmp_path_factory):

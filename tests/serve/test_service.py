@@ -14,7 +14,7 @@ from serve import netns
 from tests.conftest import ROOT, read_png, sample_offline
 from tests.serve.scenario import BAD, MIXED
 
-pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+pytestmark = [pytest.mark.service, pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))]
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ddpm-deploy[serve]')")
 
 

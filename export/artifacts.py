@@ -1,0 +1,71 @@
+"""What every export stage shares: the artifacts' file names, the staging folders builds write into, and
+the cleaner that removes what a killed build left behind.
+
+A stage builds in a staging folder inside the engines folder (``.staging-<stage>-*``: same file system,
+so finished files are renamed into place atomically) and removes it when done; a stage that was killed
+leaves it, and the next stage run in that folder removes it (:func:`remove_leftovers`; one build per
+folder at a time). Every stage stages through :func:`staging`, so the cleaner knows every prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+from runtime import __version__
+from runtime.errors import DeployError
+from runtime.manifest import verify_artifact
+
+ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact derives from
+FP16_NAME = "unet.fp16.onnx"  # export.fp16
+OV_NAME, OV_WEIGHTS = "unet.ov.xml", "unet.ov.bin"  # export.bf16 (OpenVINO IR)
+PLAN_NAME = "unet.plan"  # export.trt
+
+STAGING_PREFIX = ".staging-"
+# Prefixes of releases before STAGING_PREFIX: their leftovers are cleaned too.
+OLD_STAGING_PREFIXES = (".export-", ".fp16-", ".bf16-")
+
+
+@contextlib.contextmanager
+def staging(folder: Path, stage: str) -> Iterator[Path]:
+    """A fresh staging folder for ``stage`` inside ``folder``, removed on exit (a killed build leaves it
+    for :func:`remove_leftovers`)."""
+    work = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{stage}-", dir=folder))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Staging folders and temporary files of builds that were killed (one build per folder at a time)."""
+    patterns = [f"{prefix}*" for prefix in (STAGING_PREFIX, *OLD_STAGING_PREFIXES)] + [".*.tmp"]
+    for path in [p for pattern in patterns for p in folder.glob(pattern)]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def verified_fp32(folder: Path):
+    """(path, manifest, entry) of the FP32 ONNX model in ``folder``, checked against its manifest: what
+    the derived artifacts (FP16, BF16) are built from."""
+    path = folder / ONNX_NAME
+    if not path.is_file():
+        raise DeployError(f"{path} does not exist; run `python -m export.onnx --out {folder}` first")
+    manifest, entry = verify_artifact(path)
+    return path, manifest, entry
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"ddpm-deploy": __version__}
+    for pkg in ("torch", "diffusers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

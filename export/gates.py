@@ -1,0 +1,192 @@
+"""The export's gates, one module for every stage that builds an artifact.
+
+* The **parity gate** (``export.onnx``): the exported model must compute what the PyTorch model computes.
+* The **accuracy gate** (``export.fp16``, ``export.bf16``): a reduced-precision model against the FP32
+  one, noise predictions over the schedule and a short sampling run, measured as PSNR.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import DeployError, GateError
+from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
+from runtime.schedulers import SchedulerConfig, scheduler_name_for
+
+# Largest |ONNX Runtime - PyTorch| accepted on the FP32 noise prediction. Measured errors are around
+# 2e-6 for tiny models and 5e-6 for the full reference config; 1e-3 leaves room for other CPUs'
+# kernels while catching any real divergence (a wrong op or a baked-in shape gives errors of order 1).
+FP32_PARITY_ATOL = 1e-3
+PARITY_BATCHES = (1, 3)
+
+FP16_MIN_PSNR_DB = 35.0  # per noise prediction, coremltools' definition (peak = max |reference|)
+FP16_MIN_IMAGE_PSNR_DB = 35.0  # final image in [0, 1] after a short sampling run
+GATE_TIMESTEP_FRACTIONS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 1.0)
+GATE_SAMPLING_STEPS = 10
+GATE_SEED = 0
+GATE_BATCH = 1  # timesteps per gate call (peak memory: one image's activations)
+
+log = logging.getLogger("export.gates")
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    batch: int
+    timesteps: list[float]
+    max_abs_error: float
+    max_abs_reference: float
+
+    def to_dict(self) -> dict:
+        return {
+            "batch": self.batch,
+            "timesteps": self.timesteps,
+            "max_abs_error": self.max_abs_error,
+            "max_abs_reference": self.max_abs_reference,
+        }
+
+
+def parity_timesteps(batch: int, num_train_timesteps: int) -> np.ndarray:
+    """Distinct timesteps per element spread over the training range (both ends included)."""
+    if batch == 1:
+        return np.array([num_train_timesteps // 2], dtype=np.float32)
+    return np.round(np.linspace(0, num_train_timesteps - 1, batch)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """One gate input and what PyTorch computes for it."""
+
+    sample: np.ndarray
+    timesteps: np.ndarray
+    reference: np.ndarray
+
+    @property
+    def batch(self) -> int:
+        return len(self.timesteps)
+
+
+def torch_references(unet, io: UNetIO, num_train_timesteps: int, seed: int = 0) -> list[ParityCase]:
+    """PyTorch's outputs for the gate's inputs, computed before the export so that the torch model and
+    its activations need not be resident together with ONNX Runtime's session (the gate's peak memory)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for batch in PARITY_BATCHES:
+        sample = rng.standard_normal(io.sample.concrete(batch), dtype=np.float32)
+        t = parity_timesteps(batch, num_train_timesteps)
+        with torch.no_grad():
+            reference = unet(torch.from_numpy(sample), torch.from_numpy(t), return_dict=False)[0].numpy()
+        cases.append(ParityCase(sample, t, reference))
+    return cases
+
+
+def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PARITY_ATOL) -> list[ParityResult]:
+    """Runs the ONNX model in ONNX Runtime (CPU) on ``cases``; raises GateError past ``atol``."""
+    import onnxruntime as ort
+
+    from runtime.runners.ort import session_options
+
+    options = session_options()
+    options.enable_cpu_mem_arena = False  # a few calls: give each call's activations back (peak -0.4 GB at cat-256)
+    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    results = []
+    for case in cases:
+        (got,) = session.run([NOISE_PRED], {SAMPLE: case.sample, TIMESTEP: case.timesteps})
+        err = float(np.max(np.abs(got.astype(np.float64) - case.reference))) if np.isfinite(got).all() else float("inf")
+        results.append(ParityResult(case.batch, case.timesteps.tolist(), err, float(np.max(np.abs(case.reference)))))
+        if not err <= atol:
+            raise GateError(
+                f"parity gate failed: ONNX Runtime differs from PyTorch by {err:.3g} (tolerance {atol:g}) at batch "
+                f"{case.batch}, timesteps {case.timesteps.tolist()}; nothing was written. This is an export bug: report it with the model config"
+            )
+    return results
+
+
+# the accuracy gate ---------------------------------------------------------------------------------
+def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> float:
+    """10·log10(peak² / MSE); peak defaults to max |reference| (coremltools' definition)."""
+    reference = reference.astype(np.float64)
+    mse = float(np.mean((reference - test.astype(np.float64)) ** 2))
+    peak_sq = float(np.max(reference**2)) if peak is None else peak**2
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak_sq / mse)
+
+
+def accuracy_timesteps(num_train_timesteps: int) -> np.ndarray:
+    """The accuracy gate's timesteps: GATE_TIMESTEP_FRACTIONS of the training range."""
+    return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
+
+
+def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The gate's noise predictions, GATE_BATCH timesteps per call: the activations of a 256x256 UNet at
+    batch 8 take gigabytes, and each prediction depends on its own row only."""
+    return np.concatenate([
+        runner.infer({SAMPLE: x[i:i + GATE_BATCH], TIMESTEP: ts[i:i + GATE_BATCH]})[NOISE_PRED]
+        for i in range(0, len(ts), GATE_BATCH)
+    ])
+
+
+def _sampling_run(runner, scheduler_config: dict[str, Any], label: str) -> np.ndarray:
+    from runtime.pipeline import Pipeline, to_unit_range
+
+    try:
+        return to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED))
+    except DeployError as exc:
+        raise GateError(f"{label} gate failed during the sampling run: {exc}") from None
+
+
+def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label: str) -> dict[str, Any]:
+    """A reduced-precision model (``candidate``, an inactive runner) against FP32 (``reference``): noise
+    predictions over timesteps spread across the schedule, then a short sampling run with identical
+    noise. Raises GateError on NaN/Inf or a PSNR below the thresholds; returns the figures.
+
+    One model is loaded at a time (the reference's outputs are kept, a few MB), so the gate's peak memory
+    is one session and one image's activations, whatever the number of timesteps."""
+    io = reference.io
+    scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
+    ts = accuracy_timesteps(scheduler.num_train_timesteps)
+    x = np.random.default_rng(GATE_SEED).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
+    with reference:
+        ref = _noise_predictions(reference, x, ts)
+        ref_image = _sampling_run(reference, scheduler_config, "FP32 reference in the " + label)
+    with candidate:
+        got = _noise_predictions(candidate, x, ts)
+        if not np.isfinite(got).all():
+            bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
+            raise GateError(f"{label} gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
+        per_t = [
+            {"timestep": int(t), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
+            for i, t in enumerate(ts)
+        ]
+        worst = min(per_t, key=lambda r: r["psnr_db"])
+        log.info("%s noise prediction: worst PSNR %.1f dB at t=%d", label, worst["psnr_db"], worst["timestep"])
+        if worst["psnr_db"] < FP16_MIN_PSNR_DB:
+            raise GateError(
+                f"{label} gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "
+                f"is below {FP16_MIN_PSNR_DB} dB; nothing was written. Keep more of the graph in FP32 or use the FP32 engine"
+            )
+        image = _sampling_run(candidate, scheduler_config, label)
+    image_psnr = psnr(ref_image, image, peak=1.0)
+    log.info("%s %d-step sampling run: image PSNR %.1f dB vs FP32", label, GATE_SAMPLING_STEPS, image_psnr)
+    if image_psnr < FP16_MIN_IMAGE_PSNR_DB:
+        raise GateError(
+            f"{label} gate failed: a {GATE_SAMPLING_STEPS}-step sampling run gives image PSNR {image_psnr:.1f} dB vs FP32, "
+            f"below {FP16_MIN_IMAGE_PSNR_DB} dB; nothing was written"
+        )
+    return {
+        "min_psnr_db": FP16_MIN_PSNR_DB,
+        "min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB,
+        "noise_prediction": per_t,
+        "sampling": {"steps": GATE_SAMPLING_STEPS, "seed": GATE_SEED, "noise": "numpy", "image_psnr_db": image_psnr},
+    }
+
+
+def gate_summary(gate: dict[str, Any]) -> str:
+    worst = min(r["psnr_db"] for r in gate["noise_prediction"])
+    return (f"noise prediction PSNR >= {worst:.1f} dB, {gate['sampling']['steps']}-step image PSNR "
+            f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32")
