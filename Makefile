@@ -130,7 +130,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.serving --mode $(MODE)
 	$(PY) -m bench.cpu_precision --mode $(MODE)
 	$(PY) -m bench.export_memory --mode $(MODE)
-	$(PY) -m serve.bench
+	$(PY) -m bench.serve
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache

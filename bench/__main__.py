@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {
@@ -51,8 +52,7 @@ def measure(fn, repeats: int, warmup: int = 1) -> Stats:
 
 def prepare(mode: str) -> tuple[Path, Path]:
     """A random-weight model folder and its exported engine under build/bench/MODE (reused)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.models import REFERENCE_CONFIG, reference_blocks_tiny, save_model
+    from export.reference import REFERENCE_CONFIG, reference_blocks_tiny, save_model
 
     folder = ROOT / "build" / "bench" / mode
     model, engines = folder / "model", folder / "engines"
@@ -65,11 +65,12 @@ def prepare(mode: str) -> tuple[Path, Path]:
     return model, engines / "unet.onnx"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=MODES, default="quick")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    require("bench", {"torch": "export", "diffusers": "export", "onnx": "export", "matplotlib": "bench"})
     cfg = MODES[args.mode]
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
@@ -235,4 +236,4 @@ def write_report(args, rows, latency, flops, peak, peak_how, threads) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench"))

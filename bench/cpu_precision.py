@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"quick": {"repeats": 5, "batches": (1, 4, 8)}, "full": {"repeats": 2, "batches": (1, 4, 8)}}
@@ -49,10 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default: the mode's 1 4 8)")
     args = ap.parse_args(argv)
+    require("bench.cpu_precision", {"torch": "export", "diffusers": "export", "onnx": "export", "openvino": "openvino"})
     cfg = dict(MODES[args.mode])
     if args.batches:
         cfg["batches"] = tuple(args.batches)
-    sys.path.insert(0, str(ROOT))
     import torch
     from diffusers import UNet2DModel
     from torch.utils.flop_counter import FlopCounterMode
@@ -165,4 +166,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench.cpu_precision"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import machine
 from .memory import run_measured
+from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"quick": {"block_out_channels": (32, 32, 64, 64, 128, 128), "sample_size": 128}, "full": {}}
@@ -31,13 +32,13 @@ def steps(model: Path, engines: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.export_memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=MODES, default="quick")
     ap.add_argument("--out", default=str(ROOT / "docs"))
-    args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from tests.models import REFERENCE_CONFIG, save_model
+    args = ap.parse_args(argv)
+    require("bench.export_memory", {"torch": "export", "diffusers": "export", "onnx": "export"})
+    from export.reference import REFERENCE_CONFIG, save_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     rows = []
@@ -77,4 +78,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench.export_memory"))

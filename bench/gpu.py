@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from runtime.cli import require, run
 
 BATCHES = (1, 8, 16)
 
@@ -49,11 +50,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--no-compile", action="store_true")
     args = p.parse_args(argv)
+    require("bench.gpu", {"torch": "export", "diffusers": "export"})
 
     import torch
     from diffusers import UNet2DModel
 
-    from tests.models import REFERENCE_CONFIG
+    from export.reference import REFERENCE_CONFIG
 
     if not torch.cuda.is_available():
         print("bench.gpu: no CUDA GPU visible", file=sys.stderr)
@@ -110,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench.gpu"))

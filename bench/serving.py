@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = [  # (scheduler, steps): what a service sees from different clients
@@ -213,8 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=MODES, default="quick")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
+    require("bench.serving", {"torch": "export", "diffusers": "export", "onnx": "export"})
     cfg = MODES[args.mode]
-    sys.path.insert(0, str(ROOT))
     from bench.__main__ import prepare
     from runtime.pipeline import Pipeline
 
@@ -278,4 +279,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "bench.serving"))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import digits
+from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpmpp-2m", 25), ("dpmpp-2m", 10)]
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
     args = ap.parse_args(argv)
+    require("demo.quality", {"sklearn": "test", "scipy": "test"})
     engines = Path(args.engines)
     clf = Classifier()
     real_a, _ = digits.load("a")
@@ -126,4 +128,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "demo.quality"))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import digits
+from runtime.cli import require, run
 
 # google/ddpm-cat-256's scheduler (shared/reference/ddpm-cat-256-card.md)
 REFERENCE_SCHEDULER = dict(
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    require("demo.train", {"torch": "export", "diffusers": "export", "sklearn": "test"})  # matplotlib: optional (the loss plot)
 
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
@@ -131,4 +133,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "demo.train"))

@@ -37,11 +37,15 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+
+from .errors import first_line
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENV = "DDPM_DEPLOY_CACHE_DIR"
 CACHE_FORMAT = 1
@@ -232,9 +236,12 @@ class EngineCache:
 
 
 class RunnerCache:
-    """One runner's cache entry: the lookup, the staging folder for what the runner builds, and its
-    publication once the engine file has been verified (never before: a cache must not hold what was
-    built from a stale engine). ``status``: off, miss, hit or rebuilt (an entry was found, not trusted)."""
+    """One runner's cache entry, and the one way every backend goes through it (:meth:`load_or_build`):
+    trusted? → verify (while the backend loads) → hit, else build into a staging folder → publish once
+    the engine file has been verified (:meth:`commit`; never before: a cache must not hold what was built
+    from a stale engine). ``status``: off, miss, hit or rebuilt (an entry was found, not trusted).
+    ``engine_file_verified``: a hit on an entry made from this very engine file (same size and mtime as
+    when it was hashed), which then need not be hashed again."""
 
     def __init__(self, root: Path, backend: str, fields: dict[str, Any], engine_path: Path):
         self.cache = EngineCache(root, backend)
@@ -242,6 +249,27 @@ class RunnerCache:
         self.engine_path = Path(engine_path)
         self.status = "off"
         self.staged: Path | None = None
+        self.engine_file_verified = False
+
+    def load_or_build(self, load: Callable[[Path], T], build: Callable[[Path | None], T]) -> T:
+        """``load(entry folder)`` from a verified entry (its files are hashed while it loads), else
+        ``build(staging folder)``: the backend builds and writes what the entry should hold into the folder
+        (None: the cache cannot be written, build without saving). A ``load`` that raises is logged and
+        the entry rebuilt, like a corrupt one."""
+        recorded = self.trusted()
+        if recorded is not None:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sha256") as pool:
+                verified = pool.submit(self.verify, recorded)
+                try:
+                    loaded = load(self.entry.folder)
+                except Exception as exc:  # backends raise their own exception types
+                    log.info("ignoring cache entry %s: the backend cannot load it (%s); rebuilding", self.entry.folder,
+                             first_line(exc))
+                    loaded = None
+                if verified.result() and loaded is not None:
+                    self.hit(recorded)
+                    return loaded
+        return build(self.stage())
 
     def trusted(self) -> dict[str, Any] | None:
         """The entry's record when its fields match (its files are checked with :meth:`verify`)."""
@@ -255,10 +283,10 @@ class RunnerCache:
     def verify(self, recorded: dict[str, Any]) -> bool:
         return self.cache.verify(self.entry, recorded)
 
-    def hit(self, recorded: dict[str, Any]) -> bool:
-        """Marks a hit; True when the entry vouches for the engine file too."""
+    def hit(self, recorded: dict[str, Any]) -> None:
+        """Marks a hit, and whether the entry vouches for the engine file too."""
         self.status = "hit"
-        return recorded.get("source_stat") == file_stat(self.engine_path)
+        self.engine_file_verified = recorded.get("source_stat") == file_stat(self.engine_path)
 
     def stage(self) -> Path | None:
         """A folder for the runner to build into (None, status off: the cache cannot be written)."""

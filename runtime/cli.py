@@ -8,11 +8,12 @@ line, nothing written), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from .errors import DeployError
+from .errors import BackendUnavailableError, DeployError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -47,6 +48,16 @@ def non_negative_number(text: str) -> float:
 
 
 non_negative_number.__name__ = "number >= 0"
+
+
+def require(prog: str, modules: Mapping[str, str]) -> None:
+    """For tools with optional dependencies, before any work: ``modules`` maps each module the tool needs to
+    the extra that installs it; a missing one raises BackendUnavailableError (exit 4) naming the extra."""
+    missing = {name: extra for name, extra in modules.items() if importlib.util.find_spec(name) is None}
+    if missing:
+        extras = ",".join(sorted(set(missing.values())))
+        raise BackendUnavailableError(f"{prog} needs {', '.join(missing)}, not installed here: "
+                                      f"pip install -e '.[{extras}]' in the checkout (make bench installs them all)")
 
 
 def setup_logging(verbose: bool) -> None:

@@ -31,10 +31,12 @@ def open_engine(
     manifest, entry = artifact_entry(path)
     backend = runner_class(entry.kind)
     runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
+    cache = runner.cache
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         # A cache entry made from this very file (same size and mtime as when it was hashed) stands in
         # for the file; should it not be used after all, the file is hashed below.
-        hashed = None if runner.trusts_engine_file() else pool.submit(check_hashes, path, manifest, entry)
+        trusted = cache is not None and cache.trusts_engine_file()
+        hashed = None if trusted else pool.submit(check_hashes, path, manifest, entry)
         try:
             runner.activate()
         except BaseException:
@@ -44,9 +46,10 @@ def open_engine(
         try:
             if hashed is not None:
                 hashed.result()
-            elif not runner.engine_file_verified:
+            elif not cache.engine_file_verified:
                 check_hashes(path, manifest, entry)
-            runner.engine_verified()
+            if cache is not None:
+                cache.commit()  # the engine file matches its manifest: what was built from it may be cached
         except BaseException:
             runner.deactivate()
             raise

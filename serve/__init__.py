@@ -2,6 +2,6 @@
 
 ``serve.app`` holds the deployments (an engine replica per device with a StepBatcher, a FastAPI
 ingress), ``serve.config`` the service's configuration file, ``python -m serve`` starts it,
-``python -m serve.load`` sends it a bounded Poisson stream, ``serve.netns`` runs commands in a network
+``python -m bench.load`` sends it a bounded Poisson stream, ``serve.netns`` runs commands in a network
 namespace with nothing but loopback (how every test and benchmark of the service runs here).
 """

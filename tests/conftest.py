@@ -8,7 +8,7 @@ DEMO_MODEL = ROOT / "models" / "digits16"  # trained here (python -m demo.train)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.models import TINY_CONFIG, reference_blocks_tiny, save_model  # noqa: E402
+from export.reference import TINY_CONFIG, reference_blocks_tiny, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

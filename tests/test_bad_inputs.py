@@ -266,7 +266,7 @@ def write_doc(path: Path) -> None:
     """Runs every case once and writes the catalogue table with what was observed."""
     import tempfile
 
-    from tests.models import TINY_CONFIG, save_model
+    from export.reference import TINY_CONFIG, save_model
 
     rows = []
     with tempfile.TemporaryDirectory() as td:

@@ -10,10 +10,10 @@ backend crash.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from ..io_spec import BATCH, UNetIO
 
 if TYPE_CHECKING:
     from ..manifest import ArtifactEntry
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,30 +73,26 @@ class Runner(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.deactivate()
 
-    # engine file checks and the per-machine cache (see runtime.engine.open_engine) --------------
-    engine_file_verified = False  # set by a backend that loaded a cached form of a verified engine file
-    cache = None  # a runtime.cache.RunnerCache for backends that cache what they build
+    # the per-machine cache (runtime.cache; runtime.engine.open_engine publishes it) -------------------
+    cache = None  # a runtime.cache.RunnerCache, for backends that cache what they build
 
     @property
     def cache_status(self) -> str:
         return self.cache.status if self.cache is not None else "off"
 
-    def trusts_engine_file(self) -> bool:
-        """Whether a verified cached form of this very engine file exists (so hashing it can be skipped)."""
-        return self.cache is not None and self.cache.trusts_engine_file()
-
-    def engine_verified(self) -> None:
-        """Called once the engine file is known to match its manifest: what was built may now be cached."""
-        if self.cache is not None:
-            self.cache.commit()
-
-    def _cache_for(self, backend: str, fields: dict) -> None:
-        """Sets up :attr:`cache` when the options name a cache directory and the artifact is in a manifest."""
+    def _use_cache(self, backend: str, fields: dict) -> None:
+        """Called by a backend's constructor: sets up :attr:`cache` when the options name a cache directory and
+        the artifact is in a manifest. ``fields``: what shapes the built form besides the engine and the CPU."""
         if self.options.cache_dir is not None and self.entry is not None:
             from ..cache import RunnerCache, cpu_identity
 
             fields = {"engine_sha256": self.entry.sha256, **fields, "cpu": cpu_identity()}
             self.cache = RunnerCache(self.options.cache_dir, backend, fields, self.path)
+
+    def _load_or_build(self, load: Callable[[Path], T], build: Callable[[Path | None], T]) -> T:
+        """For a backend's ``_activate``: ``load(entry folder)`` from the cache, else ``build(staging folder or
+        None)`` (see :meth:`runtime.cache.RunnerCache.load_or_build`)."""
+        return build(None) if self.cache is None else self.cache.load_or_build(load, build)
 
     # inference -------------------------------------------------------------------------------
     def check_batch(self, batch: int) -> None:

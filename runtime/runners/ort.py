@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,7 @@ class OrtRunner(Runner):
         self.threads = self.options.threads
         self._session: ort.InferenceSession | None = None
         self.providers = choose_providers(self.options.device)
-        self._cache_for("onnxruntime", {
+        self._use_cache("onnxruntime", {
             "backend_version": ort.__version__,
             "options": {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": self.providers, "saved": SAVE_OPTIMIZED},
         })
@@ -93,38 +92,23 @@ class OrtRunner(Runner):
                 f"ONNX Runtime cannot load {self.path}: {first_line(exc)}; rebuild it with `python -m export.onnx`"
             ) from None
 
-    def _cached_session(self) -> ort.InferenceSession | None:
-        """From the cache, or built while saving its optimized graph for the cache (published once the engine
-        file is verified); None: the cache cannot be written."""
-        cache = self.cache
-        recorded = cache.trusted()
-        if recorded is not None:
-            opts = session_options(self.threads)
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sha256") as pool:
-                verified = pool.submit(cache.verify, recorded)  # hashed while the session loads
-                try:
-                    session = ort.InferenceSession(str(cache.entry.folder / CACHED_MODEL), sess_options=opts, providers=self.providers)
-                except Exception as exc:
-                    log.info("ignoring cache entry %s: ONNX Runtime cannot load it (%s); rebuilding", cache.entry.folder, first_line(exc))
-                    session = None
-                if verified.result() and session is not None:
-                    self.engine_file_verified = cache.hit(recorded)
-                    return session
-        staged = cache.stage()
-        if staged is None:
-            return None
+    def _load_cached(self, folder: Path) -> ort.InferenceSession:
+        """The cached optimized graph, opened with optimizations off (they are done)."""
         opts = session_options(self.threads)
-        opts.optimized_model_filepath = str(staged / CACHED_MODEL)
-        for key, value in SAVE_OPTIMIZED.items():
-            opts.add_session_config_entry(key, value)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(folder / CACHED_MODEL), sess_options=opts, providers=self.providers)
+
+    def _build(self, staged: Path | None) -> ort.InferenceSession:
+        """A session on the engine file, saving its optimized graph into ``staged`` (for the cache) when given."""
+        opts = session_options(self.threads)
+        if staged is not None:
+            opts.optimized_model_filepath = str(staged / CACHED_MODEL)
+            for key, value in SAVE_OPTIMIZED.items():
+                opts.add_session_config_entry(key, value)
         return self._session_for(self.path, opts)
 
     def _activate(self) -> None:
-        session = None
-        if self.cache is not None:
-            session = self._cached_session()
-        self._session = session or self._session_for(self.path, session_options(self.threads))
+        self._session = self._load_or_build(self._load_cached, self._build)
         graph = {i.name: i.shape for i in self._session.get_inputs()}
         if sorted(graph) != sorted(self.io.input_names):
             raise EngineError(

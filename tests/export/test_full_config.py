@@ -10,7 +10,7 @@ import pytest
 
 from tests import memlimit
 from tests.conftest import ROOT
-from tests.models import REFERENCE_CONFIG, save_model
+from export.reference import REFERENCE_CONFIG, save_model
 
 GB = 10**9
 LIMIT = 4 * GB  # what `make engine` needs at most (README)

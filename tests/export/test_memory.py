@@ -12,7 +12,7 @@ import pytest
 
 from tests import memlimit
 from tests.conftest import ROOT, export_engine
-from tests.models import REFERENCE_CONFIG, save_model
+from export.reference import REFERENCE_CONFIG, save_model
 
 MIB = 1 << 20
 # The reference block layout with channels / 4 at 128x128: 7.6M parameters, big enough that the gate's

@@ -141,7 +141,7 @@ def test_pipeline_layout_with_subfolders(tmp_path):
     """A DDPMPipeline.save_pretrained folder (unet/ and scheduler/) is accepted."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
-    from tests.models import TINY_CONFIG
+    from export.reference import TINY_CONFIG
 
     torch.manual_seed(0)
     DDPMPipeline(unet=UNet2DModel(**TINY_CONFIG), scheduler=DDPMScheduler(beta_end=0.03)).save_pretrained(tmp_path / "pipe")

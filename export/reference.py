@@ -1,4 +1,4 @@
-"""Random-weight diffusers models for tests: tiny ones, and the full google/ddpm-cat-256 config."""
+"""Random-weight diffusers models for tests and benchmarks: tiny ones, and the full google/ddpm-cat-256 config."""
 
 from __future__ import annotations
 
