@@ -26,6 +26,17 @@ def cpu_model() -> str:
         return platform.processor()
 
 
+def cpu_generation() -> str:
+    """ "CPU family 25 model 1" from /proc/cpuinfo: the VM's model name ("AMD EPYC") does not say which."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M)
+    model = re.search(r"^model\s*:\s*(\d+)$", text, re.M)
+    return f"CPU family {family.group(1)} model {model.group(1)}" if family and model else ""
+
+
 def clock_ghz() -> float:
     """Nominal clock: the highest 'cpu MHz' /proc/cpuinfo reports (turbo is not visible in a VM)."""
     try:
@@ -65,4 +76,5 @@ def versions() -> dict[str, str]:
 def describe() -> str:
     peak, how = fp32_peak_gflops()
     v = ", ".join(f"{k} {val}" for k, val in versions().items())
-    return f"{cpu_model()}, {usable_cores()} cores, FP32 FMA peak {peak:.0f} GFLOP/s ({how}); {v}"
+    generation = cpu_generation()
+    return f"{cpu_model()}{f' ({generation})' if generation else ''}, {usable_cores()} cores, FP32 FMA peak {peak:.0f} GFLOP/s ({how}); {v}"

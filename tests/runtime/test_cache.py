@@ -152,7 +152,7 @@ def test_a_replaced_engine_file_is_hashed_and_refused_despite_the_cache(tiny_eng
     engine = folder / "unet.onnx"
     assert load(engine, tmp_path / "cache")[0] == "miss"
     with Pipeline.load(engine, device="cpu", cache_dir=tmp_path / "cache") as pipe:
-        assert pipe.runner.cache_status == "hit" and pipe.runner.engine_file_verified
+        assert pipe.runner.cache_status == "hit" and pipe.runner.cache.engine_file_verified
     raw = bytearray(engine.read_bytes())
     raw[-1] ^= 0x01
     engine.write_bytes(bytes(raw))

@@ -1,0 +1,117 @@
+"""runtime.requests: one request type, its checks, and every entry point's constructor."""
+
+import argparse
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from runtime.errors import InputError
+from runtime.noise import MAX_SEED
+from runtime.requests import SampleRequest, SampleResult, SamplerSettings
+
+
+def test_defaults_and_image_seeds():
+    r = SampleRequest()
+    assert (r.count, r.seed, r.steps, r.scheduler, r.eta, r.noise, r.timeout_s) == (1, 0, None, None, 0.0, "numpy", None)
+    assert r.image_seeds is None
+    assert SampleRequest(count=3, seed=7, per_image_seeds=True).image_seeds == (7, 8, 9)
+    assert SampleRequest(count=2, seeds=[5, 1]).image_seeds == (5, 1)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"count": 0}, "count (batch) must be"),
+    ({"count": 2.0}, "count (batch) must be"),
+    ({"count": True}, "count (batch) must be"),
+    ({"seed": -1}, "seed must be"),
+    ({"seed": MAX_SEED + 1}, "seed must be"),
+    ({"seed": "7"}, "seed must be"),
+    ({"seed": MAX_SEED, "count": 2, "per_image_seeds": True}, "above"),
+    ({"seeds": [1], "count": 2}, "one seed per image"),
+    ({"seeds": "12", "count": 2}, "list of whole numbers"),
+    ({"seeds": [1, 2], "count": 2, "per_image_seeds": True}, "not both"),
+    ({"seeds": [1, -2], "count": 2}, "seed must be"),
+    ({"steps": 0}, "steps must be"),
+    ({"steps": 1.5}, "steps must be"),
+    ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
+    ({"eta": -0.5}, "eta must be"),
+    ({"eta": float("nan")}, "eta must be"),
+    ({"noise": "gauss"}, "unknown noise kind 'gauss'"),
+    ({"timeout_s": 0}, "timeout_s must be"),
+    ({"timeout_s": float("inf")}, "timeout_s must be"),
+    ({"per_image_seeds": "yes"}, "per_image_seeds must be"),
+    ({"conditioning": [1, 2]}, "conditioning must map"),
+])
+def test_every_bad_field_is_refused_with_one_line(values, message):
+    with pytest.raises(InputError, match=None) as info:
+        SampleRequest(**values)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_aliases_in_the_api_and_json():
+    assert SampleRequest.create(batch=3) == SampleRequest(count=3)
+    assert SampleRequest.create(timeout=5) == SampleRequest(timeout_s=5)
+    base = SampleRequest(count=2, seed=4)
+    assert SampleRequest.create(base, steps=3) == SampleRequest(count=2, seed=4, steps=3)
+    assert SampleRequest.create(base) is base
+    with pytest.raises(InputError, match="both 'count' and its alias 'batch'"):
+        SampleRequest.create(count=2, batch=2)
+    with pytest.raises(InputError, match="no field 'colour'"):
+        SampleRequest.create(colour="red")
+    request, extra = SampleRequest.from_json('{"batch": 2, "seeds": [3, 4], "format": "json"}', extra={"format": str})
+    assert request == SampleRequest(count=2, seeds=(3, 4)) and extra == {"format": "json"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1]", "must be a JSON object"),
+    ('{"count": "2"}', "wrong type"),
+    ('{"steps": true}', "wrong type"),
+    ('{"colour": 1}', "unknown field(s) colour"),
+    ('{"count": 1, "count": 0}', "count (batch) must be"),
+    ('{"eta": NaN}', "eta must be"),
+    ("{" * 100_000, "not valid JSON"),  # nested past Python's recursion limit: still one line, not a crash
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+])
+def test_bad_json_is_one_line(text, message):
+    with pytest.raises(InputError) as info:
+        SampleRequest.from_json(text)
+    assert message in str(info.value), str(info.value)
+
+
+def test_cli_flags_are_generated_from_the_fields_and_round_trip():
+    parser = argparse.ArgumentParser()
+    SampleRequest.add_arguments(parser)
+    flags = {s for action in parser._actions for s in action.option_strings}
+    for f in fields(SampleRequest):
+        assert (f"--{f.name.replace('_', '-')}" in flags) == (f.metadata["cli"] is not None), f.name
+    assert "--batch" in flags  # the alias of --count
+    request = SampleRequest(count=3, seed=9, per_image_seeds=True, steps=4, scheduler="ddim", eta=0.5, noise="torch")
+    assert SampleRequest.from_args(parser.parse_args(request.cli_args())) == request
+    assert SampleRequest.from_args(parser.parse_args(["--batch", "2"])).count == 2
+    with pytest.raises(InputError, match="cannot be given on the command line"):
+        SampleRequest(count=2, seeds=[1, 2]).cli_args()
+
+
+def test_triton_inputs_and_reader():
+    inputs = dict(SampleRequest.triton_inputs())
+    assert inputs["count"] == "TYPE_INT32" and inputs["seed"] == "TYPE_UINT64" and inputs["scheduler"] == "TYPE_STRING"
+    assert {"per_image_seeds", "timeout_s"} <= set(inputs)  # the fields Triton lacked
+    given = {"count": np.int32(2), "seed": np.uint64(2**63), "scheduler": b"ddim", "eta": np.float32(0.5),
+             "per_image_seeds": np.bool_(True), "timeout_s": np.float32(30)}
+    request = SampleRequest.from_triton(given.get)
+    assert request == SampleRequest(count=2, seed=2**63, scheduler="ddim", eta=0.5, per_image_seeds=True, timeout_s=30.0)
+    assert SampleRequest.from_triton(lambda name: None) == SampleRequest()
+
+
+def test_result_metadata_names_what_was_sampled():
+    settings = SamplerSettings("ddim", 4, 0.5, {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000})
+    request = SampleRequest(count=2, seed=3, per_image_seeds=True, scheduler="ddim", steps=4, eta=0.5)
+    result = SampleResult(np.zeros((2, 4, 4, 3), np.uint8), request, settings, "unet.onnx", "ab" * 32)
+    meta = result.png_metadata(1)
+    assert meta["seed"] == "4" and meta["seed_mode"] == "per-image" and meta["batch_index"] == "1"
+    assert meta["steps"] == "4" and json.loads(meta["scheduler"])["eta"] == 0.5
+    assert meta["engine"] == "unet.onnx" and meta["engine_sha256"] == "ab" * 32
+    shared = SampleResult(result.images, SampleRequest(count=2, seed=3), settings, "unet.onnx", None).png_metadata(1)
+    assert shared["seed"] == "3" and shared["seed_mode"] == "shared"
