@@ -130,6 +130,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.serving --mode $(MODE)
 	$(PY) -m bench.cpu_precision --mode $(MODE)
 	$(PY) -m bench.export_memory --mode $(MODE)
+	$(PY) -m bench.openvino_cache --mode $(MODE)
 	$(PY) -m bench.serve
 
 clean:

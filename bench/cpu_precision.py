@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -115,16 +114,12 @@ def main(argv=None) -> int:
             results[(name, batch)] = (seconds, psnr(ref, out))
             print(f"{name:38s} batch {batch}: {seconds * 1e3:8.1f} ms", flush=True)
 
-    def cold(cache_dir):
-        code = f"from runtime import Pipeline; Pipeline.load({str(bf16)!r}, cache_dir={cache_dir!r})"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
-        return time.perf_counter() - t0
+    from bench.openvino_cache import cold_start
 
     with tempfile.TemporaryDirectory() as tmp:
-        cold(tmp)
-        warm = statistics.median(cold(tmp) for _ in range(3))
-    none = statistics.median(cold(None) for _ in range(3))
+        cold_start(bf16, tmp, cache_compiled=True)
+        warm = statistics.median(cold_start(bf16, tmp, cache_compiled=True) for _ in range(3))
+    none = statistics.median(cold_start(bf16, None) for _ in range(3))
 
     lines = [
         f"# Reduced precision on the CPU ({args.mode})",

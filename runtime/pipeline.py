@@ -13,7 +13,7 @@ import numpy as np
 from .cache import AUTO, resolve_cache_dir
 from .denoiser import Denoiser
 from .engine import open_engine
-from .errors import InputError, RequestTimeoutError
+from .errors import RequestTimeoutError
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
@@ -106,12 +106,6 @@ class Pipeline:
             return NoiseSource.per_image_seeds(request.noise, seeds)
         return NoiseSource.shared(request.noise, request.seed)
 
-    def check_batch(self, batch) -> int:
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise InputError(f"batch must be a whole number of at least 1, got {batch!r}")
-        self.runner.check_batch(int(batch))
-        return int(batch)
-
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
         sampler, table = self.table(request.scheduler, request.steps, request.eta)
@@ -122,7 +116,8 @@ class Pipeline:
         """One request (a :class:`SampleRequest`, or its fields as keywords), checked against this engine
         and ready to advance; nothing is drawn yet."""
         request = SampleRequest.create(request, **fields)
-        rows = self.check_batch(request.count)
+        rows = request.count
+        self.runner.check_batch(rows)  # the engine's batch profile
         sampler, table = self.table(request.scheduler, request.steps, request.eta)
         cond = self.denoiser.check_conditioning(request.conditioning, rows)
         return Trajectory(sampler, table, self.noise_source(request), (rows, self.channels, self.height, self.width),

@@ -59,8 +59,9 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
     return data
 
 
-def _spec(default: Any, help: str, json: tuple | None, cli: Callable | str | None = None, triton: str | None = None,
-          aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None, compare: bool = True):
+def request_field(default: Any, help: str, json: tuple | None, cli: Callable | str | None = None,
+                  triton: str | None = None, aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None,
+                  compare: bool = True):
     """A request field and what the generated surfaces need of it.
 
     ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
@@ -92,22 +93,22 @@ class SampleRequest:
     and ``seeds`` names each image's seed outright: either way an image depends only on its own seed.
     """
 
-    count: int = _spec(1, "images to sample (default 1)", (int,), whole_number(1), "TYPE_INT32", aliases=("batch",))
-    seed: int = _spec(0, "seed (default 0)", (int,), whole_number(0, MAX_SEED), "TYPE_UINT64")
-    per_image_seeds: bool = _spec(
+    count: int = request_field(1, "images to sample (default 1)", (int,), whole_number(1), "TYPE_INT32", aliases=("batch",))
+    seed: int = request_field(0, "seed (default 0)", (int,), whole_number(0, MAX_SEED), "TYPE_UINT64")
+    per_image_seeds: bool = request_field(
         False, "give image i its own generator seeded SEED+i, so an image does not depend on its batch", (bool,),
         "flag", "TYPE_BOOL")
-    seeds: tuple[int, ...] | None = _spec(None, "one seed per image (instead of seed)", (list, type(None)))
-    steps: int | None = _spec(None, f"inference steps (default: {default_steps_help()})", (int, type(None)),
+    seeds: tuple[int, ...] | None = request_field(None, "one seed per image (instead of seed)", (list, type(None)))
+    steps: int | None = request_field(None, f"inference steps (default: {default_steps_help()})", (int, type(None)),
                               whole_number(1), "TYPE_INT32")
-    scheduler: str | None = _spec(None, "sampler (default: the scheduler config's own, DDPM for the reference model)",
+    scheduler: str | None = request_field(None, "sampler (default: the scheduler config's own, DDPM for the reference model)",
                                   (str, type(None)), str, "TYPE_STRING", choices=SCHEDULERS)
-    eta: float = _spec(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", NUMBER, non_negative_number, "TYPE_FP32")
-    noise: str = _spec("numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' "
+    eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", NUMBER, non_negative_number, "TYPE_FP32")
+    noise: str = request_field("numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' "
                        "pipelines use it)", (str,), str, "TYPE_STRING", choices=NOISE_KINDS)
-    timeout_s: float | None = _spec(None, "seconds from submission after which the request fails (default: none, "
+    timeout_s: float | None = request_field(None, "seconds from submission after which the request fails (default: none, "
                                     "or the service's)", (*NUMBER, type(None)), None, "TYPE_FP32", aliases=("timeout",))
-    conditioning: Mapping[str, np.ndarray] | None = _spec(
+    conditioning: Mapping[str, np.ndarray] | None = request_field(
         None, "the engine's inputs besides sample and timestep, one row per image", None, compare=False)
 
     def __post_init__(self):
@@ -155,20 +156,20 @@ class SampleRequest:
     @classmethod
     def create(cls, request: SampleRequest | None = None, /, **values: Any) -> SampleRequest:
         """The Python API's constructor: ``request`` (if given) with ``values`` (field names or aliases) replaced."""
-        values = _unalias(values, "")
+        values = _unalias(cls, values, "")
         if request is None:
             return cls(**values)
-        if not isinstance(request, SampleRequest):
+        if not isinstance(request, cls):
             raise InputError(f"expected a SampleRequest, got {type(request).__name__}")
         return dataclasses.replace(request, **values) if values else request
 
     @classmethod
     def from_json(cls, text: str | bytes, what: str = "request", extra: Mapping[str, type | tuple] | None = None):
         """(request, the ``extra`` fields given) from JSON text (C ABI, HTTP); raises InputError with one line."""
-        schema = {name: kinds for name, kinds in _json_schema().items()}
+        schema = _json_schema(cls)
         data = parse_object(text, what, {**schema, **(extra or {})})
         own = {k: v for k, v in data.items() if k in schema}
-        return cls(**_unalias(own, f"{what} ")), {k: v for k, v in data.items() if k not in schema}
+        return cls(**_unalias(cls, own, f"{what} ")), {k: v for k, v in data.items() if k not in schema}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -220,18 +221,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _json_schema() -> dict[str, tuple]:
+def _json_schema(cls: type[SampleRequest]) -> dict[str, tuple]:
     schema = {}
-    for f in fields(SampleRequest):
+    for f in fields(cls):
         if f.metadata["json"] is not None:
             for name in (f.name, *f.metadata["aliases"]):
                 schema[name] = f.metadata["json"]
     return schema
 
 
-def _unalias(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+def _unalias(cls: type[SampleRequest], values: Mapping[str, Any], what: str) -> dict[str, Any]:
     """Field names for aliases (``batch`` → ``count``); an alias given with its field is refused."""
-    known = {f.name: f for f in fields(SampleRequest)}
+    known = {f.name: f for f in fields(cls)}
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = next((f.name for f in known.values() if key in f.metadata["aliases"]), key)

@@ -40,12 +40,14 @@ def read_png(path: Path):
 def sample_offline(engine: Path, request: dict, out: Path) -> list:
     """A service request (runtime.requests fields) run through `python -m runtime.sample`: per image,
     (uint8 pixels [H, W, C], PNG text chunks)."""
+    import dataclasses
     import json
     import subprocess
 
     from runtime.requests import SampleRequest
 
     request, _ = SampleRequest.from_json(json.dumps(request))
+    request = dataclasses.replace(request, timeout_s=None)  # a deadline does not change the images
     args = ["--engine", str(engine), "--out", str(out), "--quiet", *request.cli_args()]
     r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -40,7 +40,12 @@ def test_export_writes_a_gated_entry(ov_engines):
     assert gate["sampling"]["image_psnr_db"] >= gate["min_image_psnr_db"]
 
 
-def test_samples_close_to_fp32_and_cache_is_bit_equal(ov_engines, tmp_path):
+def test_samples_close_to_fp32_and_cache_is_bit_equal(ov_engines, tmp_path, monkeypatch):
+    import runtime.runners.openvino as ov
+
+    with Pipeline.load(ov_engines / OV_NAME, cache_dir=tmp_path) as pipe:
+        assert pipe.runner.cache_status == "off"  # the compiled-model cache is off by default (it does not pay)
+    monkeypatch.setattr(ov, "CACHE_COMPILED", True)
     with Pipeline.load(ov_engines / "unet.onnx", device="cpu", cache_dir=None) as ref:
         fp32 = ref(batch=2, steps=5, seed=3)
     runs = []

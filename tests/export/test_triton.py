@@ -97,7 +97,8 @@ def test_listens_on_loopback_only(server):
 def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_engine, tmp_path):
     requests = [
         {"seed": k, "steps": 8 + k % 4, "scheduler": ("ddim", "dpmpp-2m", "ddpm")[k % 3], "count": 1 + k % 2,
-         **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 3 == 0 else {})}
+         **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 3 == 0 else {}),
+         **({"per_image_seeds": True} if k % 4 == 3 else {}), **({"timeout_s": 300.0} if k % 5 == 0 else {})}
         for k in range(12)
     ]
     result = client(server, requests, tmp_path / "served")
@@ -123,6 +124,8 @@ BAD = [
     ({"count": MAX_BATCH + 1, "steps": 2}, f"exceeds this batcher's max_batch {MAX_BATCH}"),
     ({"noise": "gauss"}, "unknown noise kind 'gauss'"),
     ({"eta": -1.0, "scheduler": "ddim"}, "eta must be"),
+    ({"timeout_s": -1.0}, "timeout_s must be"),
+    ({"steps": 1000, "timeout_s": 0.05}, "did not finish within its timeout"),
 ]
 
 

@@ -3,7 +3,8 @@ decoupled model over one gRPC stream, all at once, and reports every response.
 
     python triton_client.py GRPC_URL MODEL REQUESTS_JSON OUT_DIR [sequential]
 
-REQUESTS_JSON: a list of objects with any of seed, steps, scheduler, eta, noise, count. Prints one JSON
+REQUESTS_JSON: a list of objects with any of the request type's Triton fields
+(runtime.requests.SampleRequest.triton_inputs(): count, seed, per_image_seeds, steps, ...). Prints one JSON
 object: {"responses": {index: {"error": msg} | {"file": OUT_DIR/index.npy, "shape": [...]}},
 "stats": Triton's inference statistics of the model (as JSON), "seconds": wall time}. An error response
 carries no request id, so requests that may fail are sent ``sequential``: each after the previous answer.
@@ -18,8 +19,12 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from google.protobuf.json_format import MessageToDict
 
-TYPES = {"seed": ("UINT64", np.uint64), "steps": ("INT32", np.int32), "scheduler": ("BYTES", object),
-         "eta": ("FP32", np.float32), "noise": ("BYTES", object), "count": ("INT32", np.int32)}
+from runtime.requests import SampleRequest
+
+# config.pbtxt's data type → the client's name for it and its numpy type
+CLIENT_TYPES = {"TYPE_UINT64": ("UINT64", np.uint64), "TYPE_INT32": ("INT32", np.int32), "TYPE_STRING": ("BYTES", object),
+                "TYPE_FP32": ("FP32", np.float32), "TYPE_BOOL": ("BOOL", np.bool_)}
+TYPES = {name: CLIENT_TYPES[kind] for name, kind in SampleRequest.triton_inputs()}
 
 
 def main() -> int:

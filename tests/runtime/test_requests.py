@@ -115,3 +115,25 @@ def test_result_metadata_names_what_was_sampled():
     assert meta["engine"] == "unet.onnx" and meta["engine_sha256"] == "ab" * 32
     shared = SampleResult(result.images, SampleRequest(count=2, seed=3), settings, "unet.onnx", None).png_metadata(1)
     assert shared["seed"] == "3" and shared["seed_mode"] == "shared"
+
+
+def test_a_new_field_reaches_every_surface_from_its_declaration_alone():
+    """What adding a request field takes: the field, declared once (here in a subclass, as a future
+    guidance_scale would be); the CLI flag, the JSON schema, the Triton input and reader follow."""
+    from dataclasses import dataclass
+
+    from runtime.cli import non_negative_number
+    from runtime.requests import request_field
+
+    @dataclass(frozen=True)
+    class Guided(SampleRequest):
+        guidance_scale: float = request_field(1.0, "classifier-free guidance scale", (int, float), non_negative_number,
+                                              "TYPE_FP32", aliases=("cfg",))
+
+    parser = argparse.ArgumentParser()
+    Guided.add_arguments(parser)
+    assert Guided.from_args(parser.parse_args(["--guidance-scale", "3.5"])).guidance_scale == 3.5
+    assert Guided.from_json('{"cfg": 2, "count": 2}')[0] == Guided(count=2, guidance_scale=2)
+    assert ("guidance_scale", "TYPE_FP32") in Guided.triton_inputs()
+    assert Guided.from_triton({"guidance_scale": np.float32(4)}.get).guidance_scale == 4.0
+    assert Guided(guidance_scale=7.5).cli_args() == ["--guidance-scale", "7.5"]
