@@ -2,7 +2,7 @@
 
 Cold start (a new process until ``Pipeline.load`` returns) of the OpenVINO engine written by
 ``python -m export.bf16``, in BF16 where this CPU has BF16 units and in FP32 elsewhere, three ways:
-without a cache; with the compiled-model cache (``runtime.runners.openvino.CACHE_COMPILED``) warm; and,
+without a cache; with the compiled-model cache (``DDPM_DEPLOY_OPENVINO_CACHE=1``) warm; and,
 for comparison, ONNX Runtime FP32 with its optimized-graph cache warm and without it. Median of
 ``--repeats`` runs after one that fills the caches. Writes ``docs/bench-openvino-cache-MODE.md``; the
 default of ``CACHE_COMPILED`` follows from it (README, "Engine cache").
@@ -11,6 +11,7 @@ default of ``CACHE_COMPILED`` follows from it (README, "Engine cache").
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -28,10 +29,10 @@ PROG = "bench.openvino_cache"
 
 def cold_start(engine: Path, cache_dir: str | None, cache_compiled: bool = False) -> float:
     """Seconds from a new process to a loaded pipeline (``cache_compiled``: OpenVINO's compiled-model cache on)."""
-    code = (f"import runtime.runners.openvino as ov; ov.CACHE_COMPILED = {cache_compiled!r}; "
-            f"from runtime import Pipeline; Pipeline.load({str(engine)!r}, cache_dir={cache_dir!r})")
+    code = f"from runtime import Pipeline; Pipeline.load({str(engine)!r}, cache_dir={cache_dir!r})"
+    env = {**os.environ, "DDPM_DEPLOY_OPENVINO_CACHE": "1" if cache_compiled else "0"}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 

@@ -3,15 +3,17 @@ with BF16 units (or in FP32).
 
 ``openvino`` is imported in ``activate()``, only for an artifact of kind ``openvino``. The precision
 comes from the manifest entry (``bf16`` or ``fp32``), and BF16 is refused with a clear message (exit
-4) where OpenVINO reports no BF16 capability for this CPU. With a cache directory the compiled model
-is cached per machine (``export_model`` / ``import_model``) through :mod:`runtime.cache`, with the same
-key, integrity check and publication rule as ONNX Runtime's optimized graphs.
+4) where OpenVINO reports no BF16 capability for this CPU. With ``DDPM_DEPLOY_OPENVINO_CACHE=1`` and a
+cache directory the compiled model is cached per machine (``export_model`` / ``import_model``) through
+:mod:`runtime.cache`'s one loader, with the same key, integrity check and publication rule as ONNX
+Runtime's optimized graphs; it is off by default (CACHE_COMPILED).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from importlib import metadata
@@ -25,10 +27,11 @@ from .base import Runner
 log = logging.getLogger(__name__)
 
 BLOB = "compiled.blob"
-# Whether Pipeline.load caches the compiled model (export_model / import_model) per machine. Measured on
-# the full cat-256 config, a cached import is slower than compiling the IR afresh (see README, "Engine
-# cache"), so it is off; the cache code stays behind this switch for OpenVINO releases where it pays.
-CACHE_COMPILED = False
+# Whether Pipeline.load caches the compiled model (export_model / import_model) per machine. On the full
+# cat-256 config importing the cached blob is no faster than compiling the IR (FP32, Zen 3: 1.85 vs 1.84 s)
+# or slower (BF16, a Zen 4: 3.18 vs 1.14 s): off unless DDPM_DEPLOY_OPENVINO_CACHE=1 (it pays on small
+# models: 0.68 vs 1.13 s). docs/bench-openvino-cache-*.md, python -m bench.openvino_cache.
+CACHE_COMPILED = os.environ.get("DDPM_DEPLOY_OPENVINO_CACHE", "") == "1"
 PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
 
 
@@ -57,7 +60,8 @@ def check_precision(core, precision: str) -> str:
 
 class OpenVinoRunner(Runner):
     """OpenVINO on the CPU. With ``options.cache_dir`` and a manifest entry, the compiled model is cached per
-    machine (:mod:`runtime.cache`) when ``cache_compiled`` is set (off by default: see CACHE_COMPILED)."""
+    machine (:mod:`runtime.cache`) when CACHE_COMPILED is set (off by default: it does not pay on the
+    reference model)."""
 
     name = "openvino"
 
