@@ -156,7 +156,7 @@ def build_parser() -> ArgumentParser:
 
 def check_loopback(url: str) -> None:
     if urlparse(url).hostname not in LOOPBACK:
-        raise InputError(f"{url}: serve.load talks to 127.0.0.1 only")
+        raise InputError(f"{url}: bench.load talks to 127.0.0.1 only")
 
 
 def main(argv: list[str] | None = None) -> int:

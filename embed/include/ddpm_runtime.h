@@ -51,9 +51,10 @@ DDPM_API int ddpm_open(const char *engine_path, const char *options_json, ddpm_h
 /* The images' height, width and channels (3 for RGB models). Any pointer may be NULL. */
 DDPM_API int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width, size_t *channels);
 
-/* Samples as `python -m runtime.sample` does. request_json: NULL or a JSON object with any of "seed",
- * "count", "steps", "scheduler" ("ddpm"|"ddim"|"dpmpp-2m"), "eta", "noise" ("numpy"|"torch"),
- * "per_image_seeds". Writes count images, uint8 [count, height, width, channels], into out. */
+/* Samples as `python -m runtime.sample` does. request_json: NULL or a JSON object (runtime.requests.SampleRequest)
+ * with any of "count" (alias "batch"), "seed", "seeds" (one per image), "per_image_seeds", "steps",
+ * "scheduler" ("ddpm"|"ddim"|"dpmpp-2m"), "eta", "noise" ("numpy"|"torch"), "timeout_s" (default: the
+ * handle's option). Writes count images, uint8 [count, height, width, channels], into out. */
 DDPM_API int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len);
 
 /* The handle's batching statistics as a JSON object ({"engine_calls", "rows", "mean_batch", "completed",
