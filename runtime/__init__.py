@@ -7,5 +7,6 @@ __version__ = "0.1.0"
 
 from .errors import DeployError  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
+from .requests import SampleRequest, SampleResult  # noqa: E402
 
-__all__ = ["DeployError", "Pipeline", "__version__"]
+__all__ = ["DeployError", "Pipeline", "SampleRequest", "SampleResult", "__version__"]

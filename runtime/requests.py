@@ -44,8 +44,9 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
     Empty text is an empty object. Raises InputError with one line."""
     try:
         data = json.loads(text) if text.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
-        where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        where = (f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
+                 else " (nested too deeply)" if isinstance(exc, RecursionError) else "")
         raise InputError(f"{what} is not valid JSON{where}") from None
     if not isinstance(data, dict):
         raise InputError(f"{what} must be a JSON object, got {type(data).__name__}")
