@@ -46,7 +46,7 @@ def sample_offline(engine: Path, request: dict, out: Path) -> list:
 
     from runtime.requests import SampleRequest
 
-    request, _ = SampleRequest.from_json(json.dumps(request))
+    request, _ = SampleRequest.from_json(json.dumps(request), extra={"format": str})  # the service's own field too
     request = dataclasses.replace(request, timeout_s=None)  # a deadline does not change the images
     args = ["--engine", str(engine), "--out", str(out), "--quiet", *request.cli_args()]
     r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
