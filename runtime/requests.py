@@ -60,7 +60,7 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
     return data
 
 
-def request_field(default: Any, help: str, json: tuple | None, cli: Callable | str | None = None,
+def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
                   triton: str | None = None, aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None,
                   compare: bool = True):
     """A request field and what the generated surfaces need of it.
@@ -94,23 +94,29 @@ class SampleRequest:
     and ``seeds`` names each image's seed outright: either way an image depends only on its own seed.
     """
 
-    count: int = request_field(1, "images to sample (default 1)", (int,), whole_number(1), "TYPE_INT32", aliases=("batch",))
-    seed: int = request_field(0, "seed (default 0)", (int,), whole_number(0, MAX_SEED), "TYPE_UINT64")
+    count: int = request_field(1, "images to sample (default 1)", json=(int,), cli=whole_number(1), triton="TYPE_INT32",
+                               aliases=("batch",))
+    seed: int = request_field(0, "seed (default 0)", json=(int,), cli=whole_number(0, MAX_SEED), triton="TYPE_UINT64")
     per_image_seeds: bool = request_field(
-        False, "give image i its own generator seeded SEED+i, so an image does not depend on its batch", (bool,),
-        "flag", "TYPE_BOOL")
-    seeds: tuple[int, ...] | None = request_field(None, "one seed per image (instead of seed)", (list, type(None)))
-    steps: int | None = request_field(None, f"inference steps (default: {default_steps_help()})", (int, type(None)),
-                              whole_number(1), "TYPE_INT32")
-    scheduler: str | None = request_field(None, "sampler (default: the scheduler config's own, DDPM for the reference model)",
-                                  (str, type(None)), str, "TYPE_STRING", choices=SCHEDULERS)
-    eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", NUMBER, non_negative_number, "TYPE_FP32")
-    noise: str = request_field("numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' "
-                       "pipelines use it)", (str,), str, "TYPE_STRING", choices=NOISE_KINDS)
-    timeout_s: float | None = request_field(None, "seconds from submission after which the request fails (default: none, "
-                                    "or the service's)", (*NUMBER, type(None)), None, "TYPE_FP32", aliases=("timeout",))
+        False, "give image i its own generator seeded SEED+i, so an image does not depend on its batch",
+        json=(bool,), cli="flag", triton="TYPE_BOOL")
+    seeds: tuple[int, ...] | None = request_field(None, "one seed per image (instead of seed)", json=(list, type(None)))
+    steps: int | None = request_field(
+        None, f"inference steps (default: {default_steps_help()})", json=(int, type(None)), cli=whole_number(1),
+        triton="TYPE_INT32")
+    scheduler: str | None = request_field(
+        None, "sampler (default: the scheduler config's own, DDPM for the reference model)", json=(str, type(None)),
+        cli=str, triton="TYPE_STRING", choices=SCHEDULERS)
+    eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,
+                               cli=non_negative_number, triton="TYPE_FP32")
+    noise: str = request_field(
+        "numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' pipelines use it)",
+        json=(str,), cli=str, triton="TYPE_STRING", choices=NOISE_KINDS)
+    timeout_s: float | None = request_field(
+        None, "seconds from submission after which the request fails (default: none, or the service's)",
+        json=(*NUMBER, type(None)), triton="TYPE_FP32", aliases=("timeout",))
     conditioning: Mapping[str, np.ndarray] | None = request_field(
-        None, "the engine's inputs besides sample and timestep, one row per image", None, compare=False)
+        None, "the engine's inputs besides sample and timestep, one row per image", json=None, compare=False)
 
     def __post_init__(self):
         count = self.count
@@ -120,6 +126,7 @@ class SampleRequest:
         object.__setattr__(self, "seed", check_seed(self.seed))
         if not isinstance(self.per_image_seeds, (bool, np.bool_)):
             raise InputError(f"per_image_seeds must be true or false, got {self.per_image_seeds!r}")
+        object.__setattr__(self, "per_image_seeds", bool(self.per_image_seeds))
         if self.seeds is not None:
             if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (Sequence, np.ndarray)):
                 raise InputError(f"seeds must be a list of whole numbers, one per image, got {self.seeds!r}")

@@ -127,8 +127,8 @@ def test_a_new_field_reaches_every_surface_from_its_declaration_alone():
 
     @dataclass(frozen=True)
     class Guided(SampleRequest):
-        guidance_scale: float = request_field(1.0, "classifier-free guidance scale", (int, float), non_negative_number,
-                                              "TYPE_FP32", aliases=("cfg",))
+        guidance_scale: float = request_field(1.0, "classifier-free guidance scale", json=(int, float),
+                                              cli=non_negative_number, triton="TYPE_FP32", aliases=("cfg",))
 
     parser = argparse.ArgumentParser()
     Guided.add_arguments(parser)
