@@ -95,15 +95,25 @@ $(DEMO_ENGINES)/unet.onnx: | $(VENV)/.dev
 
 serve-deps: $(VENV)/.serve
 
+# Started in the background; ready when it writes $(SERVE_READY), failed when its process is gone first (its
+# own exit status, not a word in the log). make serve-stop drains it (SIGTERM) and waits for it to exit.
+SERVE_READY ?= build/serve.ready
+SERVE_LOG   ?= build/serve.log
 serve: $(VENV)/.serve $(SERVE_ENGINE)
-	@mkdir -p $(dir $(SERVE_PID))
-	RAY_USAGE_STATS_ENABLED=0 nohup $(PY) -m serve --engine $(SERVE_ENGINE) --port $(SERVE_PORT) --pid-file $(SERVE_PID) > build/serve.log 2>&1 &
-	@for i in $$(seq 180); do grep -q "^serving\|error" build/serve.log 2>/dev/null && break; sleep 1; done
-	@grep "^serving" build/serve.log || (tail -5 build/serve.log; exit 1)
+	@mkdir -p $(dir $(SERVE_PID)) $(dir $(SERVE_READY)) $(dir $(SERVE_LOG))
+	@if [ -f $(SERVE_PID) ] && kill -0 $$(cat $(SERVE_PID)) 2>/dev/null; then echo "already serving (pid $$(cat $(SERVE_PID))); make serve-stop first"; exit 1; fi
+	@rm -f $(SERVE_READY) $(SERVE_PID)
+	@RAY_USAGE_STATS_ENABLED=0 nohup $(PY) -m serve --engine $(SERVE_ENGINE) --port $(SERVE_PORT) --pid-file $(SERVE_PID) \
+		--ready-file $(SERVE_READY) > $(SERVE_LOG) 2>&1 & pid=$$!; \
+	while [ ! -f $(SERVE_READY) ] && ! grep -qs '^State:[[:space:]]*Z' /proc/$$pid/status && kill -0 $$pid 2>/dev/null; do sleep 0.5; done; \
+	if [ -f $(SERVE_READY) ]; then echo "serving at $$(cat $(SERVE_READY)) (pid $$pid; log $(SERVE_LOG))"; \
+	else wait $$pid; code=$$?; tail -5 $(SERVE_LOG); echo "make serve: the service exited with status $$code before serving"; exit 1; fi
 
 serve-stop:
-	@if [ -f $(SERVE_PID) ]; then kill $$(cat $(SERVE_PID)); while [ -f $(SERVE_PID) ]; do sleep 0.5; done; echo "stopped"; \
-	else echo "no service running here ($(SERVE_PID) does not exist)"; fi
+	@if [ -f $(SERVE_PID) ] && kill -0 $$(cat $(SERVE_PID)) 2>/dev/null; then pid=$$(cat $(SERVE_PID)); kill $$pid; \
+		while kill -0 $$pid 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' /proc/$$pid/status; do sleep 0.5; done; \
+		rm -f $(SERVE_PID) $(SERVE_READY); echo "stopped"; \
+	else rm -f $(SERVE_PID) $(SERVE_READY); echo "no service running here"; fi
 
 embed: $(VENV)/.dev
 	cmake -S embed -B $(EMBED_BUILD) -DPython_EXECUTABLE=$(abspath $(PY))

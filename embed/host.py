@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from runtime import __version__
 from runtime.batching import StepBatcher
@@ -36,7 +37,8 @@ class BufferTooSmallError(InputError):
 
 
 class Host:
-    def __init__(self, engine: str, options_json: str = ""):
+    def __init__(self, engine: str | bytes, options_json: str | bytes = ""):
+        engine = os.fsdecode(engine)
         options = parse_object(options_json, "options", OPTIONS)
         self.timeout = options.get("timeout_s")
         self.pipeline = Pipeline.load(engine, device=options.get("device", "auto"), threads=options.get("threads"),
@@ -50,7 +52,7 @@ class Host:
     def image_shape(self) -> tuple[int, int, int]:
         return self.pipeline.height, self.pipeline.width, self.pipeline.channels
 
-    def sample(self, request_json: str, out_len: int) -> bytes:
+    def sample(self, request_json: str | bytes, out_len: int) -> bytes:
         """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""
         request, _ = SampleRequest.from_json(request_json)
         if request.timeout_s is None and self.timeout is not None:

@@ -10,6 +10,8 @@ folder at a time). Every stage stages through :func:`staging`, so the cleaner kn
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +41,19 @@ def staging(folder: Path, stage: str) -> Iterator[Path]:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def raise_if_disk_full(folder: Path, exc: BaseException) -> None:
+    """For a backend whose write failure says nothing of why (OpenVINO: "iostream error"): when ``folder``'s
+    disk cannot take another MiB, raise the ENOSPC it is (the CLIs turn it into one line); else return."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * (1 << 20))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as full:
+        if full.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(full.errno, os.strerror(full.errno), str(folder)) from exc
 
 
 def remove_leftovers(folder: Path) -> None:

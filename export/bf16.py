@@ -25,7 +25,8 @@ from runtime.runners import RunnerOptions
 from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
 from runtime.runners.ort import OrtRunner
 
-from .artifacts import ONNX_NAME, OV_NAME, OV_WEIGHTS, remove_leftovers, staging, tool_versions, verified_fp32
+from .artifacts import (ONNX_NAME, OV_NAME, OV_WEIGHTS, raise_if_disk_full, remove_leftovers, staging, tool_versions,
+                        verified_fp32)
 from .gates import accuracy_gate, gate_summary
 
 PROG = "export.bf16"
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with staging(folder, "bf16") as work:
         xml, weights = work / OV_NAME, work / OV_WEIGHTS
-        ov.save_model(ov.convert_model(str(fp32_path)), str(xml), compress_to_fp16=False)
+        try:
+            ov.save_model(ov.convert_model(str(fp32_path)), str(xml), compress_to_fp16=False)
+        except RuntimeError as exc:
+            raise_if_disk_full(work, exc)
+            raise
         candidate = ArtifactEntry(kind="openvino", precision=args.precision, sha256=sha256_file(xml), bytes=xml.stat().st_size,
                                   source=ONNX_NAME, source_sha256=fp32_entry.sha256,
                                   external_data={OV_WEIGHTS: sha256_file(weights)})

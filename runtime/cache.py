@@ -111,9 +111,11 @@ def chunk_hashes(path: Path) -> list[str]:
 
 
 def file_stat(path: Path) -> dict[str, int]:
-    """Size and modification time: a file hashed once and unchanged since still has both."""
+    """What a file hashed once and unchanged since still has: its size and modification time, and (what no
+    copy or ``touch -r`` can set back) its status-change time, inode and device. A file replaced or
+    rewritten since, even with its size and mtime restored, differs in one of them."""
     st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino, "dev": st.st_dev}
 
 
 def _warn_once(key: str, message: str, *args: Any) -> None:
@@ -240,7 +242,7 @@ class RunnerCache:
     trusted? → verify (while the backend loads) → hit, else build into a staging folder → publish once
     the engine file has been verified (:meth:`commit`; never before: a cache must not hold what was built
     from a stale engine). ``status``: off, miss, hit or rebuilt (an entry was found, not trusted).
-    ``engine_file_verified``: a hit on an entry made from this very engine file (same size and mtime as
+    ``engine_file_verified``: a hit on an entry made from this very engine file (the same :func:`file_stat` as
     when it was hashed), which then need not be hashed again."""
 
     def __init__(self, root: Path, backend: str, fields: dict[str, Any], engine_path: Path):
@@ -269,14 +271,25 @@ class RunnerCache:
                 if verified.result() and loaded is not None:
                     self.hit(recorded)
                     return loaded
-        return build(self.stage())
+        staged = self.stage()
+        if staged is None:
+            return build(None)
+        try:
+            return build(staged)
+        except Exception as exc:  # writing the entry failed (a full disk), or the build itself: try without the cache
+            self.discard()
+            self.status = "off"
+            built = build(None)  # a build that fails on its own raises its own error here
+            _warn_once(str(self.cache.root), "engine cache %s cannot be written (%s); loading without it", self.cache.root,
+                       first_line(exc))
+            return built
 
     def trusted(self) -> dict[str, Any] | None:
         """The entry's record when its fields match (its files are checked with :meth:`verify`)."""
         return self.cache.lookup(self.entry)
 
     def trusts_engine_file(self) -> bool:
-        """Whether the entry was made from this very engine file (same size and mtime as when hashed)."""
+        """Whether the entry was made from this very engine file (the same file_stat as when hashed)."""
         recorded = self.trusted()
         return recorded is not None and recorded.get("source_stat") == file_stat(self.engine_path)
 

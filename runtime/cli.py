@@ -1,13 +1,14 @@
 """What every command line of the project shares: one-line errors and exit codes.
 
 Exit codes: 0 success, 1 an unexpected failure (a bug: traceback shown), 2 a usage or input
-problem the user can fix (one line on stderr, nothing written), 3 an accuracy gate failed (one
-line, nothing written), 130 interrupted.
+problem the user can fix, a full disk included (one line on stderr, nothing written), 3 an accuracy
+gate failed (one line, nothing written), 4 a backend is missing, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import sys
@@ -67,6 +68,20 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def no_space(exc: BaseException) -> OSError | str | None:
+    """The disk-full error behind ``exc`` (its chain of causes, or, for an error that crossed a process boundary
+    or a library's wrapper, its message), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run(main: Callable[[list[str] | None], int], prog: str, argv: list[str] | None = None) -> int:
     try:
         return main(argv)
@@ -76,3 +91,11 @@ def run(main: Callable[[list[str] | None], int], prog: str, argv: list[str] | No
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        full = no_space(exc)
+        if full is None:
+            raise
+        where = f" writing {full.filename}" if isinstance(full, OSError) and full.filename else ""
+        print(f"{prog}: error: no space left on the device{where}; nothing was written (temporary files removed). "
+              "Free space there, or write elsewhere, and run again", file=sys.stderr)
+        return EXIT_USAGE

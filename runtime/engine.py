@@ -33,7 +33,7 @@ def open_engine(
     runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
     cache = runner.cache
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-        # A cache entry made from this very file (same size and mtime as when it was hashed) stands in
+        # A cache entry made from this very file (the same size, mtime, ctime and inode as when it was hashed) stands in
         # for the file; should it not be used after all, the file is hashed below.
         trusted = cache is not None and cache.trusts_engine_file()
         hashed = None if trusted else pool.submit(check_hashes, path, manifest, entry)

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -37,16 +38,28 @@ from .noise import MAX_SEED, NOISE_KINDS, check_seed
 from .schedulers import SCHEDULERS, check_eta, default_steps_help
 
 NUMBER = (int, float)
+MAX_JSON_DEPTH = 16  # nesting of arrays and objects; a request needs 2 (conditioning embeddings: 4)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def json_depth(text: str | bytes) -> int:
+    """How deep arrays and objects nest in JSON text (strings skipped), without parsing it: linear time, in C."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple]) -> dict[str, Any]:
     """A JSON object whose fields are all in ``schema`` (name → accepted types; bool only where listed).
     Empty text is an empty object. Raises InputError with one line."""
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise InputError(f"{what} nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(text) if text.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        where = (f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
-                 else " (nested too deeply)" if isinstance(exc, RecursionError) else "")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise InputError(f"{what} is not valid JSON{where}") from None
     if not isinstance(data, dict):
         raise InputError(f"{what} must be a JSON object, got {type(data).__name__}")
@@ -62,13 +75,19 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
 
 def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
                   triton: str | None = None, aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None,
-                  compare: bool = True):
+                  limits: Mapping[str, Any] | None = None, compare: bool = True):
     """A request field and what the generated surfaces need of it.
 
     ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
-    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input)."""
-    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "aliases": aliases, "choices": choices}
+    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input);
+    ``limits``: JSON-schema keywords for the published API schema (minimum, items, ...)."""
+    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "aliases": aliases, "choices": choices,
+            "limits": dict(limits or {})}
     return field(default=default, metadata=meta, compare=compare)
+
+
+JSON_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
+                   type(None): "null"}
 
 
 def _is_whole(value: Any) -> bool:
@@ -95,26 +114,29 @@ class SampleRequest:
     """
 
     count: int = request_field(1, "images to sample (default 1)", json=(int,), cli=whole_number(1), triton="TYPE_INT32",
-                               aliases=("batch",))
-    seed: int = request_field(0, "seed (default 0)", json=(int,), cli=whole_number(0, MAX_SEED), triton="TYPE_UINT64")
+                               aliases=("batch",), limits={"minimum": 1})
+    seed: int = request_field(0, "seed (default 0)", json=(int,), cli=whole_number(0, MAX_SEED), triton="TYPE_UINT64",
+                              limits={"minimum": 0, "maximum": MAX_SEED})
     per_image_seeds: bool = request_field(
         False, "give image i its own generator seeded SEED+i, so an image does not depend on its batch",
         json=(bool,), cli="flag", triton="TYPE_BOOL")
-    seeds: tuple[int, ...] | None = request_field(None, "one seed per image (instead of seed)", json=(list, type(None)))
+    seeds: tuple[int, ...] | None = request_field(
+        None, "one seed per image (instead of seed)", json=(list, type(None)),
+        limits={"items": {"type": "integer", "minimum": 0, "maximum": MAX_SEED}, "minItems": 1})
     steps: int | None = request_field(
         None, f"inference steps (default: {default_steps_help()})", json=(int, type(None)), cli=whole_number(1),
-        triton="TYPE_INT32")
+        triton="TYPE_INT32", limits={"minimum": 1})
     scheduler: str | None = request_field(
         None, "sampler (default: the scheduler config's own, DDPM for the reference model)", json=(str, type(None)),
         cli=str, triton="TYPE_STRING", choices=SCHEDULERS)
     eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,
-                               cli=non_negative_number, triton="TYPE_FP32")
+                               cli=non_negative_number, triton="TYPE_FP32", limits={"minimum": 0})
     noise: str = request_field(
         "numpy", "numpy (fast, default) or torch (reproduces torch.manual_seed(SEED) as diffusers' pipelines use it)",
         json=(str,), cli=str, triton="TYPE_STRING", choices=NOISE_KINDS)
     timeout_s: float | None = request_field(
         None, "seconds from submission after which the request fails (default: none, or the service's)",
-        json=(*NUMBER, type(None)), triton="TYPE_FP32", aliases=("timeout",))
+        json=(*NUMBER, type(None)), triton="TYPE_FP32", aliases=("timeout",), limits={"exclusiveMinimum": 0})
     conditioning: Mapping[str, np.ndarray] | None = request_field(
         None, "the engine's inputs besides sample and timestep, one row per image", json=None, compare=False)
 
@@ -209,6 +231,26 @@ class SampleRequest:
                 raise InputError(f"{f.name} cannot be given on the command line")
             args += [_flag(f.name)] if f.metadata["cli"] == "flag" else [_flag(f.name), str(value)]
         return args
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON request as a JSON schema (an object of the JSON fields and their aliases; nothing else)."""
+        properties = {}
+        for f in fields(cls):
+            if f.metadata["json"] is None:
+                continue
+            types = [JSON_TYPE_NAMES[t] for t in f.metadata["json"]]
+            if "number" in types and "integer" in types:  # a JSON number may be written as an integer
+                types.remove("integer")
+            prop: dict[str, Any] = {"type": types[0] if len(types) == 1 else types, "description": f.metadata["help"]}
+            if f.metadata["choices"]:
+                prop["enum"] = [*f.metadata["choices"], *([None] if "null" in types else [])]
+            prop.update(f.metadata["limits"])
+            if f.default is not None:
+                prop["default"] = f.default
+            for name in (f.name, *f.metadata["aliases"]):
+                properties[name] = prop if name == f.name else {**prop, "description": f"alias of {f.name}"}
+        return {"type": "object", "properties": properties, "additionalProperties": False}
 
     @classmethod
     def triton_inputs(cls) -> list[tuple[str, str]]:

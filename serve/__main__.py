@@ -1,4 +1,5 @@
-"""``python -m serve``: start the image service (Ray Serve) and block until SIGINT/SIGTERM.
+"""``python -m serve``: start the image service (Ray Serve) and block until SIGINT/SIGTERM, then drain it
+(new requests get 503, those in flight up to ``shutdown_grace_s`` to finish) and stop.
 
     python -m serve [--config serve.json] [--engine engines/unet.onnx] [--host 127.0.0.1] [--port 8000]
                     [--address auto] [--node-ip 127.0.0.1] [--pid-file build/serve.pid]
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from runtime.cli import ArgumentParser, run, setup_logging
@@ -36,10 +38,15 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         from ray import serve
     except ImportError:
         raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[serve]' (or make serve-deps)") from None
+    from runtime.manifest import artifact_entry
+
     from .app import build_app
+    from .config import load_api_keys
 
     if not Path(config.engine).is_file():
         raise DeployError(f"engine {config.engine} does not exist; build one (`make engine` or `make demo`) or pass --engine")
+    key_digests = load_api_keys(config)
+    body_limit = config.body_limit(artifact_entry(Path(config.engine))[0].io)
     if not ray.is_initialized():  # else: the caller connected (a test's cluster, a notebook)
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
         if address is None:
@@ -49,7 +56,9 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         else:
             ray.init(address=address, _node_ip_address=node_ip, **kwargs)
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config={"log_level": "WARNING"})
-    serve.run(build_app(config, name), name=name, route_prefix=route_prefix)
+    serve.run(build_app(config, name, key_digests, body_limit), name=name, route_prefix=route_prefix)
+    log.info("%s: %s, request bodies up to %d bytes", name, f"{len(key_digests)} API key(s)" if key_digests else "no API keys (open)",
+             body_limit)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     return f"http://{host}:{config.port}{route_prefix.rstrip('/')}"
 
@@ -64,6 +73,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--node-ip", default="127.0.0.1", help="this node's address for Ray (default 127.0.0.1)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--pid-file", default=None, help="write this process's id here while it serves (make serve-stop)")
+    p.add_argument("--ready-file", default=None, help="write the service's URL here once it serves (make serve waits for it)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -81,15 +91,37 @@ def main(argv: list[str] | None = None) -> int:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
     print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C", flush=True)
+    if args.ready_file:
+        from runtime.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.ready_file, f"{url}\n".encode())
     try:
         stop.wait()
+        drained = drain(config.shutdown_grace_s)
+        print(f"stopping: {drained}", flush=True)
     finally:
         from ray import serve
 
         serve.shutdown()
-        if pid_file:
-            pid_file.unlink(missing_ok=True)
+        for done in (pid_file, Path(args.ready_file) if args.ready_file else None):
+            if done:
+                done.unlink(missing_ok=True)
     return 0
+
+
+def drain(grace_s: float, name: str = "ddpm") -> str:
+    """New requests get 503 from now on; those in flight get up to ``grace_s`` seconds to finish."""
+    from ray import serve
+
+    try:
+        ingress = serve.get_app_handle(name)
+        ingress.drain.remote().result(timeout_s=10)
+        deadline = time.monotonic() + grace_s
+        while (left := ingress.requests_in_flight.remote().result(timeout_s=10)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except Exception as exc:  # a dying cluster: stop anyway
+        return f"could not drain ({type(exc).__name__}: {exc})"
+    return f"{left} request(s) still in flight after {grace_s:g} s" if left else "no request in flight"
 
 
 def cli() -> None:

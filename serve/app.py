@@ -5,12 +5,17 @@ HTTP calls share every UNet call) behind a FastAPI ingress.
                       scheduler, eta, noise, timeout_s}) and "format"
                       → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
                         PNG with the metadata `runtime.sample` writes; header X-Replica names the replica
-    GET  /healthz     → "ok" once an engine replica answers
+    GET  /healthz     → "ok" once an engine replica answers (never needs a key)
     GET  /v1/models   → the engine: file, sha256, kind, precision, batch profile, image shape, samplers
     GET  /metrics     → Prometheus text from this node's Ray metrics port (ddpm_* series)
+    GET  /openapi.json → the API schema (the request body: runtime.requests.SampleRequest.json_schema())
 
-Errors are one line of text: 400 (bad JSON, unknown field, wrong type, out-of-range value), 503 with
-Retry-After (queue full), 504 (past the request's deadline), 500 (the engine failed). A client that
+With API keys configured (serve.config.load_api_keys) /v1/images, and by default /v1/models and /metrics,
+need ``Authorization: Bearer KEY``. Errors are one line of text: 400 (bad JSON, unknown field, wrong type,
+out-of-range value, nesting too deep), 401 (no valid key; no body is read, no engine work done), 413 (a
+body above the limit, cut off while reading), 429 with Retry-After (the key's requests in flight, counted
+per ingress replica), 503 with Retry-After (queue full, or shutting down), 504 (past the request's
+deadline), 500 (the engine failed). A client that
 disconnects cancels its request: its rows leave the batch at the next step. A request whose replica dies
 runs again on another replica (deterministic sampling: the same images), up to twice within its deadline.
 """
@@ -20,6 +25,8 @@ runs again on another replica (deterministic sampling: the same images), up to t
 import asyncio
 import base64
 import dataclasses
+import hashlib
+import hmac
 import logging
 import time
 import urllib.request
@@ -34,6 +41,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.util import metrics
 
+from runtime import __version__
 from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
 from runtime.errors import DeployError, InputError, first_line
 from runtime.images import encode_png
@@ -140,18 +148,67 @@ class Engine:
             batcher.close(drain=False)
 
 
-app = FastAPI(title="ddpm-deploy", docs_url=None, redoc_url=None, openapi_url=None)
+app = FastAPI(title="ddpm-deploy", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+              description="Images from a diffusers UNet2DModel, sampled by ddpm-deploy's runtime. With API keys "
+                          "configured, send `Authorization: Bearer KEY`.")
+TEXT_ERROR = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
 def error(status: int, message: str, **headers: str) -> PlainTextResponse:
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(http: Request, limit: int) -> bytes:
+    """The request body, read no further than ``limit`` bytes: a declared or streamed larger one raises
+    BodyTooLarge before more than the limit is held."""
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def images_openapi() -> dict[str, Any]:
+    """/v1/images in the OpenAPI schema: the request body is the request type's JSON schema plus ``format``."""
+    body = SampleRequest.json_schema()
+    body["properties"]["format"] = {"type": "string", "enum": ["png", "json"],
+                                    "description": "png (one image; the default for count 1) or json (base64 PNGs)"}
+    return {
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {"description": "the images, each PNG with the metadata runtime.sample writes",
+                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
+                                "application/json": {"schema": {"type": "object"}}}},
+            **{str(code): {"description": text, **TEXT_ERROR} for code, text in (
+                (400, "a bad request: one line saying what"), (401, "no valid API key (when keys are configured)"),
+                (413, "the body is larger than the service accepts"), (429, "too many requests in flight for this key"),
+                (503, "at capacity or shutting down; retry (Retry-After)"), (504, "past the request's deadline"),
+                (500, "the engine failed"))},
+        },
+    }
+
+
 @serve.ingress(app)
 class Api:
-    def __init__(self, engine, config: dict[str, Any]):
+    """The ingress: authentication, per-key limits, body limits and parsing here, before any engine work.
+    Per-key counts are per ingress replica (one by default)."""
+
+    def __init__(self, engine, config: dict[str, Any], key_digests: list[bytes], body_limit: int):
         self.engine = engine
         self.config = ServiceConfig(**config)
+        self.key_digests = list(key_digests)
+        self.body_limit = body_limit
+        self.in_flight: dict[str, int] = {}  # per key id ("" without keys)
+        self.draining = False
         self.m_http = metrics.Counter("ddpm_http_requests", "HTTP requests to /v1/images, by status", tag_keys=("status",))
         self.m_latency = metrics.Histogram("ddpm_request_seconds", "seconds from arrival to response, answered requests",
                                            boundaries=[0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300])
@@ -162,11 +219,54 @@ class Api:
             self.m_latency.observe(time.perf_counter() - started)
         return response
 
-    @app.post("/v1/images")
+    def _key_id(self, http: Request) -> str | None:
+        """"" when the service has no keys; the matching key's id (a digest prefix, never the key); None: no valid key.
+        Every configured key is compared, in constant time, whatever matches."""
+        if not self.key_digests:
+            return ""
+        scheme, _, token = http.headers.get("authorization", "").partition(" ")
+        digest = hashlib.sha256(token.strip().encode()).digest() if scheme.lower() == "bearer" else b"\0" * 32
+        found = None
+        for known in self.key_digests:
+            if hmac.compare_digest(digest, known):
+                found = known.hex()[:12]
+        return found
+
+    def _unauthorized(self) -> Response:
+        return error(401, "a valid API key is required: send `Authorization: Bearer KEY`", **{"WWW-Authenticate": "Bearer"})
+
+    # called by python -m serve on SIGTERM -----------------------------------------------------------
+    def drain(self) -> None:
+        self.draining = True
+
+    def requests_in_flight(self) -> int:
+        return sum(self.in_flight.values())
+
+    @app.post("/v1/images", openapi_extra=images_openapi())
     async def images(self, http: Request) -> Response:
         started = time.perf_counter()
+        if self.draining:
+            return self._answer(started, error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)}))
+        key = self._key_id(http)
+        if key is None:
+            return self._answer(started, self._unauthorized())
+        if self.key_digests and self.in_flight.get(key, 0) >= self.config.max_in_flight_per_key:
+            return self._answer(started, error(429, f"this key has {self.config.max_in_flight_per_key} requests in flight, "
+                                                    "the most it may; retry when one finishes",
+                                               **{"Retry-After": str(RETRY_AFTER_S)}))
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
         try:
-            request, extra = SampleRequest.from_json(await http.body(), "request body", EXTRA_FIELDS)
+            return await self._images(http, started)
+        finally:
+            self.in_flight[key] -= 1
+
+    async def _images(self, http: Request, started: float) -> Response:
+        try:
+            body = await read_body(http, self.body_limit)
+        except BodyTooLarge:
+            return self._answer(started, error(413, f"the request body exceeds {self.body_limit} bytes, the most this service reads"))
+        try:
+            request, extra = SampleRequest.from_json(body, "request body", EXTRA_FIELDS)
             fmt = extra.get("format", "png" if request.count == 1 else "json")
             if fmt not in ("png", "json") or (fmt == "png" and request.count != 1):
                 raise InputError(f"format must be json, or png for one image; got {fmt!r} for count {request.count}")
@@ -212,11 +312,16 @@ class Api:
         return PlainTextResponse("ok\n")
 
     @app.get("/v1/models")
-    async def models(self) -> Response:
-        return JSONResponse({"models": [await self.engine.info.remote()]})
+    async def models(self, http: Request) -> Response:
+        if self.config.protect_info and self._key_id(http) is None:
+            return self._unauthorized()
+        info = await self.engine.info.remote()
+        return JSONResponse({"models": [{**info, "max_body_bytes": self.body_limit, "api_keys": bool(self.key_digests)}]})
 
     @app.get("/metrics")
-    async def metrics_text(self) -> Response:
+    async def metrics_text(self, http: Request) -> Response:
+        if self.config.protect_info and self._key_id(http) is None:
+            return self._unauthorized()
         url = f"http://127.0.0.1:{self.config.metrics_port}/metrics"
         try:
             text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
@@ -226,8 +331,9 @@ class Api:
                                  media_type="text/plain; version=0.0.4")
 
 
-def build_app(config: ServiceConfig, name: str = "ddpm"):
-    """The application graph for ``serve.run``: engine replicas (as configured) behind one ingress."""
+def build_app(config: ServiceConfig, name: str = "ddpm", key_digests: list[bytes] = (), body_limit: int | None = None):
+    """The application graph for ``serve.run``: engine replicas (as configured) behind one ingress.
+    ``key_digests``: sha256 of each API key (none: an open service); ``body_limit``: bytes (default 1 MiB)."""
     options: dict[str, Any] = {
         "name": f"{name}-engine",
         "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
@@ -243,4 +349,4 @@ def build_app(config: ServiceConfig, name: str = "ddpm"):
     engine = serve.deployment(Engine).options(**options).bind(config.to_dict())
     ingress = serve.deployment(Api).options(name=f"{name}-api", ray_actor_options={"num_cpus": 0},
                                                                  max_ongoing_requests=10_000)
-    return ingress.bind(engine, config.to_dict())
+    return ingress.bind(engine, config.to_dict(), list(key_digests), body_limit or config.max_body_bytes or 1 << 20)

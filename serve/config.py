@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import InputError
+from runtime.io_spec import SAMPLE, TIMESTEP, UNetIO
 from runtime.requests import NUMBER, parse_object
 
 
@@ -27,10 +31,17 @@ class ServiceConfig:
     host: str = "127.0.0.1"  # the HTTP ingress; 0.0.0.0 opens it to the network
     port: int = 8000
     metrics_port: int = 8080  # Ray's metrics export port on each node (Prometheus text)
+    max_body_bytes: int | None = None  # request bodies above it: 413 (default: body_limit_for the engine)
+    api_keys_file: str | None = None  # bearer tokens, one a line (also $DDPM_DEPLOY_API_KEYS, comma-separated)
+    protect_info: bool = True  # with API keys: /metrics and /v1/models need one too (/healthz never does)
+    max_in_flight_per_key: int = 8  # with API keys: requests in flight per key and ingress replica; more → 429
+    shutdown_grace_s: float = 30.0  # on SIGTERM: new requests get 503, those in flight get this long to finish
 
     SCHEMA = {"engine": str, "num_replicas": int, "autoscaling": (dict, type(None)), "cpus_per_replica": NUMBER,
               "gpus_per_replica": NUMBER, "device": str, "threads": (int, type(None)), "max_batch": int, "max_queue": int,
-              "max_count": int, "max_steps": int, "timeout_s": NUMBER, "host": str, "port": int, "metrics_port": int}
+              "max_count": int, "max_steps": int, "timeout_s": NUMBER, "host": str, "port": int, "metrics_port": int,
+              "max_body_bytes": (int, type(None)), "api_keys_file": (str, type(None)), "protect_info": bool,
+              "max_in_flight_per_key": int, "shutdown_grace_s": NUMBER}
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
@@ -52,8 +63,46 @@ class ServiceConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue < 0 or self.timeout_s <= 0:
             raise InputError("max_queue must be >= 0 and timeout_s > 0")
+        if self.max_body_bytes is not None and self.max_body_bytes < 1024:
+            raise InputError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.max_in_flight_per_key < 1 or self.shutdown_grace_s < 0:
+            raise InputError("max_in_flight_per_key must be at least 1 and shutdown_grace_s >= 0")
         if self.max_count > self.max_batch:
             raise InputError(f"max_count {self.max_count} exceeds max_batch {self.max_batch}: a request must fit one UNet call")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def body_limit(self, io: UNetIO) -> int:
+        """``max_body_bytes``, or by default what the largest legitimate request to this engine can take: a
+        64 KiB allowance for the scalar fields and per-image seeds, plus, for an engine with conditioning
+        inputs, max_count rows of them written out as JSON numbers (at most 24 bytes each)."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        per_row = sum(math.prod(spec.concrete(1)) for spec in io.inputs if spec.name not in (SAMPLE, TIMESTEP))
+        return BASE_BODY_BYTES + self.max_count * per_row * JSON_NUMBER_BYTES
+
+
+BASE_BODY_BYTES = 64 << 10
+JSON_NUMBER_BYTES = 24  # "-1.2345678901234567e-300, "
+API_KEYS_ENV = "DDPM_DEPLOY_API_KEYS"
+MIN_KEY_CHARS = 16
+
+
+def load_api_keys(config: ServiceConfig) -> list[bytes]:
+    """The sha256 digests of the configured API keys (file and environment); the keys themselves go no further
+    (not into Ray's deployment config, not into logs). Empty: the service is open."""
+    keys = [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    if config.api_keys_file is not None:
+        try:
+            text = Path(config.api_keys_file).read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read the API keys file {config.api_keys_file}: {exc.strerror}") from None
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise InputError(f"the API keys file {config.api_keys_file} holds no key (one a line; # starts a comment)")
+    short = sum(len(k) < MIN_KEY_CHARS or any(c.isspace() for c in k) for k in keys)
+    if short:
+        raise InputError(f"{short} API key(s) are shorter than {MIN_KEY_CHARS} characters or contain spaces; "
+                         "use long random tokens (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return [hashlib.sha256(k.encode()).digest() for k in keys]

@@ -123,7 +123,8 @@ int ddpm_open(const char *engine_path, const char *options_json, ddpm_handle **h
     {
         py::gil_scoped_acquire gil;
         try {
-            entry->host = host_module->attr("Host")(engine_path, options_json ? options_json : "");
+            // bytes, not str: text that is not UTF-8 is the request's problem (one line), not a conversion error
+            entry->host = host_module->attr("Host")(py::bytes(engine_path), py::bytes(options_json ? options_json : ""));
         } catch (py::error_already_set &e) {
             return from_python(e);
         } catch (const std::exception &e) {
@@ -160,7 +161,7 @@ int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, siz
     if (out == nullptr) return fail(DDPM_ERR_INVALID_ARGUMENT, "out is NULL: pass a buffer of count * height * width * channels bytes");
     py::gil_scoped_acquire gil;
     try {
-        py::bytes images = entry->host.attr("sample")(request_json ? request_json : "", out_len);
+        py::bytes images = entry->host.attr("sample")(py::bytes(request_json ? request_json : ""), out_len);
         char *data = nullptr;
         Py_ssize_t size = 0;
         PyBytes_AsStringAndSize(images.ptr(), &data, &size);

@@ -16,7 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
-from . import ddim, ddpm, dpmpp  # noqa: F401  (each registers its sampler)
+# Each module registers its sampler on import; this order is the registry's (help texts, choices).
+from . import ddpm  # noqa: F401, I001
+from . import ddim  # noqa: F401
+from . import dpmpp  # noqa: F401
 from .config import SAMPLERS, Sampler, SchedulerConfig
 from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table

@@ -160,6 +160,33 @@ def test_a_replaced_engine_file_is_hashed_and_refused_despite_the_cache(tiny_eng
         Pipeline.load(engine, device="cpu", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced by a copy"])
+def test_a_replaced_engine_with_size_and_mtime_restored_is_still_hashed_and_refused(tiny_engine, tmp_path, how):
+    """The size+mtime shortcut must not vouch for a file replaced since (a `cp -p`, or a write followed by
+    `touch -r`): the status-change time and inode are part of what the cache entry recorded."""
+    import os
+    import shutil
+
+    from runtime.errors import ManifestError
+
+    folder = tmp_path / "engines"
+    shutil.copytree(tiny_engine.parent, folder)
+    engine = folder / "unet.onnx"
+    assert load(engine, tmp_path / "cache")[0] == "miss"
+    before = os.stat(engine)
+    raw = bytearray(engine.read_bytes())
+    raw[-1] ^= 0x01
+    if how == "rewritten in place":
+        engine.write_bytes(bytes(raw))
+    else:
+        (folder / "new.onnx").write_bytes(bytes(raw))
+        os.replace(folder / "new.onnx", engine)
+    os.utime(engine, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(engine).st_size == before.st_size and os.stat(engine).st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(ManifestError, match="does not match its manifest"):
+        Pipeline.load(engine, device="cpu", cache_dir=tmp_path / "cache")
+
+
 def test_nothing_is_cached_from_an_engine_that_fails_its_hash(tiny_engine, tmp_path):
     import shutil
 

@@ -70,8 +70,10 @@ def test_aliases_in_the_api_and_json():
     ('{"colour": 1}', "unknown field(s) colour"),
     ('{"count": 1, "count": 0}', "count (batch) must be"),
     ('{"eta": NaN}', "eta must be"),
-    ("{" * 100_000, "not valid JSON"),
-    ("[" * 100_000 + "]" * 100_000, "not valid JSON (nested too deeply)"),  # past Python's recursion limit: one line
+    ("{" * 100_000, "deeper than 16 levels"),
+    ("[" * 100_000 + "]" * 100_000, "deeper than 16 levels"),  # refused before parsing (json.loads would recurse)
+    ('{"seeds": ' + "[" * 17 + "]" * 17 + "}", "deeper than 16 levels"),
+    ('{"seeds": "' + "[" * 100 + '"}', "wrong type"),  # brackets inside strings do not count
     (b"\xff\xfe", "not valid JSON"),
 ])
 def test_bad_json_is_one_line(text, message):
@@ -137,3 +139,25 @@ def test_a_new_field_reaches_every_surface_from_its_declaration_alone():
     assert ("guidance_scale", "TYPE_FP32") in Guided.triton_inputs()
     assert Guided.from_triton({"guidance_scale": np.float32(4)}.get).guidance_scale == 4.0
     assert Guided(guidance_scale=7.5).cli_args() == ["--guidance-scale", "7.5"]
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=16)
+FIELDS = st.sampled_from([*SampleRequest.json_schema()["properties"], "format", "x", ""])
+
+
+@given(body=st.one_of(st.dictionaries(FIELDS, JSON_VALUES, max_size=6).map(json.dumps), st.text(max_size=300),
+                      st.binary(max_size=300)))
+@settings(max_examples=600, deadline=None, derandomize=True)
+def test_any_body_is_a_request_or_one_line_input_error(body):
+    """Hypothesis: whatever the JSON text (or bytes), parsing gives a valid request or an InputError of one line."""
+    try:
+        request, _ = SampleRequest.from_json(body, "request body", {"format": str})
+    except InputError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert request.count >= 1 and 0 <= request.seed  # what __post_init__ guarantees

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from serve.__main__ import start
 from serve.config import ServiceConfig
@@ -214,16 +215,7 @@ def cluster(engine: str, out: Path) -> dict:
 
 def replica_rss_kb() -> int:
     """Summed resident memory of the engine replica processes (Ray names them ray::ServeReplica:...)."""
-    total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if b"ServeReplica:ddpm:ddpm-engine" in (proc / "cmdline").read_bytes():
-                total += int(next(l for l in (proc / "status").read_text().splitlines() if l.startswith("VmRSS:")).split()[1])
-        except (OSError, StopIteration):
-            continue
-    return total
+    return process_rss_kb(b"ServeReplica:ddpm:ddpm-engine")
 
 
 def load(engine: str, out: Path) -> dict:
@@ -262,7 +254,236 @@ def load(engine: str, out: Path) -> dict:
             "elapsed": round(time.perf_counter() - started, 1)}
 
 
-SCENARIOS = {"basic": basic, "cluster": cluster, "load": load}
+def process_rss_kb(marker: bytes) -> int:
+    """Summed resident memory of the processes whose command line holds ``marker``."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes():
+                total += int(next(l for l in (proc / "status").read_text().splitlines() if l.startswith("VmRSS:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+KEYS = ["k" * 20 + "-first-client", "k" * 20 + "-second-client"]
+BODY_LIMIT = 4 << 20  # large enough that a replica holding it would show in its resident memory
+
+
+RSS_MARKERS = {"ingress replica": b"ServeReplica:ddpm:ddpm-api", "HTTP proxy": b"ProxyActor"}
+
+
+def hostile(engine: str, out: Path) -> dict:
+    """API keys, per-key limits, body and depth limits, the published schema: statuses and one-line bodies."""
+    os.environ["DDPM_DEPLOY_API_KEYS"] = ",".join(KEYS)
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port(), max_in_flight_per_key=2, max_body_bytes=BODY_LIMIT)
+    url = start(config, num_cpus=2)
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    report: dict = {}
+
+    def answer(r: httpx.Response) -> dict:
+        return {"status": r.status_code, "body": r.text if r.status_code != 200 else "", "retry_after": r.headers.get("retry-after"),
+                "www_authenticate": r.headers.get("www-authenticate")}
+
+    with httpx.Client(timeout=60) as client:
+        calls_before = client.get(f"{url}/v1/models", headers=auth).json()["models"][0]["stats"]["engine_calls"]
+        report["auth"] = {
+            "no key": answer(client.post(f"{url}/v1/images", content='{"steps": 2}')),
+            "wrong key": answer(client.post(f"{url}/v1/images", content='{"steps": 2}', headers={"Authorization": "Bearer " + "x" * 33})),
+            "basic scheme": answer(client.post(f"{url}/v1/images", content='{"steps": 2}', headers={"Authorization": f"Basic {KEYS[0]}"})),
+            "models without key": answer(client.get(f"{url}/v1/models")),
+            "metrics without key": answer(client.get(f"{url}/metrics")),
+            "healthz without key": answer(client.get(f"{url}/healthz")),
+            "good key": answer(client.post(f"{url}/v1/images", content='{"steps": 2}', headers=auth)),
+            "second key": answer(client.post(f"{url}/v1/images", content='{"steps": 2}',
+                                             headers={"Authorization": f"Bearer {KEYS[1]}"})),
+        }
+        report["engine_calls_for_refused"] = (client.get(f"{url}/v1/models", headers=auth).json()["models"][0]["stats"]
+                                              ["engine_calls"] - calls_before - 2 * 2)  # minus the two good requests
+        schema = client.get(f"{url}/openapi.json")
+        report["openapi"] = {"status": schema.status_code,
+                             "images_body": schema.json()["paths"]["/v1/images"]["post"]["requestBody"]["content"]
+                             ["application/json"]["schema"] if schema.status_code == 200 else None}
+        limit = int(client.get(f"{url}/v1/models", headers=auth).json()["models"][0].get("max_body_bytes", 0))
+        report["body_limit"] = limit
+        report["declared_too_large"] = answer(client.post(f"{url}/v1/images", content=b" " * (limit + 1), headers=auth))
+        report["deep"] = answer(client.post(f"{url}/v1/images", content="[" * 100_000 + "]" * 100_000, headers=auth))
+        report["deep_object"] = answer(client.post(f"{url}/v1/images", content='{"seeds": ' + "[" * 40 + "]" * 40 + "}",
+                                                   headers=auth))
+
+    # a client streaming ten times the limit without a length: cut off; the ingress replica's memory
+    rss_before = {name: process_rss_kb(marker) for name, marker in RSS_MARKERS.items()}
+    sent = {"bytes": 0}
+
+    def stream():
+        chunk = b" " * (64 << 10)
+        while sent["bytes"] < 10 * limit:
+            sent["bytes"] += len(chunk)
+            yield chunk
+
+    try:
+        with httpx.Client(timeout=60) as client:
+            r = client.post(f"{url}/v1/images", content=stream(), headers=auth)
+            report["streamed"] = {**answer(r), "sent_bytes": sent["bytes"]}
+    except httpx.HTTPError as exc:  # the server may close the connection while the client still sends
+        report["streamed"] = {"status": None, "error": type(exc).__name__, "sent_bytes": sent["bytes"]}
+    report["rss_growth_kb"] = {name: process_rss_kb(marker) - rss_before[name] for name, marker in RSS_MARKERS.items()}
+
+    # per-key requests in flight: 4 at once with one key (limit 2), 1 with the other
+    bodies = [{"seed": k, "steps": 300} for k in range(4)]
+
+    async def flood():
+        async with httpx.AsyncClient(timeout=120) as client:
+            async def one(body, key):
+                r = await client.post(f"{url}/v1/images", content=json.dumps(body), headers={"Authorization": f"Bearer {key}"})
+                return answer(r)
+            return await asyncio.gather(*(one(b, KEYS[0]) for b in bodies), one({"steps": 5}, KEYS[1]))
+
+    results = asyncio.run(flood())
+    report["per_key"] = {"first_key": results[:4], "second_key": results[4]}
+    return report
+
+
+def fuzz(engine: str, out: Path) -> dict:
+    """Schemathesis against the published schema, time-bounded: no 5xx."""
+    import subprocess
+
+    seconds = float(os.environ.get("DDPM_DEPLOY_FUZZ_SECONDS", "45"))
+    config = ServiceConfig(engine=engine, max_batch=8, max_queue=32, max_count=3, max_steps=20, timeout_s=30,
+                           port=free_port(), metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    report_path = out / "schemathesis.json"
+    started = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
+                        "--max-time", str(int(seconds)), "--seed", "0", "--workers", "2", "--request-timeout", "60",
+                        "--generation-database", "none", "--no-color", "--report", "json", "--report-json-path", str(report_path)],
+                       capture_output=True, text=True, timeout=seconds + 300)
+    return {"returncode": r.returncode, "seconds": round(time.perf_counter() - started, 1), "stdout_tail": r.stdout[-4000:],
+            "stderr_tail": r.stderr[-2000:], "report": json.loads(report_path.read_text()) if report_path.exists() else None}
+
+
+def start_service_process(engine: str, out: Path, config: dict) -> tuple:
+    """``python -m serve`` as its own process (as `make serve` starts it); (process, url) once it is ready."""
+    import subprocess
+
+    config_path, ready = out / "service.json", out / "ready"
+    config_path.write_text(json.dumps({"metrics_port": free_port(), **config}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serve", "--engine", engine, "--port", str(port), "--config", str(config_path),
+                             "--num-cpus", "2", "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 240
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ready.exists(), proc.communicate(timeout=30)[0][-3000:] if proc.poll() is not None else "not ready in time"
+    return proc, ready.read_text().strip()
+
+
+def sigterm(engine: str, out: Path) -> dict:
+    """SIGTERM while requests are in flight: they finish (within the grace time); new ones get 503 until the
+    proxy stops, then connections are refused. Counts of each."""
+    import signal
+
+    proc, url = start_service_process(engine, out, {"shutdown_grace_s": 60, "max_batch": 8, "max_count": 1, "timeout_s": 120})
+    in_flight = [{"seed": k, "steps": 400, "scheduler": "ddpm"} for k in range(6)]
+    expected = expected_images(engine, in_flight)
+    report: dict = {}
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=120) as client:
+            async def post(body):
+                try:
+                    r = await client.post(f"{url}/v1/images", content=json.dumps(body))
+                    return {"status": r.status_code, "content": r.content, "body": r.text if r.status_code != 200 else ""}
+                except httpx.TransportError as exc:
+                    return {"status": None, "error": type(exc).__name__}
+
+            running = [asyncio.create_task(post(body)) for body in in_flight]
+            await asyncio.sleep(1.5)  # admitted and stepping
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.perf_counter()
+            late = []
+            while proc.poll() is None and len(late) < 200:
+                late.append(await post({"seed": 99, "steps": 2}))
+                await asyncio.sleep(0.1)
+            done = await asyncio.gather(*running)
+            return done, late, signalled
+
+    done, late, signalled = asyncio.run(scenario())
+    output = proc.communicate(timeout=120)[0]
+    report["exit_code"] = proc.returncode
+    report["stopped_after_s"] = round(time.perf_counter() - signalled, 1)
+    report["in_flight"] = [{"status": r["status"], "correct": r["status"] == 200 and bool(np.array_equal(decode(r), want))}
+                           for r, want in zip(done, expected)]
+    report["new_requests"] = {"503": sum(r["status"] == 503 for r in late), "refused": sum(r["status"] is None for r in late),
+                              "other": [r for r in late if r["status"] not in (503, None)],
+                              "bodies_503": sorted({r["body"] for r in late if r["status"] == 503})}
+    report["stopping_line"] = [line for line in output.splitlines() if line.startswith("stopping:")]
+    return report
+
+
+def make_serve(engine: str, out: Path) -> dict:
+    """`make serve` / `make serve-stop` three times in a row, then a start that fails (a bad port)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    common = [f"ENGINE={engine}", f"SERVE_PID={out}/serve.pid", f"SERVE_READY={out}/serve.ready", f"SERVE_LOG={out}/serve.log"]
+    runs = []
+    for _ in range(3):
+        started = subprocess.run(["make", "-s", "serve", f"SERVE_PORT={port}", *common], cwd=root, capture_output=True, text=True,
+                                 timeout=300)
+        with httpx.Client(timeout=30) as client:
+            health = client.get(f"http://127.0.0.1:{port}/healthz").status_code if started.returncode == 0 else None
+        stopped = subprocess.run(["make", "-s", "serve-stop", *common], cwd=root, capture_output=True, text=True, timeout=300)
+        runs.append({"start": started.returncode, "start_out": started.stdout[-500:] + started.stderr[-500:], "healthz": health,
+                     "stop": stopped.returncode, "stop_out": stopped.stdout[-300:]})
+    bad = subprocess.run(["make", "-s", "serve", "SERVE_PORT=0", *common], cwd=root, capture_output=True, text=True, timeout=300)
+    return {"runs": runs, "bad_port": {"code": bad.returncode, "out": bad.stdout[-800:] + bad.stderr[-800:]}}
+
+
+def replaced(engine: str, out: Path) -> dict:
+    """The engine file replaced under a running service (same size, mtime restored), then its replica killed:
+    the new replica must refuse the file, not serve it as verified."""
+    import shutil
+
+    import ray
+    from ray import serve
+
+    folder = out / "engines"
+    folder.mkdir()
+    for name in ("unet.onnx", "manifest.json"):
+        shutil.copy2(Path(engine).parent / name, folder / name)
+    engine = str(folder / "unet.onnx")
+    config = ServiceConfig(engine=engine, max_batch=4, timeout_s=30, port=free_port(), metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    report: dict = {"before": asyncio.run(post_all(url, [{"steps": 3}]))[0]["status"]}
+    before = os.stat(engine)
+    raw = bytearray(Path(engine).read_bytes())
+    raw[-1] ^= 1
+    (folder / "new.onnx").write_bytes(bytes(raw))
+    os.replace(folder / "new.onnx", engine)
+    os.utime(engine, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report["served_by_the_loaded_replica"] = asyncio.run(post_all(url, [{"steps": 3}]))[0]["status"]  # verified at load
+    victim = engine_replicas()[0]
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    deadline, message = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:
+        deployment = serve.status().applications["ddpm"].deployments["ddpm-engine"]
+        message = deployment.message or ""
+        if "does not match its manifest" in message:
+            break
+        time.sleep(0.5)
+    report["replacement_replica"] = {"status": str(deployment.status), "message": message[-600:],
+                                     "running": deployment.replica_states.get("RUNNING", 0)}
+    return report
+
+
+SCENARIOS = {"basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+             "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":
     name, engine, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])

@@ -128,3 +128,106 @@ def test_load_many_clients_no_errors_flat_memory(demo_engine, tmp_path):
           f"replica RSS {rss[0]} → {rss[-1]} kB (max {max(rss)})")
     assert set(report["statuses"]) == {"200"} and report["statuses"]["200"] > 20
     assert max(rss) - rss[0] < LOAD_RSS_GROWTH_KB
+
+
+@pytest.fixture(scope="module")
+def hostile(demo_engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve_hostile")
+    return run_scenario("hostile", demo_engine, tmp / "out", tmp)
+
+
+def one_line(answer):
+    return answer["body"].count("\n") == 1 and "Traceback" not in answer["body"]
+
+
+def test_api_keys_gate_everything_but_health_and_cost_no_engine_work(hostile):
+    auth = hostile["auth"]
+    for name in ("no key", "wrong key", "basic scheme", "models without key", "metrics without key"):
+        answer = auth[name]
+        assert answer["status"] == 401 and answer["www_authenticate"] == "Bearer", (name, answer)
+        assert "API key" in answer["body"] and one_line(answer)
+    assert auth["healthz without key"]["status"] == 200
+    assert auth["good key"]["status"] == 200 and auth["second key"]["status"] == 200
+    assert hostile["engine_calls_for_refused"] == 0
+
+
+def test_published_schema_is_the_request_type(hostile):
+    from runtime.requests import SampleRequest
+
+    assert hostile["openapi"]["status"] == 200
+    body = hostile["openapi"]["images_body"]
+    assert body["additionalProperties"] is False and set(body["properties"]) == set(SampleRequest.json_schema()["properties"]) | {"format"}
+    assert body["properties"]["count"] == SampleRequest.json_schema()["properties"]["count"]
+
+
+def test_bodies_past_the_limit_are_413_and_cut_off_while_reading(hostile):
+    from tests.serve.scenario import BODY_LIMIT
+
+    assert hostile["body_limit"] == BODY_LIMIT
+    assert hostile["declared_too_large"]["status"] == 413 and one_line(hostile["declared_too_large"])
+    streamed = hostile["streamed"]
+    assert streamed["status"] in (413, None), streamed  # an answer, or the connection closed under the sender
+    for name, growth in hostile["rss_growth_kb"].items():  # ten times the limit was offered
+        assert growth * 1024 < BODY_LIMIT, (name, growth, streamed)
+
+
+def test_json_nested_too_deep_is_400(hostile):
+    for name in ("deep", "deep_object"):
+        answer = hostile[name]
+        assert answer["status"] == 400 and "deeper than" in answer["body"] and one_line(answer), answer
+
+
+def test_per_key_requests_in_flight_are_limited_with_429(hostile):
+    first = [r["status"] for r in hostile["per_key"]["first_key"]]
+    assert sorted(first) == [200, 200, 429, 429], hostile["per_key"]
+    for answer in hostile["per_key"]["first_key"]:
+        if answer["status"] == 429:
+            assert answer["retry_after"] == "1" and one_line(answer)
+    assert hostile["per_key"]["second_key"]["status"] == 200  # another key is not held back
+
+
+def fuzz_and_check(demo_engine, tmp_path, seconds):
+    os.environ["DDPM_DEPLOY_FUZZ_SECONDS"] = str(seconds)
+    try:
+        report = run_scenario("fuzz", demo_engine, tmp_path / "out", tmp_path, timeout=seconds + 600)
+    finally:
+        del os.environ["DDPM_DEPLOY_FUZZ_SECONDS"]
+    print(f"\nschemathesis ({report['seconds']} s): {report['stdout_tail'][-1500:]}")
+    assert report["returncode"] == 0, report["stdout_tail"] + report["stderr_tail"]
+    return report
+
+
+def test_schemathesis_finds_no_server_error(demo_engine, tmp_path):
+    fuzz_and_check(demo_engine, tmp_path, 45)
+
+
+@pytest.mark.slow
+def test_schemathesis_longer_run(demo_engine, tmp_path):
+    fuzz_and_check(demo_engine, tmp_path, 300)
+
+
+def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(demo_engine, tmp_path):
+    report = run_scenario("sigterm", demo_engine, tmp_path / "out", tmp_path)
+    print(f"\nSIGTERM: in flight {[r['status'] for r in report['in_flight']]}, new requests {report['new_requests']['503']} x 503 "
+          f"+ {report['new_requests']['refused']} refused, exit {report['exit_code']} after {report['stopped_after_s']} s; "
+          f"{report['stopping_line']}")
+    assert all(r["status"] == 200 and r["correct"] for r in report["in_flight"]), report["in_flight"]
+    assert report["new_requests"]["other"] == [] and report["new_requests"]["503"] + report["new_requests"]["refused"] >= 1
+    assert all("shutting down" in body for body in report["new_requests"]["bodies_503"]), report["new_requests"]
+    assert report["exit_code"] == 0 and report["stopping_line"] == ["stopping: no request in flight"]
+
+
+def test_make_serve_starts_and_stops_repeatedly_and_reports_a_failed_start(demo_engine, tmp_path):
+    report = run_scenario("make_serve", demo_engine, tmp_path / "out", tmp_path, timeout=900)
+    for run in report["runs"]:
+        assert run["start"] == 0 and "serving at http://127.0.0.1:" in run["start_out"] and run["healthz"] == 200, run
+        assert run["stop"] == 0 and "stopped" in run["stop_out"], run
+    bad = report["bad_port"]
+    assert bad["code"] != 0 and "exited with status 2 before serving" in bad["out"] and "port must be at least 1" in bad["out"], bad
+
+
+def test_an_engine_replaced_under_the_service_is_refused_by_a_new_replica(demo_engine, tmp_path):
+    report = run_scenario("replaced", demo_engine, tmp_path / "out", tmp_path)
+    assert report["before"] == 200 and report["served_by_the_loaded_replica"] == 200
+    replica = report["replacement_replica"]
+    assert "does not match its manifest" in replica["message"] and replica["running"] == 0, replica
