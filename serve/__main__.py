@@ -23,6 +23,7 @@ from pathlib import Path
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import BackendUnavailableError, DeployError
 
+from . import limits
 from .config import ServiceConfig
 
 PROG = "serve"
@@ -47,6 +48,9 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         raise DeployError(f"engine {config.engine} does not exist; build one (`make engine` or `make demo`) or pass --engine")
     key_digests = load_api_keys(config)
     body_limit = config.body_limit(artifact_entry(Path(config.engine))[0].io)
+    # The body limit runs in Ray's HTTP proxies (serve/limits.py); they take it from the environment Ray starts with.
+    os.environ[limits.LIMIT_ENV] = str(body_limit)
+    os.environ.setdefault(limits.CALLBACK_ENV, limits.CALLBACK)
     if not ray.is_initialized():  # else: the caller connected (a test's cluster, a notebook)
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
         if address is None:

@@ -49,6 +49,7 @@ from runtime.pipeline import Pipeline
 from runtime.requests import SampleRequest
 from runtime.schedulers import SCHEDULERS
 
+from . import limits
 from .config import ServiceConfig
 
 log = logging.getLogger("ddpm_deploy.serve")
@@ -264,7 +265,7 @@ class Api:
         try:
             body = await read_body(http, self.body_limit)
         except BodyTooLarge:
-            return self._answer(started, error(413, f"the request body exceeds {self.body_limit} bytes, the most this service reads"))
+            return self._answer(started, error(413, limits.message(self.body_limit)))
         try:
             request, extra = SampleRequest.from_json(body, "request body", EXTRA_FIELDS)
             fmt = extra.get("format", "png" if request.count == 1 else "json")
