@@ -263,7 +263,11 @@ class SampleRequest:
         values = {}
         for f in fields(cls):
             if f.metadata["triton"] and (value := read(f.name)) is not None:
-                values[f.name] = _from_triton(f.metadata["triton"], value)
+                try:
+                    values[f.name] = _from_triton(f.metadata["triton"], value)
+                except (TypeError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
+                    raise InputError(f"input {f.name!r} is not a {f.metadata['triton'].removeprefix('TYPE_')} value "
+                                     f"({type(exc).__name__})") from None
         return cls(**values)
 
 
@@ -301,6 +305,8 @@ def _from_triton(kind: str, value: Any) -> Any:
         return bool(value)
     if kind == "TYPE_FP32":
         return float(value)
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        raise ValueError(f"{value} is not a whole number")
     return int(value)
 
 

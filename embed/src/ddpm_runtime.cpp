@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -62,11 +63,17 @@ std::string start_error;
 py::module_ *host_module = nullptr;
 
 void start_interpreter() {
+    // Our own interpreter (a C or C++ host): this thread holds the GIL after starting it, and gives it up at the
+    // end. A host that is itself Python (ctypes, cffi) has an interpreter already: take its GIL for the imports.
+    bool own = false;
     try {
         if (!Py_IsInitialized()) {
             py::initialize_interpreter(/*init_signal_handlers=*/false);
+            own = true;
         }
         {
+            std::optional<py::gil_scoped_acquire> gil;
+            if (!own) gil.emplace();
             const char *env = std::getenv("DDPM_RUNTIME_PYTHONPATH");
             std::string paths = env && *env ? env : DDPM_DEFAULT_PYTHONPATH;
             py::module_ site = py::module_::import("site");
@@ -81,12 +88,12 @@ void start_interpreter() {
             host_module = new py::module_(py::module_::import("embed.host"));
             py::module_::import("logging").attr("basicConfig")(py::arg("level") = 30);  // warnings on stderr
         }
-        PyEval_SaveThread();  // other threads take the GIL when they need it
+        if (own) PyEval_SaveThread();  // other threads take the GIL when they need it
     } catch (const std::exception &e) {
         std::string what = e.what();
         start_error = "cannot start the Python runtime: " + what.substr(0, what.find('\n')) +
                       " (set DDPM_RUNTIME_PYTHONPATH to the virtual environment's site-packages and the ddpm-deploy checkout)";
-        if (Py_IsInitialized() && PyGILState_Check()) PyEval_SaveThread();
+        if (own && Py_IsInitialized() && PyGILState_Check()) PyEval_SaveThread();
     }
 }
 

@@ -105,6 +105,10 @@ def test_triton_inputs_and_reader():
     request = SampleRequest.from_triton(given.get)
     assert request == SampleRequest(count=2, seed=2**63, scheduler="ddim", eta=0.5, per_image_seeds=True, timeout_s=30.0)
     assert SampleRequest.from_triton(lambda name: None) == SampleRequest()
+    with pytest.raises(InputError, match="input 'scheduler' is not a STRING value"):
+        SampleRequest.from_triton({"scheduler": b"\xff"}.get)
+    with pytest.raises(InputError, match="input 'count' is not a INT32 value"):
+        SampleRequest.from_triton({"count": np.float32(1.5)}.get)
 
 
 def test_result_metadata_names_what_was_sampled():
