@@ -485,7 +485,96 @@ def replaced(engine: str, out: Path) -> dict:
     return report
 
 
-SCENARIOS = {"basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+def engine_replica_rss() -> dict[int, int]:
+    """Resident memory (kB) of each engine replica process, by PID."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"ServeReplica:ddpm:ddpm-engine" in (proc / "cmdline").read_bytes():
+                    out[int(proc.name)] = int(next(l for l in (proc / "status").read_text().splitlines()
+                                                   if l.startswith("VmRSS:")).split()[1])
+            except (OSError, StopIteration):
+                continue
+    return out
+
+
+def soak(engine: str, out: Path) -> dict:
+    """A bounded soak: two engine replicas, closed-loop clients with mixed requests, some clients that give up
+    (disconnect), one replica killed a third of the way in. Every image is checked against the runtime's."""
+    import ray
+
+    seconds = float(os.environ.get("DDPM_DEPLOY_SOAK_SECONDS", "600"))
+    config = ServiceConfig(engine=engine, num_replicas=2, cpus_per_replica=1, threads=1, max_batch=8, max_queue=64, max_count=2,
+                           timeout_s=120, port=free_port(), metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    kinds = [("ddim", 8), ("dpmpp-2m", 12), ("ddpm", 20), ("ddim", 30), ("dpmpp-2m", 6), ("ddpm", 10)]
+    pool = [{"seed": 500 + i, "steps": kinds[i % 6][1], "scheduler": kinds[i % 6][0], "count": 1 + i % 2,
+             **({"noise": "torch"} if i % 5 == 0 else {}), **({"per_image_seeds": True} if i % 7 == 3 else {})} for i in range(24)]
+    expected = expected_images(engine, pool)
+    latencies: list[float] = []
+    outcomes = {"ok": 0, "wrong": 0, "failed": [], "disconnected": 0, "retried": 0}
+    rss: dict[int, list[tuple[float, int]]] = {}
+    events: dict = {}
+
+    def check(i: int, content: bytes, kind: str) -> bool:
+        import base64
+
+        if kind.startswith("image/png"):
+            pngs = [content]
+        else:
+            pngs = [base64.b64decode(item["png_base64"]) for item in json.loads(content)["images"]]
+        got = np.concatenate([decode({"content": png}) for png in pngs])
+        return bool(np.array_equal(got, expected[i]))
+
+    async def client(c: int) -> None:
+        async with httpx.AsyncClient(timeout=120) as http:
+            k = 0
+            while time.perf_counter() - started < seconds:
+                i = (7 * c + k) % len(pool)
+                k += 1
+                if k % 10 == 0:  # this client gives up almost at once: its request is cancelled
+                    try:
+                        await http.post(f"{url}/v1/images", content=json.dumps(pool[i]), timeout=0.05)
+                    except httpx.TimeoutException:
+                        outcomes["disconnected"] += 1
+                    continue
+                t0 = time.perf_counter()
+                r = await http.post(f"{url}/v1/images", content=json.dumps(pool[i]))
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                    outcomes["ok" if check(i, r.content, r.headers.get("content-type", "")) else "wrong"] += 1
+                    outcomes["retried"] += int(r.headers.get("x-attempts", "1")) > 1
+                else:
+                    outcomes["failed"].append({"status": r.status_code, "body": r.text[:200], "at_s": round(t0 - started, 1)})
+
+    async def monitor() -> None:
+        killed = False
+        while time.perf_counter() - started < seconds:
+            now = round(time.perf_counter() - started, 1)
+            for pid, kb in engine_replica_rss().items():
+                rss.setdefault(pid, []).append((now, kb))
+            if not killed and now >= seconds / 3:
+                victim = engine_replicas()[0]
+                ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+                events["killed"] = {"replica": victim["name"], "at_s": now}
+                killed = True
+            await asyncio.sleep(5)
+
+    async def main():
+        await asyncio.gather(monitor(), *(client(c) for c in range(4)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    q = np.percentile(latencies, [50, 95, 99]) if latencies else [None] * 3
+    with httpx.Client(timeout=30) as http:
+        stats = http.get(f"{url}/v1/models").json()["models"][0]["stats"]
+    return {"seconds": seconds, "outcomes": outcomes, "requests": outcomes["ok"] + outcomes["wrong"] + len(outcomes["failed"])
+            + outcomes["disconnected"], "latency_s": {"p50": q[0], "p95": q[1], "p99": q[2]}, "rss_kb": {str(k): v for k, v in rss.items()},
+            "events": events, "last_replica_stats": stats}
+
+
+SCENARIOS = {"soak": soak, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

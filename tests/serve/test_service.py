@@ -231,3 +231,25 @@ def test_an_engine_replaced_under_the_service_is_refused_by_a_new_replica(demo_e
     assert report["before"] == 200 and report["served_by_the_loaded_replica"] == 200
     replica = report["replacement_replica"]
     assert "does not match its manifest" in replica["message"] and replica["running"] == 0, replica
+
+
+SOAK_RSS_GROWTH_KB = 64 * 1024  # per replica, after its first minute
+
+
+@pytest.mark.slow
+def test_soak_two_replicas_disconnects_and_a_restart(demo_engine, tmp_path):
+    seconds = int(os.environ.get("DDPM_DEPLOY_SOAK_SECONDS", "600"))
+    report = run_scenario("soak", demo_engine, tmp_path / "out", tmp_path, timeout=seconds + 900)
+    growth = {}
+    for pid, series in report["rss_kb"].items():
+        first_t = series[0][0]
+        settled = [kb for t, kb in series if t >= first_t + 60]
+        if len(settled) >= 2:
+            growth[pid] = {"after_1_min_kb": settled[0], "max_kb": max(settled), "last_kb": settled[-1], "samples": len(series)}
+    print(f"\nsoak {report['seconds']} s: {report['requests']} requests, outcomes "
+          f"{ {k: (v if k != 'failed' else len(v)) for k, v in report['outcomes'].items()} }, latency {report['latency_s']}, "
+          f"events {report['events']}, replica RSS {growth}")
+    outcomes = report["outcomes"]
+    assert outcomes["wrong"] == 0 and outcomes["failed"] == [], outcomes["failed"][:5]
+    assert outcomes["ok"] > 100 and outcomes["disconnected"] > 5 and report["events"].get("killed")
+    assert growth and all(g["max_kb"] - g["after_1_min_kb"] <= SOAK_RSS_GROWTH_KB for g in growth.values()), growth
