@@ -1,6 +1,13 @@
 """Exceptions raised by the runtime. Each message says what the user can do about it."""
 
 
+def brief(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what a message may echo of a user's input (a 20 MB string
+    must not become a 20 MB error line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none), for one-line errors."""
     text = str(exc).strip()

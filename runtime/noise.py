@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, brief
 from .torch_rng import TorchCompatibleGenerator
 
 NOISE_KINDS = ("numpy", "torch")
@@ -44,7 +44,7 @@ def _make_generator(kind: str, seed: int):
 
 def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-        raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+        raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {brief(seed)}")
     return int(seed)
 
 
@@ -53,7 +53,7 @@ class NoiseSource:
 
     def __init__(self, kind: str, seeds: Sequence[int], per_image: bool):
         if kind not in NOISE_KINDS:
-            raise InputError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+            raise InputError(f"unknown noise kind {brief(kind)}; choose one of {', '.join(NOISE_KINDS)}")
         self.kind = kind
         self.seeds = [check_seed(s) for s in seeds]
         self.per_image = per_image

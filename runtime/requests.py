@@ -33,13 +33,13 @@ import numpy as np
 
 from . import __version__
 from .cli import non_negative_number, whole_number
-from .errors import InputError
+from .errors import InputError, brief
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
 from .schedulers import SCHEDULERS, check_eta, default_steps_help
 
 NUMBER = (int, float)
 MAX_JSON_DEPTH = 16  # nesting of arrays and objects; a request needs 2 (conditioning embeddings: 4)
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear, fast)
 _OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 
 
@@ -69,7 +69,7 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
     for key, value in data.items():
         kinds = schema[key] if isinstance(schema[key], tuple) else (schema[key],)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise InputError(f"{what} field {key!r} has the wrong type ({json.dumps(value)})")
+            raise InputError(f"{what} field {key!r} has the wrong type ({brief(value)})")
     return data
 
 
@@ -143,15 +143,15 @@ class SampleRequest:
     def __post_init__(self):
         count = self.count
         if not _is_whole(count) or count < 1:
-            raise InputError(f"count (batch) must be a whole number of at least 1, got {count!r}")
+            raise InputError(f"count (batch) must be a whole number of at least 1, got {brief(count)}")
         object.__setattr__(self, "count", int(count))
         object.__setattr__(self, "seed", check_seed(self.seed))
         if not isinstance(self.per_image_seeds, (bool, np.bool_)):
-            raise InputError(f"per_image_seeds must be true or false, got {self.per_image_seeds!r}")
+            raise InputError(f"per_image_seeds must be true or false, got {brief(self.per_image_seeds)}")
         object.__setattr__(self, "per_image_seeds", bool(self.per_image_seeds))
         if self.seeds is not None:
             if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (Sequence, np.ndarray)):
-                raise InputError(f"seeds must be a list of whole numbers, one per image, got {self.seeds!r}")
+                raise InputError(f"seeds must be a list of whole numbers, one per image, got {brief(self.seeds)}")
             if len(self.seeds) != count:
                 raise InputError(f"seeds has {len(self.seeds)} entries for a count of {count}; give one seed per image")
             if self.per_image_seeds:
@@ -161,16 +161,16 @@ class SampleRequest:
             raise InputError(f"seed {self.seed} with per-image seeds needs seeds up to {self.seed + count - 1}, "
                              f"above {MAX_SEED}")
         if self.steps is not None and (not _is_whole(self.steps) or self.steps < 1):
-            raise InputError(f"steps must be a whole number of at least 1, got {self.steps!r}")
+            raise InputError(f"steps must be a whole number of at least 1, got {brief(self.steps)}")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            raise InputError(f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+            raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SCHEDULERS)}")
         object.__setattr__(self, "eta", check_eta(self.eta))
         if self.noise not in NOISE_KINDS:
-            raise InputError(f"unknown noise kind {self.noise!r}; choose one of {', '.join(NOISE_KINDS)}")
+            raise InputError(f"unknown noise kind {brief(self.noise)}; choose one of {', '.join(NOISE_KINDS)}")
         timeout = self.timeout_s
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.floating))
                                     or not 0 < float(timeout) < math.inf):
-            raise InputError(f"timeout_s must be a number of seconds > 0, got {timeout!r}")
+            raise InputError(f"timeout_s must be a number of seconds > 0, got {brief(timeout)}")
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
 
@@ -288,13 +288,16 @@ def _unalias(cls: type[SampleRequest], values: Mapping[str, Any], what: str) -> 
     """Field names for aliases (``batch`` → ``count``); an alias given with its field is refused."""
     known = {f.name: f for f in fields(cls)}
     out: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in values.items():
         name = next((f.name for f in known.values() if key in f.metadata["aliases"]), key)
         if name not in known:
-            raise InputError(f"{what}has no field {key!r}; known: {', '.join(known)}")
+            raise InputError(f"{what}has no field {brief(key)}; known: {', '.join(known)}")
         if name in out:
-            raise InputError(f"{what}gives both {name!r} and its alias {key!r}; give one")
+            alias = key if key != name else given_as[name]
+            raise InputError(f"{what}gives both {name!r} and its alias {alias!r}; give one")
         out[name] = value
+        given_as[name] = key
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from .config import Sampler, SchedulerConfig, check_clip_range, register
 from .prediction import fold_eps, to_eps, to_x0
 from .tables import alphas_cumprod, as_f32, step_alphas
@@ -45,7 +45,7 @@ class DDIMTable:
 
 def check_eta(eta) -> float:
     if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not 0 <= float(eta) < np.inf:
-        raise InputError(f"eta must be a number >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {eta!r}")
+        raise InputError(f"eta must be a number >= 0 (0 is deterministic DDIM, 1 is DDPM-like), got {brief(eta)}")
     return float(eta)
 
 

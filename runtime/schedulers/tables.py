@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..errors import InputError, SchedulerConfigError
+from ..errors import InputError, SchedulerConfigError, brief
 from .config import SchedulerConfig
 
 
@@ -133,7 +133,7 @@ def check_steps(num_inference_steps, num_train_timesteps: int) -> int:
     ):
         raise InputError(
             f"steps must be a whole number from 1 to {num_train_timesteps} (the scheduler's num_train_timesteps), "
-            f"got {num_inference_steps!r}"
+            f"got {brief(num_inference_steps)}"
         )
     return int(num_inference_steps)
 

@@ -62,6 +62,15 @@ def test_any_request_text_gets_a_code_and_one_line(abi, body):
         assert message and "\n" not in message and "internal error" not in message and "Traceback" not in message, (raw, message)
 
 
+def test_adversarial_bodies_are_invalid_argument(abi):
+    from tests.serve.scenario import ADVERSARIAL
+
+    for name, body in ADVERSARIAL:
+        code, message = sample(abi, body)
+        assert code in (INVALID, BUFFER) and message and "\n" not in message and "internal error" not in message, (name, code, message)
+        assert len(message) < 300, (name, message[:300])  # no echo of a huge input
+
+
 @pytest.mark.parametrize("body", [b"\xff\xfe{", b'{"steps": 2, "noise": "\xc3"}', b"[" * 100_000, b'{"seed": 1e400}'],
                          ids=["not utf-8", "bad utf-8 in a string", "nested 100000 deep", "number overflow"])
 def test_regressions_are_invalid_argument(abi, body):

@@ -26,11 +26,11 @@ def snapshot(*folders: Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime for folder in folders for p in sorted(folder.rglob("*"))}
 
 
-async def post_all(url: str, bodies: list, timeout: float = 300) -> list[dict]:
+async def post_all(url: str, bodies: list, timeout: float = 300, headers: dict | None = None) -> list[dict]:
     async with httpx.AsyncClient(timeout=timeout) as client:
         async def one(body):
             content = body if isinstance(body, (str, bytes)) else json.dumps(body)
-            r = await client.post(f"{url}/v1/images", content=content)
+            r = await client.post(f"{url}/v1/images", content=content, headers=headers)
             return {"status": r.status_code, "type": r.headers.get("content-type", ""), "replica": r.headers.get("x-replica"),
                     "attempts": int(r.headers.get("x-attempts", "0")),
                     "retry_after": r.headers.get("retry-after"), "content": r.content}
@@ -268,6 +268,22 @@ def process_rss_kb(marker: bytes) -> int:
     return total
 
 
+# Hostile request bodies: each must get a 4xx with one line over HTTP (and an error code with one line from the
+# C ABI, tests/embed/test_c_abi_fuzz.py).
+ADVERSARIAL = [
+    ("negative steps", b'{"steps": -5}'), ("huge steps", b'{"steps": 10000000000000000000000}'),
+    ("negative count", b'{"count": -1}'), ("huge count", b'{"count": 4294967297}'),
+    ("seed past 2^64", b'{"seed": 18446744073709551616}'), ("seed NaN", b'{"seed": NaN}'),
+    ("eta Infinity", b'{"eta": Infinity, "scheduler": "ddim"}'), ("eta NaN", b'{"eta": NaN, "scheduler": "ddim"}'),
+    ("steps as string", b'{"steps": "10"}'), ("count as float", b'{"count": 1.5}'), ("seeds not a list", b'{"seeds": 5}'),
+    ("seeds of strings", b'{"seeds": ["a"]}'), ("seeds wrong length", b'{"count": 2, "seeds": [1]}'),
+    ("unknown field", b'{"prompt": "a cat"}'), ("path-like scheduler", b'{"scheduler": "../../etc/passwd"}'),
+    ("null byte in scheduler", b'{"scheduler": "ddim\\u0000"}'), ("invalid UTF-8", b'{"noise": "\xff\xfe"}'),
+    ("top-level array", b"[1, 2, 3]"), ("top-level string", b'"hello"'), ("truncated", b'{"steps": 5'),
+    ("100000 nested arrays", b"[" * 100_000), ("100000 nested objects", b'{"a":' * 100_000),
+    ("20 MB string", b'{"scheduler": "' + b"x" * (20 << 20) + b'"}'), ("timeout negative", b'{"timeout_s": -1}'),
+    ("batch and count", b'{"batch": 1, "count": 1}'), ("per_image_seeds as int", b'{"per_image_seeds": 1}'),
+]
 KEYS = ["k" * 20 + "-first-client", "k" * 20 + "-second-client"]
 BODY_LIMIT = 4 << 20  # large enough that a replica holding it would show in its resident memory
 
@@ -313,6 +329,10 @@ def hostile(engine: str, out: Path) -> dict:
         report["deep"] = answer(client.post(f"{url}/v1/images", content="[" * 100_000 + "]" * 100_000, headers=auth))
         report["deep_object"] = answer(client.post(f"{url}/v1/images", content='{"seeds": ' + "[" * 40 + "]" * 40 + "}",
                                                    headers=auth))
+
+    bodies = asyncio.run(post_all(url, [body for _, body in ADVERSARIAL], headers=auth))
+    report["adversarial"] = {name: {"status": r["status"], "body": r["content"][:300].decode("utf-8", "replace")}
+                             for (name, _), r in zip(ADVERSARIAL, bodies)}
 
     # a client streaming ten times the limit without a length: cut off; the ingress replica's memory
     rss_before = {name: process_rss_kb(marker) for name, marker in RSS_MARKERS.items()}

@@ -171,6 +171,15 @@ def test_bodies_past_the_limit_are_413_and_cut_off_while_reading(hostile):
         assert growth * 1024 < BODY_LIMIT, (name, growth, streamed)
 
 
+def test_adversarial_bodies_get_4xx_with_one_line(hostile):
+    from tests.serve.scenario import ADVERSARIAL
+
+    assert list(hostile["adversarial"]) == [name for name, _ in ADVERSARIAL]
+    for name, answer in hostile["adversarial"].items():
+        expected = 413 if name == "20 MB string" else 400
+        assert answer["status"] == expected and one_line(answer), (name, answer)
+
+
 def test_json_nested_too_deep_is_400(hostile):
     for name in ("deep", "deep_object"):
         answer = hostile[name]
