@@ -29,8 +29,8 @@ from runtime.io_spec import UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.atomic import publish
 
-from .child import call_in_child
 from .artifacts import FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .child import call_in_child
 from .gates import accuracy_gate, gate_summary
 
 PROG = "export.fp16"

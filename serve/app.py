@@ -35,6 +35,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 import ray
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -157,6 +158,12 @@ TEXT_ERROR = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 def error(status: int, message: str, **headers: str) -> PlainTextResponse:
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def one_line_http_error(request: Request, exc: StarletteHTTPException) -> PlainTextResponse:
+    """FastAPI's own refusals (404 unknown path, 405 wrong method) as one line of text, like ours."""
+    return error(exc.status_code, first_line(Exception(exc.detail)), **dict(exc.headers or {}))
 
 
 class BodyTooLarge(Exception):

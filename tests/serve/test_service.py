@@ -175,9 +175,13 @@ def test_adversarial_bodies_get_4xx_with_one_line(hostile):
     from tests.serve.scenario import ADVERSARIAL
 
     assert list(hostile["adversarial"]) == [name for name, _ in ADVERSARIAL]
+    print("\n" + "\n".join(f"  {name}: {a['status'] or a['error']} {a['body'].strip()[:150]}"
+                            for name, a in hostile["adversarial"].items()))
     for name, answer in hostile["adversarial"].items():
-        expected = 413 if name == "20 MB string" else 400
-        assert answer["status"] == expected and one_line(answer), (name, answer)
+        if name == "20 MB string":  # past the 4 MiB limit: 413 before the body is read, the connection closed
+            assert answer["status"] == 413 and one_line(answer) or answer["status"] is None, answer  # under the sender
+        else:
+            assert answer["status"] == 400 and one_line(answer), (name, answer)
 
 
 def test_json_nested_too_deep_is_400(hostile):
@@ -195,24 +199,21 @@ def test_per_key_requests_in_flight_are_limited_with_429(hostile):
     assert hostile["per_key"]["second_key"]["status"] == 200  # another key is not held back
 
 
-def fuzz_and_check(demo_engine, tmp_path, seconds):
-    os.environ["DDPM_DEPLOY_FUZZ_SECONDS"] = str(seconds)
-    try:
-        report = run_scenario("fuzz", demo_engine, tmp_path / "out", tmp_path, timeout=seconds + 600)
-    finally:
-        del os.environ["DDPM_DEPLOY_FUZZ_SECONDS"]
+def fuzz_and_check(demo_engine, tmp_path, monkeypatch, seconds):
+    monkeypatch.setenv("DDPM_DEPLOY_FUZZ_SECONDS", str(seconds))
+    report = run_scenario("fuzz", demo_engine, tmp_path / "out", tmp_path, timeout=seconds + 600)
     print(f"\nschemathesis ({report['seconds']} s): {report['stdout_tail'][-1500:]}")
     assert report["returncode"] == 0, report["stdout_tail"] + report["stderr_tail"]
     return report
 
 
-def test_schemathesis_finds_no_server_error(demo_engine, tmp_path):
-    fuzz_and_check(demo_engine, tmp_path, 45)
+def test_schemathesis_finds_no_server_error(demo_engine, tmp_path, monkeypatch):
+    fuzz_and_check(demo_engine, tmp_path, monkeypatch, 45)
 
 
 @pytest.mark.slow
-def test_schemathesis_longer_run(demo_engine, tmp_path):
-    fuzz_and_check(demo_engine, tmp_path, 300)
+def test_schemathesis_longer_run(demo_engine, tmp_path, monkeypatch):
+    fuzz_and_check(demo_engine, tmp_path, monkeypatch, 300)
 
 
 def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(demo_engine, tmp_path):
@@ -226,6 +227,7 @@ def test_sigterm_finishes_requests_in_flight_and_refuses_new_ones(demo_engine, t
     assert report["exit_code"] == 0 and report["stopping_line"] == ["stopping: no request in flight"]
 
 
+@pytest.mark.slow  # three Ray starts: about 90 s
 def test_make_serve_starts_and_stops_repeatedly_and_reports_a_failed_start(demo_engine, tmp_path):
     report = run_scenario("make_serve", demo_engine, tmp_path / "out", tmp_path, timeout=900)
     for run in report["runs"]:
