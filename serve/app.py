@@ -44,7 +44,7 @@ from ray.util import metrics
 
 from runtime import __version__
 from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
-from runtime.errors import DeployError, InputError, first_line
+from runtime.errors import DeployError, InputError, brief, first_line
 from runtime.images import encode_png
 from runtime.pipeline import Pipeline
 from runtime.requests import SampleRequest
@@ -277,7 +277,7 @@ class Api:
             request, extra = SampleRequest.from_json(body, "request body", EXTRA_FIELDS)
             fmt = extra.get("format", "png" if request.count == 1 else "json")
             if fmt not in ("png", "json") or (fmt == "png" and request.count != 1):
-                raise InputError(f"format must be json, or png for one image; got {fmt!r} for count {request.count}")
+                raise InputError(f"format must be json, or png for one image; got {brief(fmt)} for count {request.count}")
             if request.count > self.config.max_count:
                 raise InputError(f"count must be at most {self.config.max_count} on this service, got {request.count}")
             timeout_s = self.config.timeout_s if request.timeout_s is None else request.timeout_s
