@@ -10,7 +10,6 @@ folder at a time). Every stage stages through :func:`staging`, so the cleaner kn
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from runtime import __version__
+from runtime.cli import DISK_FULL
 from runtime.errors import DeployError
 from runtime.manifest import verify_artifact
 
@@ -52,7 +52,7 @@ def raise_if_disk_full(folder: Path, exc: BaseException) -> None:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as full:
-        if full.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full.errno in DISK_FULL:
             raise OSError(full.errno, os.strerror(full.errno), str(folder)) from exc
 
 

@@ -48,7 +48,7 @@ class SampleFuture(Future):
 
     def sample_result(self, timeout: float | None = None) -> SampleResult:
         """The images with their request and settings (waits like :meth:`result`)."""
-        return self._pipeline.result(self.request, self.result(timeout))
+        return self._pipeline.result(self.request, self.result(timeout), self.settings)
 
 
 @dataclass

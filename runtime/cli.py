@@ -18,6 +18,7 @@ from .errors import BackendUnavailableError, DeployError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -74,7 +75,7 @@ def no_space(exc: BaseException) -> OSError | str | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             return exc
         if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
             return str(exc)

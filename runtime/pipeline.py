@@ -153,8 +153,11 @@ class Pipeline:
         images = to_uint8(self.denoise(request, progress))
         return self.result(request, images)
 
-    def result(self, request: SampleRequest, images: np.ndarray) -> SampleResult:
-        return SampleResult(images, request, self.settings(request), self.runner.path.name, self.engine_sha256)
+    def result(self, request: SampleRequest, images: np.ndarray,
+               settings: SamplerSettings | None = None) -> SampleResult:
+        """``images`` of ``request`` with what they were sampled with (``settings``, when already known)."""
+        settings = settings or self.settings(request)
+        return SampleResult(images, request, settings, self.runner.path.name, self.engine_sha256)
 
     def sample(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                **fields: Any) -> np.ndarray:

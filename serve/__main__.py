@@ -60,7 +60,7 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         else:
             ray.init(address=address, _node_ip_address=node_ip, **kwargs)
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config={"log_level": "WARNING"})
-    serve.run(build_app(config, name, key_digests, body_limit), name=name, route_prefix=route_prefix)
+    serve.run(build_app(config, key_digests, body_limit, name), name=name, route_prefix=route_prefix)
     log.info("%s: %s, request bodies up to %d bytes", name, f"{len(key_digests)} API key(s)" if key_digests else "no API keys (open)",
              body_limit)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host

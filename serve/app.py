@@ -25,7 +25,6 @@ runs again on another replica (deterministic sampling: the same images), up to t
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import hmac
 import logging
 import time
@@ -51,7 +50,7 @@ from runtime.requests import SampleRequest
 from runtime.schedulers import SCHEDULERS
 
 from . import limits
-from .config import ServiceConfig
+from .config import ServiceConfig, key_digest
 
 log = logging.getLogger("ddpm_deploy.serve")
 RETRY_AFTER_S = 1
@@ -233,7 +232,7 @@ class Api:
         if not self.key_digests:
             return ""
         scheme, _, token = http.headers.get("authorization", "").partition(" ")
-        digest = hashlib.sha256(token.strip().encode()).digest() if scheme.lower() == "bearer" else b"\0" * 32
+        digest = key_digest(token.strip()) if scheme.lower() == "bearer" else b"\0" * 32
         found = None
         for known in self.key_digests:
             if hmac.compare_digest(digest, known):
@@ -339,9 +338,9 @@ class Api:
                                  media_type="text/plain; version=0.0.4")
 
 
-def build_app(config: ServiceConfig, name: str = "ddpm", key_digests: list[bytes] = (), body_limit: int | None = None):
+def build_app(config: ServiceConfig, key_digests: list[bytes], body_limit: int, name: str = "ddpm"):
     """The application graph for ``serve.run``: engine replicas (as configured) behind one ingress.
-    ``key_digests``: sha256 of each API key (none: an open service); ``body_limit``: bytes (default 1 MiB)."""
+    ``key_digests``: serve.config.load_api_keys (empty: an open service); ``body_limit``: ServiceConfig.body_limit."""
     options: dict[str, Any] = {
         "name": f"{name}-engine",
         "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
@@ -357,4 +356,4 @@ def build_app(config: ServiceConfig, name: str = "ddpm", key_digests: list[bytes
     engine = serve.deployment(Engine).options(**options).bind(config.to_dict())
     ingress = serve.deployment(Api).options(name=f"{name}-api", ray_actor_options={"num_cpus": 0},
                                                                  max_ongoing_requests=10_000)
-    return ingress.bind(engine, config.to_dict(), list(key_digests), body_limit or config.max_body_bytes or 1 << 20)
+    return ingress.bind(engine, config.to_dict(), list(key_digests), body_limit)

@@ -31,7 +31,7 @@ class ServiceConfig:
     host: str = "127.0.0.1"  # the HTTP ingress; 0.0.0.0 opens it to the network
     port: int = 8000
     metrics_port: int = 8080  # Ray's metrics export port on each node (Prometheus text)
-    max_body_bytes: int | None = None  # request bodies above it: 413 (default: body_limit_for the engine)
+    max_body_bytes: int | None = None  # request bodies above it: 413 (default: ServiceConfig.body_limit for the engine)
     api_keys_file: str | None = None  # bearer tokens, one a line (also $DDPM_DEPLOY_API_KEYS, comma-separated)
     protect_info: bool = True  # with API keys: /metrics and /v1/models need one too (/healthz never does)
     max_in_flight_per_key: int = 8  # with API keys: requests in flight per key and ingress replica; more → 429
@@ -105,4 +105,9 @@ def load_api_keys(config: ServiceConfig) -> list[bytes]:
     if short:
         raise InputError(f"{short} API key(s) are shorter than {MIN_KEY_CHARS} characters or contain spaces; "
                          "use long random tokens (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
-    return [hashlib.sha256(k.encode()).digest() for k in keys]
+    return [key_digest(k) for k in keys]
+
+
+def key_digest(token: str) -> bytes:
+    """What the service keeps of an API key, and what a presented token is compared with."""
+    return hashlib.sha256(token.encode()).digest()
