@@ -64,10 +64,21 @@ class ParityCase:
     sample: np.ndarray
     timesteps: np.ndarray
     reference: np.ndarray
+    conditioning: dict[str, np.ndarray]  # a different condition per row; {} for an unconditional UNet
 
     @property
     def batch(self) -> int:
         return len(self.timesteps)
+
+    def feed(self) -> dict[str, np.ndarray]:
+        return {SAMPLE: self.sample, TIMESTEP: self.timesteps, **self.conditioning}
+
+
+def parity_sequence_lengths(io: UNetIO) -> tuple[int | None, ...]:
+    """The token count of each parity batch: both ends of a dynamic sequence range."""
+    if io.sequence is None:
+        return (None,) * len(PARITY_BATCHES)
+    return (io.sequence.min, io.sequence.max)
 
 
 def torch_references(unet, io: UNetIO, num_train_timesteps: int, seed: int = 0) -> list[ParityCase]:
@@ -77,12 +88,14 @@ def torch_references(unet, io: UNetIO, num_train_timesteps: int, seed: int = 0) 
 
     rng = np.random.default_rng(seed)
     cases = []
-    for batch in PARITY_BATCHES:
+    for batch, tokens in zip(PARITY_BATCHES, parity_sequence_lengths(io)):
         sample = rng.standard_normal(io.sample.concrete(batch), dtype=np.float32)
         t = parity_timesteps(batch, num_train_timesteps)
+        conditioning = io.example_conditioning(batch, rng, tokens)
+        kwargs = {name: torch.from_numpy(value) for name, value in conditioning.items()}
         with torch.no_grad():
-            reference = unet(torch.from_numpy(sample), torch.from_numpy(t), return_dict=False)[0].numpy()
-        cases.append(ParityCase(sample, t, reference))
+            reference = unet(torch.from_numpy(sample), torch.from_numpy(t), return_dict=False, **kwargs)[0].numpy()
+        cases.append(ParityCase(sample, t, reference, conditioning))
     return cases
 
 
@@ -97,13 +110,15 @@ def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PA
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     results = []
     for case in cases:
-        (got,) = session.run([NOISE_PRED], {SAMPLE: case.sample, TIMESTEP: case.timesteps})
+        (got,) = session.run([NOISE_PRED], case.feed())
         err = float(np.max(np.abs(got.astype(np.float64) - case.reference))) if np.isfinite(got).all() else float("inf")
         results.append(ParityResult(case.batch, case.timesteps.tolist(), err, float(np.max(np.abs(case.reference)))))
         if not err <= atol:
+            tokens = next((f", {v.shape[1]} tokens" for v in case.conditioning.values() if v.ndim == 3), "")
             raise GateError(
                 f"parity gate failed: ONNX Runtime differs from PyTorch by {err:.3g} (tolerance {atol:g}) at batch "
-                f"{case.batch}, timesteps {case.timesteps.tolist()}; nothing was written. This is an export bug: report it with the model config"
+                f"{case.batch}{tokens}, timesteps {case.timesteps.tolist()}; nothing was written. This is an export bug: "
+                "report it with the model config"
             )
     return results
 
@@ -122,11 +137,12 @@ def accuracy_timesteps(num_train_timesteps: int) -> np.ndarray:
     return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
 
 
-def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray, conditioning: dict[str, np.ndarray]) -> np.ndarray:
     """The gate's noise predictions, GATE_BATCH timesteps per call: the activations of a 256x256 UNet at
     batch 8 take gigabytes, and each prediction depends on its own row only."""
     return np.concatenate([
-        runner.infer({SAMPLE: x[i:i + GATE_BATCH], TIMESTEP: ts[i:i + GATE_BATCH]})[NOISE_PRED]
+        runner.infer({SAMPLE: x[i:i + GATE_BATCH], TIMESTEP: ts[i:i + GATE_BATCH],
+                      **{name: value[i:i + GATE_BATCH] for name, value in conditioning.items()}})[NOISE_PRED]
         for i in range(0, len(ts), GATE_BATCH)
     ])
 
@@ -134,8 +150,10 @@ def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
 def _sampling_run(runner, scheduler_config: dict[str, Any], label: str) -> np.ndarray:
     from runtime.pipeline import Pipeline, to_unit_range
 
+    conditioning = runner.io.example_conditioning(1, np.random.default_rng(GATE_SEED)) or None
     try:
-        return to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED))
+        return to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED,
+                                                                         conditioning=conditioning))
     except DeployError as exc:
         raise GateError(f"{label} gate failed during the sampling run: {exc}") from None
 
@@ -150,12 +168,14 @@ def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label:
     io = reference.io
     scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
     ts = accuracy_timesteps(scheduler.num_train_timesteps)
-    x = np.random.default_rng(GATE_SEED).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
+    rng = np.random.default_rng(GATE_SEED)
+    x = rng.standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
+    conditioning = io.example_conditioning(len(ts), rng)  # a different condition per timestep
     with reference:
-        ref = _noise_predictions(reference, x, ts)
+        ref = _noise_predictions(reference, x, ts, conditioning)
         ref_image = _sampling_run(reference, scheduler_config, "FP32 reference in the " + label)
     with candidate:
-        got = _noise_predictions(candidate, x, ts)
+        got = _noise_predictions(candidate, x, ts, conditioning)
         if not np.isfinite(got).all():
             bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
             raise GateError(f"{label} gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")

@@ -1,7 +1,10 @@
-"""Loading a diffusers UNet2DModel from a hub id or a local ``save_pretrained`` folder.
+"""Loading a diffusers UNet from a hub id or a local ``save_pretrained`` folder.
 
-Everything about the network comes from its ``config.json`` (block types, channels,
-``layers_per_block``, sample size). safetensors weights are preferred; a folder with only a pickle
+``UNet2DModel`` (unconditional, or class-conditional with ``num_class_embeds``) and
+``UNet2DConditionModel`` (cross-attention: the condition enters its attention blocks as keys and
+values). Everything about the network comes from its ``config.json`` (block types, channels,
+``layers_per_block``, sample size); :func:`export.conditioning.io_for` refuses the options we cannot
+serve before any work. safetensors weights are preferred; a folder with only a pickle
 checkpoint (``.bin``) is refused unless the caller allows pickle, because unpickling runs code.
 The scheduler config is read from diffusers' own ``scheduler_config.json`` when the model ships one.
 """
@@ -20,7 +23,7 @@ CONFIG = "config.json"
 SCHEDULER_CONFIG = "scheduler_config.json"
 SAFETENSORS = "diffusion_pytorch_model.safetensors"
 PICKLE = "diffusion_pytorch_model.bin"
-UNET_CLASS = "UNet2DModel"
+UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 # Where diffusers puts the UNet and the scheduler: the folder itself, or a pipeline's subfolders.
 # (A pipeline folder's own config.json is model_index-like; its UNet lives in unet/.)
 UNET_DIRS = ("", "unet")
@@ -28,16 +31,21 @@ SCHEDULER_DIRS = ("", "scheduler")
 
 
 class ModelSourceError(DeployError):
-    """The model cannot be found, downloaded or is not a UNet2DModel we can load safely."""
+    """The model cannot be found, downloaded or is not a UNet we can load safely."""
 
 
 @dataclass(frozen=True)
 class ModelSource:
     source: str  # what the user passed
+    root: Path  # the folder passed (or downloaded): a pipeline folder or the UNet's own
     folder: Path  # local folder holding config.json and the weights
     weights: Path
     config: dict[str, Any]
     scheduler_config: dict[str, Any] | None
+
+    @property
+    def unet_class(self) -> str:
+        return self.config["_class_name"]
 
     @property
     def uses_pickle(self) -> bool:
@@ -55,6 +63,7 @@ def _download(repo_id: str, allow_pickle: bool) -> Path:
 
     patterns = [f"{d}/{name}".lstrip("/") for d in UNET_DIRS for name in (CONFIG, SAFETENSORS)]
     patterns += [f"{d}/{SCHEDULER_CONFIG}".lstrip("/") for d in SCHEDULER_DIRS]
+    patterns += ["conditioning.json", "*.npy"]  # a conditional model's declaration and its embeddings
     if allow_pickle:
         patterns += [f"{d}/{PICKLE}".lstrip("/") for d in UNET_DIRS]
     try:
@@ -111,10 +120,10 @@ def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
         raise ModelSourceError(f"--model {source}: no such folder, and it is not a hub id of the form owner/name")
     folder = _unet_folder(root)
     config = _read_json(folder / CONFIG, "model config")
-    if config.get("_class_name") != UNET_CLASS:
+    if config.get("_class_name") not in UNET_CLASSES:
         raise ModelSourceError(
-            f"{folder / CONFIG} describes a {config.get('_class_name')!r}, not a {UNET_CLASS}; "
-            "ddpm-deploy exports unconditional diffusers UNet2DModel checkpoints"
+            f"{folder / CONFIG} describes a {config.get('_class_name')!r}, not a {' or '.join(UNET_CLASSES)}; "
+            "ddpm-deploy exports diffusers UNet2DModel and UNet2DConditionModel checkpoints"
         )
     if (folder / SAFETENSORS).is_file():
         weights = folder / SAFETENSORS
@@ -128,16 +137,16 @@ def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
     else:
         raise ModelSourceError(f"{folder} has no weights ({SAFETENSORS}); re-save the model with save_pretrained")
     return ModelSource(
-        source=source, folder=folder, weights=weights, config=config, scheduler_config=_scheduler_config(root, folder)
+        source=source, root=root, folder=folder, weights=weights, config=config, scheduler_config=_scheduler_config(root, folder)
     )
 
 
 def load_unet(model: ModelSource):
-    """The UNet2DModel in eval mode, float32, on CPU."""
-    from diffusers import UNet2DModel
+    """The UNet in eval mode, float32, on CPU."""
+    import diffusers
 
     try:
-        unet = UNet2DModel.from_pretrained(model.folder, use_safetensors=not model.uses_pickle)
+        unet = getattr(diffusers, model.unet_class).from_pretrained(model.folder, use_safetensors=not model.uses_pickle)
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise ModelSourceError(f"diffusers cannot load the UNet from {model.folder}: {first_line(exc)}") from None
     return unet.float().eval()

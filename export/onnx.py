@@ -1,13 +1,17 @@
-"""``python -m export.onnx``: export a diffusers UNet2DModel to ONNX with a dynamic batch, parity-gated.
+"""``python -m export.onnx``: export a diffusers UNet to ONNX with a dynamic batch, parity-gated.
 
-Writes ``OUT/unet.onnx`` and ``OUT/manifest.json`` only when ONNX Runtime reproduces PyTorch within
-the tolerance at batch 1 and 3 with distinct timesteps per element; otherwise exits non-zero and
-leaves the output folder as it was.
+``UNet2DModel`` (unconditional or class-conditional) and ``UNet2DConditionModel`` (cross-attention:
+``--sequence-length`` sets its condition's token count, fixed or a dynamic range). Writes
+``OUT/unet.onnx`` and ``OUT/manifest.json`` (with the model's conditioning declaration and the
+arrays it names, copied beside the engine) only when ONNX Runtime reproduces PyTorch within the
+tolerance at batch 1 and 3 with distinct timesteps and conditions per element; otherwise exits
+non-zero and leaves the output folder as it was.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 import warnings
@@ -17,7 +21,7 @@ from typing import Any
 
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
-from runtime.io_spec import UNetIO
+from runtime.io_spec import CLASS_LABELS, ENCODER_HIDDEN_STATES, UNetIO
 from runtime.atomic import publish
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
@@ -25,6 +29,7 @@ from runtime.schedulers.config import read_config_file
 
 from . import load
 from .child import call_in_child
+from .conditioning import check_declaration, io_for, parse_sequence, read_declaration
 from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions
 from .gates import FP32_PARITY_ATOL, check_parity, torch_references
 
@@ -37,9 +42,11 @@ DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler"}  # diffusers' defaults, use
 log = logging.getLogger(PROG)  # not __name__: that is "__main__" under python -m
 
 
-def _forward_module(unet):
-    """UNet2DModel.forward(sample, timestep) → tensor, as a module torch.onnx can export."""
+def _forward_module(unet, io: UNetIO):
+    """The UNet's forward as a module torch.onnx can export, its arguments named as the engine's inputs."""
     import torch
+
+    names = tuple(t.name for t in io.conditioning_inputs)
 
     class UNetForward(torch.nn.Module):
         def __init__(self):
@@ -49,36 +56,61 @@ def _forward_module(unet):
         def forward(self, sample, timestep):
             return self.unet(sample, timestep, return_dict=False)[0]
 
-    return UNetForward()
+    class ClassForward(UNetForward):
+        def forward(self, sample, timestep, class_labels):
+            return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
+
+    class CrossAttentionForward(UNetForward):
+        def forward(self, sample, timestep, encoder_hidden_states):
+            return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+    class CrossAttentionClassForward(UNetForward):
+        def forward(self, sample, timestep, class_labels, encoder_hidden_states):
+            return self.unet(sample, timestep, encoder_hidden_states, class_labels=class_labels, return_dict=False)[0]
+
+    modules = {(): UNetForward, (CLASS_LABELS,): ClassForward, (ENCODER_HIDDEN_STATES,): CrossAttentionForward,
+               (CLASS_LABELS, ENCODER_HIDDEN_STATES): CrossAttentionClassForward}
+    return modules[names]()
 
 
-def io_for(config: dict[str, Any]) -> UNetIO:
-    size = config.get("sample_size")
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    return UNetIO.for_model(config["in_channels"], config["out_channels"], int(height), int(width))
+EXAMPLE_BATCH = 2
+
+
+def _example_tokens(io: UNetIO) -> int | None:
+    """The traced token count: inside a dynamic range and unlike the traced batch (torch.export would tie them)."""
+    seq = io.sequence
+    if seq is None or seq.fixed:
+        return None
+    for n in (seq.opt, seq.max, seq.min):
+        if n > 1 and n != EXAMPLE_BATCH:
+            return n
+    raise DeployError(f"--sequence-length {seq.min}:{seq.opt}:{seq.max} is too narrow to trace as a dynamic axis; "
+                      "use a fixed length or a range reaching 3")
 
 
 def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
     """Traces ``unet`` with torch.onnx's exporter (torch.export based); returns whether weights went to external data."""
     import torch
 
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    dims = {"batch": torch.export.Dim("batch", min=1, max=1024)}
+    if io.sequence is not None and not io.sequence.fixed:
+        dims["sequence"] = torch.export.Dim("sequence", min=io.sequence.min, max=io.sequence.max)
     params_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
     external = params_bytes >= PROTOBUF_LIMIT
-    example = {
-        name: torch.zeros(spec.concrete(2), dtype=getattr(torch, spec.dtype)) for name, spec in ((t.name, t) for t in io.inputs)
-    }
+    tokens = _example_tokens(io)
+    example = {spec.name: torch.zeros(spec.concrete(EXAMPLE_BATCH, tokens), dtype=getattr(torch, spec.dtype))
+               for spec in io.inputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _forward_module(unet),
+            _forward_module(unet, io),
             tuple(example.values()),
             str(path),
             input_names=io.input_names,
             output_names=io.output_names,
             opset_version=opset,
             dynamo=True,
-            dynamic_shapes={name: {axis: batch for axis in axes} for name, axes in io.input_batch_axes().items()},
+            dynamic_shapes={name: {axis: dims[d] for axis, d in axes.items()} for name, axes in io.input_dynamic_axes().items()},
             external_data=external,
             optimize=True,
             verbose=False,
@@ -107,6 +139,8 @@ def _torch_stage(model: load.ModelSource, io: UNetIO, path: Path, opset: int, nu
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--model", required=True, help="hub id (google/ddpm-cat-256) or a local diffusers folder")
+    p.add_argument("--sequence-length", default=None, help="a cross-attention UNet's condition length in tokens: N, or "
+                   "MIN:OPT:MAX for a dynamic axis (default: the length of the embeddings its conditioning.json declares)")
     p.add_argument("--out", default="engines", help="output folder (default engines/)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {MIN_OPSET} (default {DEFAULT_OPSET})")
     p.add_argument("--tolerance", type=float, default=FP32_PARITY_ATOL, help=f"parity gate max abs error (default {FP32_PARITY_ATOL:g})")
@@ -142,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} is a file; pass a folder")
     model = load.resolve(args.model, allow_pickle=args.allow_pickle)
+    declaration = read_declaration(model)
+    sequence = parse_sequence(args.sequence_length) if args.sequence_length is not None else None
+    io = io_for(model, sequence, declaration)  # refuses what we cannot serve, before any work
+    if declaration is not None:
+        check_declaration(declaration, io)
     scheduler_raw = scheduler_config_for(model, args.scheduler_config)
     num_train_timesteps = SchedulerConfig.from_dict(scheduler_raw, scheduler_name_for(scheduler_raw)).num_train_timesteps
     try:
@@ -151,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     remove_leftovers(out)
 
     started = time.perf_counter()
-    io = io_for(model.config)
     with staging(out, "export") as work:
         tmp_onnx = work / ONNX_NAME
         external, cases = export_with_references(model, io, tmp_onnx, args.opset, num_train_timesteps)
@@ -175,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                 "tools": tool_versions(),
             },
         )
+        copies = {}
+        for name, source in (declaration.files() if declaration else {}).items():  # before the graph that needs them
+            shutil.copyfile(source, work / name)
+            publish(work / name, out / name)
+            copies[name] = out / name
         publish(tmp_onnx, out / ONNX_NAME)
     base = {
         "model": {
@@ -186,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         "scheduler_config": scheduler_raw,
         "io": io.to_dict(),
     }
+    if declaration is not None:
+        base["conditioning"] = declaration.manifest_section(copies)
     manifest = update_artifact(out, base, ONNX_NAME, entry)
     worst = max(r.max_abs_error for r in parity)
     print(

@@ -38,7 +38,8 @@ def config_pbtxt(name: str, engine: str, height: int, width: int, channels: int,
         "max_batch_size: 0  # batching happens inside the model, per UNet step, across requests in flight",
         "model_transaction_policy { decoupled: true }",
         "input [",
-        ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ 1 ] optional: true }}' for n, t in inputs),
+        ",\n".join(f'  {{ name: "{n}" data_type: {t} dims: [ {", ".join(map(str, dims))} ] optional: true }}'
+                   for n, t, dims in inputs),
         "]",
         "output [",
         f'  {{ name: "image" data_type: TYPE_UINT8 dims: [ -1, {height}, {width}, {channels} ] }}',
@@ -55,7 +56,7 @@ Written by `python -m export.triton` (ddpm-deploy {version}) from `{engine}`.
 
 * Backend: Python, decoupled; `1/model.py` imports ddpm-deploy's runtime (`pip install ddpm-deploy`, plus
   `[gpu]` for a TensorRT plan) from the `python3` first on the server's PATH.
-* Inputs (all optional, shape [1]; ddpm-deploy's request fields):
+* Inputs (all optional; shape [1] unless listed; ddpm-deploy's request fields):
 {inputs}
   `count` is at most max_batch. Output `image`: UINT8 [count, {height}, {width}, {channels}].
 * Requests in flight share every UNet call (a step batcher per instance, max_batch {max_batch}); a bad
@@ -74,7 +75,9 @@ def input_list() -> str:
     lines = []
     for f in fields(SampleRequest):
         if f.metadata["triton"]:
-            lines.append(f"  - `{f.name}` {f.metadata['triton'].removeprefix('TYPE_')}: {f.metadata['help']}")
+            dims = f.metadata["triton_dims"]
+            shape = "" if dims == (1,) else f" {list(dims)}"
+            lines.append(f"  - `{f.name}` {f.metadata['triton'].removeprefix('TYPE_')}{shape}: {f.metadata['help']}")
     return "\n".join(lines)
 
 

@@ -36,12 +36,14 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def polygraphy_profile(io: UNetIO, profile: BatchProfile):
-    """One optimization profile: min/opt/max batch for every input that has a batch axis."""
+    """One optimization profile covering every input: min/opt/max batch (and sequence length, for a dynamic
+    sequence axis), from the I/O declaration."""
     from polygraphy.backend.trt import Profile
 
     shapes = Profile()
+    lo, opt, hi = io.shapes(profile.min, "min"), io.shapes(profile.opt, "opt"), io.shapes(profile.max, "max")
     for spec in io.inputs:
-        shapes.add(spec.name, min=spec.concrete(profile.min), opt=spec.concrete(profile.opt), max=spec.concrete(profile.max))
+        shapes.add(spec.name, min=lo[spec.name], opt=opt[spec.name], max=hi[spec.name])
     return shapes
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from .errors import InputError, QueueFullError, RequestCancelledError, RequestTimeoutError
 from .pipeline import Pipeline, to_uint8
 from .requests import SampleRequest, SampleResult, SamplerSettings
-from .trajectory import ProgressFn, Trajectory, advance
+from .trajectory import ProgressFn, Trajectory, advance, call_groups
 
 __all__ = ["QueueFullError", "RequestCancelledError", "RequestTimeoutError", "SampleFuture", "StepBatcher"]
 
@@ -80,7 +80,7 @@ class StepBatcher:
     ...     images = fut.result()                                   # uint8 [1, H, W, C]
 
     ``max_batch``: rows per engine call (default: the engine profile's max for a TensorRT plan, else
-    8); a request's ``count`` may not exceed it. ``max_queue``: requests waiting for admission
+    8); a request's rows (its ``count``, twice that when guided) may not exceed it. ``max_queue``: requests waiting for admission
     before ``submit`` refuses with :class:`QueueFullError`. A request's ``timeout_s`` (seconds from
     submission): past it the request fails with :class:`RequestTimeoutError`. ``on_call(rows, seconds)``
     is called from the loop thread after every engine call and its steps (for metrics; keep it quick).
@@ -121,8 +121,10 @@ class StepBatcher:
         request = SampleRequest.create(request, **fields)
         trajectory = self.pipeline.trajectory(request, progress)
         if trajectory.rows > self.max_batch:
+            guided = " (guidance takes two rows per image)" if trajectory.guidance_scale is not None else ""
             raise InputError(
-                f"batch {trajectory.rows} exceeds this batcher's max_batch {self.max_batch}; split the request"
+                f"the request needs {trajectory.rows} rows of a UNet call{guided}, more than this batcher's max_batch "
+                f"{self.max_batch}; split the request"
             )
         future = SampleFuture(request, self.pipeline.settings(request), trajectory, self.pipeline)
         job = _Job(trajectory, future, None if request.timeout_s is None else time.monotonic() + request.timeout_s)
@@ -262,7 +264,7 @@ class StepBatcher:
                 log.warning("engine call failed for %d request(s): %s", len(jobs), exc)
                 failed = [(t, exc) for t in trajectories]
             rows = sum(t.rows for t in trajectories)
-            self.stats.engine_calls += 1
+            self.stats.engine_calls += len(call_groups(trajectories))
             self.stats.rows += rows
             if self.on_call is not None:
                 try:

@@ -3,6 +3,12 @@
 ONNX export takes its input/output names and dynamic axes from here, the TensorRT build its
 optimization profile, the runners their input checks, and the manifest records the same
 declaration so the runtime can check an engine before use.
+
+Every engine takes ``sample [batch, C, H, W]`` and ``timestep [batch]``. A conditional UNet adds
+``class_labels [batch]`` (int64, in ``0 .. num_classes - 1``) and/or ``encoder_hidden_states
+[batch, sequence, dim]`` (float32: the condition its cross-attention blocks take as keys and
+values). The sequence length is an export choice: one fixed length, or a min/opt/max range that
+is a dynamic axis (and a TensorRT profile dimension); :class:`SequenceRange` records it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from typing import Any
 SAMPLE = "sample"
 TIMESTEP = "timestep"
 NOISE_PRED = "noise_pred"
+CLASS_LABELS = "class_labels"
+ENCODER_HIDDEN_STATES = "encoder_hidden_states"
 BATCH = "batch"  # name of the dynamic leading axis
+SEQUENCE = "sequence"  # name of encoder_hidden_states' dynamic token axis (when the length is a range)
 
 
 @dataclass(frozen=True)
@@ -22,8 +31,11 @@ class TensorSpec:
     dtype: str  # numpy dtype name
     shape: tuple[int | str, ...]  # BATCH for the dynamic axis
 
-    def concrete(self, batch: int) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else int(d) for d in self.shape)
+    def concrete(self, batch: int, sequence: int | None = None) -> tuple[int, ...]:
+        """The shape at ``batch`` rows (and ``sequence`` tokens, for a dynamic sequence axis)."""
+        if SEQUENCE in self.shape and sequence is None:
+            raise ValueError(f"{self.name} has a dynamic sequence axis: give its length")
+        return tuple(batch if d == BATCH else sequence if d == SEQUENCE else int(d) for d in self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -50,19 +62,83 @@ class BatchProfile:
 
 
 @dataclass(frozen=True)
+class SequenceRange:
+    """The token counts ``encoder_hidden_states`` accepts: min == max is one fixed length."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.min, self.opt, self.max)) \
+                or not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"sequence length needs 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return str(self.min) if self.fixed else f"{self.min}..{self.max}"
+
+
+@dataclass(frozen=True)
 class UNetIO:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    num_classes: int | None = None  # class_labels' range, when the engine takes them
+    sequence: SequenceRange | None = None  # encoder_hidden_states' token counts, when the engine takes them
 
     @classmethod
-    def for_model(cls, in_channels: int, out_channels: int, height: int, width: int) -> UNetIO:
+    def for_model(cls, in_channels: int, out_channels: int, height: int, width: int, num_classes: int | None = None,
+                  cross_attention_dim: int | None = None, sequence: SequenceRange | None = None) -> UNetIO:
+        inputs = [
+            TensorSpec(SAMPLE, "float32", (BATCH, in_channels, height, width)),
+            TensorSpec(TIMESTEP, "float32", (BATCH,)),
+        ]
+        if num_classes is not None:
+            inputs.append(TensorSpec(CLASS_LABELS, "int64", (BATCH,)))
+        if cross_attention_dim is not None:
+            if sequence is None:
+                raise ValueError("a cross-attention UNet needs its sequence length")
+            tokens = sequence.min if sequence.fixed else SEQUENCE
+            inputs.append(TensorSpec(ENCODER_HIDDEN_STATES, "float32", (BATCH, tokens, cross_attention_dim)))
         return cls(
-            inputs=(
-                TensorSpec(SAMPLE, "float32", (BATCH, in_channels, height, width)),
-                TensorSpec(TIMESTEP, "float32", (BATCH,)),
-            ),
+            inputs=tuple(inputs),
             outputs=(TensorSpec(NOISE_PRED, "float32", (BATCH, out_channels, height, width)),),
+            num_classes=num_classes,
+            sequence=sequence if cross_attention_dim is not None else None,
         )
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    @property
+    def conditioning_inputs(self) -> tuple[TensorSpec, ...]:
+        """The inputs besides sample and timestep (class labels, encoder hidden states)."""
+        return tuple(t for t in self.inputs if t.name not in (SAMPLE, TIMESTEP))
+
+    def shapes(self, batch: int, which: str = "opt") -> dict[str, tuple[int, ...]]:
+        """Every input's shape at ``batch`` rows and the sequence range's ``which`` (min / opt / max) length."""
+        tokens = getattr(self.sequence, which) if self.sequence is not None else None
+        return {t.name: t.concrete(batch, tokens) for t in self.inputs}
+
+    def example_conditioning(self, rows: int, rng, sequence: int | None = None) -> dict:
+        """Conditioning inputs for ``rows`` rows, a different condition per row (the export gates' feeds):
+        class labels cycling through the classes, encoder hidden states standard normal."""
+        import numpy as np
+
+        out = {}
+        for spec in self.conditioning_inputs:
+            if spec.name == CLASS_LABELS:
+                out[spec.name] = (np.arange(rows, dtype=np.int64) * 7 + 3) % self.num_classes
+            else:
+                tokens = sequence or (self.sequence.opt if self.sequence is not None else None)
+                out[spec.name] = rng.standard_normal(spec.concrete(rows, tokens), dtype=np.float32)
+        return out
 
     @property
     def input_names(self) -> list[str]:
@@ -76,16 +152,32 @@ class UNetIO:
     def sample(self) -> TensorSpec:
         return self.inputs[0]
 
-    def input_batch_axes(self) -> dict[str, list[int]]:
-        """For each input, the axes declared as BATCH (the exporter's dynamic shapes)."""
-        return {t.name: [axis for axis, d in enumerate(t.shape) if d == BATCH] for t in self.inputs}
+    def input_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """For each input, its dynamic axes and their names (BATCH, SEQUENCE): the exporter's dynamic shapes."""
+        return {t.name: {axis: d for axis, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        out: dict[str, Any] = {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        if self.num_classes is not None:
+            out["num_classes"] = self.num_classes
+        if self.sequence is not None:
+            out["sequence"] = self.sequence.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> UNetIO:
-        return cls(
+        """Raises KeyError, TypeError or ValueError for a malformed declaration."""
+        sequence = raw.get("sequence")
+        io = cls(
             inputs=tuple(TensorSpec.from_dict(t) for t in raw["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in raw["outputs"]),
+            num_classes=raw.get("num_classes"),
+            sequence=SequenceRange(**sequence) if sequence is not None else None,
         )
+        classes = io.num_classes
+        if (io.input(CLASS_LABELS) is not None) != (classes is not None) or (
+                classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1)):
+            raise ValueError("class_labels and num_classes must come together (num_classes >= 1)")
+        if (io.input(ENCODER_HIDDEN_STATES) is not None) != (io.sequence is not None):
+            raise ValueError("encoder_hidden_states and sequence must come together")
+        return io

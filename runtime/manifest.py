@@ -112,6 +112,7 @@ class Manifest:
     scheduler_config: dict[str, Any]
     io: UNetIO
     artifacts: dict[str, ArtifactEntry]
+    conditioning: dict[str, Any] = field(default_factory=dict)  # runtime.conditioning reads it (unconditional: {})
 
     def artifact(self, name: str) -> ArtifactEntry:
         try:
@@ -123,8 +124,9 @@ class Manifest:
             ) from None
 
     def base(self) -> dict[str, Any]:
-        """The sections every artifact shares (model, scheduler config, I/O), for :func:`update_artifact`."""
-        return {"model": self.model, "scheduler_config": self.scheduler_config, "io": self.io.to_dict()}
+        """The sections every artifact shares (model, scheduler config, I/O, conditioning), for :func:`update_artifact`."""
+        base = {"model": self.model, "scheduler_config": self.scheduler_config, "io": self.io.to_dict()}
+        return {**base, "conditioning": self.conditioning} if self.conditioning else base
 
 
 _REQUIRED = ("format", "model", "scheduler_config", "io", "artifacts")
@@ -153,12 +155,14 @@ def read_manifest(path: str | Path) -> Manifest:
         )
     try:
         io = UNetIO.from_dict(data["io"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"manifest {path} has a malformed io section ({exc}); rebuild the engine") from None
-    if not isinstance(data["artifacts"], dict) or not isinstance(data["scheduler_config"], dict):
-        raise ManifestError(f"manifest {path} has malformed artifacts or scheduler_config; rebuild the engine")
+    if not isinstance(data["artifacts"], dict) or not isinstance(data["scheduler_config"], dict) \
+            or not isinstance(data.get("conditioning", {}), dict):
+        raise ManifestError(f"manifest {path} has malformed artifacts, scheduler_config or conditioning; rebuild the engine")
     artifacts = {name: ArtifactEntry.from_dict(raw, f"manifest {path}, artifact {name!r}") for name, raw in data["artifacts"].items()}
-    return Manifest(path=path, model=data["model"], scheduler_config=data["scheduler_config"], io=io, artifacts=artifacts)
+    return Manifest(path=path, model=data["model"], scheduler_config=data["scheduler_config"], io=io, artifacts=artifacts,
+                    conditioning=data.get("conditioning", {}))
 
 
 def artifact_entry(engine: str | Path) -> tuple[Manifest, ArtifactEntry]:
@@ -205,7 +209,8 @@ def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entr
             old = read_manifest(path)
         except ManifestError:
             old = None
-        if old and old.model == base["model"] and old.io.to_dict() == base["io"]:
+        if old and old.model == base["model"] and old.io.to_dict() == base["io"] \
+                and old.conditioning == base.get("conditioning", {}):
             artifacts = {k: v for k, v in old.artifacts.items() if (Path(directory) / k).exists()}
     artifacts[name] = entry
     changed = True

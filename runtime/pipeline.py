@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 
 from .cache import AUTO, resolve_cache_dir
+from .conditioning import Conditioning, request_rows
 from .denoiser import Denoiser
 from .engine import open_engine
-from .errors import RequestTimeoutError
+from .errors import ManifestError, RequestTimeoutError
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import Sampler, build_table, scheduler_name_for
+from .manifest import Manifest, sha256_file
 from .schedulers.config import read_config_file
 from .trajectory import ProgressFn, Trajectory, advance
 
@@ -41,6 +43,16 @@ def resolve_scheduler_config(manifest_config: dict[str, Any], override: str | Pa
     return read_config_file(override)
 
 
+def read_conditioning(manifest: Manifest) -> Conditioning:
+    """The manifest's conditioning section with its files (beside the manifest, hash-checked)."""
+
+    def check_hash(path: Path, digest: str | None) -> None:
+        if not path.is_file() or sha256_file(path) != digest:
+            raise ManifestError(f"{path} is missing or does not match the manifest's sha256; re-export the model")
+
+    return Conditioning.from_manifest(manifest.conditioning, manifest.path.parent, manifest.io, check_hash)
+
+
 class Pipeline:
     """A loaded engine plus its scheduler.
 
@@ -49,13 +61,16 @@ class Pipeline:
     ...     result = pipe.generate(SampleRequest(scheduler="ddim", steps=20))  # images + the settings used
     """
 
-    def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None):
+    def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None,
+                 conditioning: Conditioning | None = None):
         """Wraps an active ``runner``; :meth:`load` is the usual way in.
 
         ``scheduler_config`` is a diffusers scheduler config dict (any scheduler's keys); each
-        sampler takes from it what diffusers' ``from_config`` would.
+        sampler takes from it what diffusers' ``from_config`` would. ``conditioning``: what a
+        conditional engine's labels and unconditional inputs are (the manifest's; default: none declared).
         """
         self.runner = runner
+        self.conditioning = conditioning or Conditioning()
         self.engine_sha256 = engine_sha256
         self.scheduler_config = dict(scheduler_config)
         self.default_scheduler = scheduler_name_for(self.scheduler_config)
@@ -78,7 +93,8 @@ class Pipeline:
         cached per machine ("auto": ``$DDPM_DEPLOY_CACHE_DIR`` or ``~/.cache/ddpm-deploy``; None: no cache)."""
         runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=resolve_cache_dir(cache_dir))
         try:
-            return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256)
+            return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
+                       read_conditioning(manifest))
         except BaseException:
             runner.deactivate()
             raise
@@ -116,12 +132,12 @@ class Pipeline:
         """One request (a :class:`SampleRequest`, or its fields as keywords), checked against this engine
         and ready to advance; nothing is drawn yet."""
         request = SampleRequest.create(request, **fields)
-        rows = request.count
-        self.runner.check_batch(rows)  # the engine's batch profile
+        rows = request_rows(self.runner.io, self.conditioning, request)
+        self.runner.check_batch(request.count * rows.per_image)  # the engine's batch profile
         sampler, table = self.table(request.scheduler, request.steps, request.eta)
-        cond = self.denoiser.check_conditioning(request.conditioning, rows)
-        return Trajectory(sampler, table, self.noise_source(request), (rows, self.channels, self.height, self.width),
-                          cond, progress)
+        return Trajectory(sampler, table, self.noise_source(request),
+                          (request.count, self.channels, self.height, self.width), rows.inputs, progress,
+                          rows.guidance_scale)
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:
@@ -129,7 +145,9 @@ class Pipeline:
 
         The request is a :class:`SampleRequest` or its fields as keywords (``count`` or its alias
         ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
-        ``noise``, ``timeout_s``, ``conditioning``): ``scheduler`` is ddpm, ddim or dpmpp-2m (default:
+        ``noise``, ``timeout_s``; for a conditional model ``class_labels``, ``embeddings``,
+        ``negative_embeddings``, ``guidance_scale``, or ``conditioning``, the engine's inputs outright:
+        see :mod:`runtime.conditioning`): ``scheduler`` is ddpm, ddim or dpmpp-2m (default:
         the one the scheduler config was written for); ``steps`` defaults to the sampler's own
         (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
         :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.

@@ -74,15 +74,16 @@ def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple
 
 
 def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
-                  triton: str | None = None, aliases: tuple[str, ...] = (), choices: Sequence[str] | None = None,
-                  limits: Mapping[str, Any] | None = None, compare: bool = True):
+                  triton: str | None = None, triton_dims: tuple[int, ...] = (1,), aliases: tuple[str, ...] = (),
+                  choices: Sequence[str] | None = None, limits: Mapping[str, Any] | None = None, compare: bool = True):
     """A request field and what the generated surfaces need of it.
 
     ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
-    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input);
-    ``limits``: JSON-schema keywords for the published API schema (minimum, items, ...)."""
-    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "aliases": aliases, "choices": choices,
-            "limits": dict(limits or {})}
+    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input) and
+    ``triton_dims`` its dims ([1]: a scalar); ``limits``: JSON-schema keywords for the published API
+    schema (minimum, items, ...)."""
+    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "triton_dims": triton_dims, "aliases": aliases,
+            "choices": choices, "limits": dict(limits or {})}
     return field(default=default, metadata=meta, compare=compare)
 
 
@@ -92,6 +93,57 @@ JSON_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "strin
 
 def _is_whole(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def class_label_list(text: str) -> tuple[int, ...]:
+    """``--class-labels 3`` or ``0,1,2``."""
+    try:
+        labels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if any(x < 0 for x in labels):
+        raise argparse.ArgumentTypeError(f"class labels are >= 0, got {text!r}")
+    return labels
+
+
+def npy_file(path: str) -> np.ndarray:
+    """A ``--embeddings`` file: a float array saved with ``numpy.save`` (no pickles)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not a .npy array file ({str(exc).splitlines()[0]})") from None
+
+
+MAX_EMBEDDING_VALUES = 1 << 24  # 64 MiB of float32 per request: past any engine's condition
+
+
+def _embeddings(value: Any, what: str) -> np.ndarray:
+    """A request's embeddings as float32 [sequence, dim] or [n, sequence, dim], finite; InputError otherwise."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind != "f":
+            raise InputError(f"{what} must be a float array (float16, float32 or float64), got {value.dtype}")
+        arr = value
+    elif isinstance(value, (list, tuple)):
+        try:
+            arr = np.array(value)
+        except (ValueError, TypeError):
+            raise InputError(f"{what} must be a rectangular array of numbers") from None
+    else:
+        raise InputError(f"{what} must be an array of numbers, got {brief(value)}")
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise InputError(f"{what} must hold numbers (float32), got {arr.dtype if arr.dtype.kind != 'O' else 'a ragged array'}")
+    if arr.ndim not in (2, 3) or 0 in arr.shape:
+        raise InputError(f"{what} must be [sequence, dim] or [count, sequence, dim], got shape {list(arr.shape)}")
+    if arr.size > MAX_EMBEDDING_VALUES:
+        raise InputError(f"{what} has {arr.size} values, more than {MAX_EMBEDDING_VALUES}")
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} holds NaN or Inf (or values beyond float32)")
+    arr.flags.writeable = False
+    return arr
 
 
 @dataclass(frozen=True)
@@ -137,8 +189,24 @@ class SampleRequest:
     timeout_s: float | None = request_field(
         None, "seconds from submission after which the request fails (default: none, or the service's)",
         json=(*NUMBER, type(None)), triton="TYPE_FP32", aliases=("timeout",), limits={"exclusiveMinimum": 0})
+    class_labels: tuple[int, ...] | None = request_field(
+        None, "class label of each image, or one for all (a class-conditional model, or one with a label embedding "
+        "table); on the command line: 3 or 0,1,2", json=(list, int, type(None)), cli=class_label_list,
+        triton="TYPE_INT64", triton_dims=(-1,), limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
+    embeddings: np.ndarray | None = request_field(
+        None, "a cross-attention model's condition: [sequence, dim] for all images or [count, sequence, dim] "
+        "(on the command line: a .npy file)", json=(list, type(None)), cli=npy_file, triton="TYPE_FP32",
+        triton_dims=(-1, -1, -1), compare=False)
+    negative_embeddings: np.ndarray | None = request_field(
+        None, "what guidance steers away from, shaped like embeddings (default: the model's null embedding)",
+        json=(list, type(None)), cli=npy_file, triton="TYPE_FP32", triton_dims=(-1, -1, -1), compare=False)
+    guidance_scale: float = request_field(
+        1.0, "classifier-free guidance scale, >= 1; above 1 each image runs a conditional and an unconditional "
+        "row, combined as diffusers does (default 1: no guidance)", json=NUMBER, cli=float, triton="TYPE_FP32",
+        limits={"minimum": 1})
     conditioning: Mapping[str, np.ndarray] | None = request_field(
-        None, "the engine's inputs besides sample and timestep, one row per image", json=None, compare=False)
+        None, "the engine's conditioning inputs outright, one row per image (instead of class_labels / embeddings)",
+        json=None, compare=False)
 
     def __post_init__(self):
         count = self.count
@@ -171,6 +239,21 @@ class SampleRequest:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.floating))
                                     or not 0 < float(timeout) < math.inf):
             raise InputError(f"timeout_s must be a number of seconds > 0, got {brief(timeout)}")
+        labels = self.class_labels
+        if labels is not None:
+            labels = (labels,) if _is_whole(labels) else labels
+            if isinstance(labels, (str, bytes)) or not isinstance(labels, (Sequence, np.ndarray)) or len(labels) == 0 \
+                    or not all(_is_whole(x) and x >= 0 for x in labels):
+                raise InputError(f"class_labels must be whole numbers >= 0, one per image or one for all, got {brief(self.class_labels)}")
+            object.__setattr__(self, "class_labels", tuple(int(x) for x in labels))
+        for name in ("embeddings", "negative_embeddings"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _embeddings(getattr(self, name), name))
+        scale = self.guidance_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+                or not 1 <= float(scale) < math.inf:
+            raise InputError(f"guidance_scale must be a number >= 1 (1: no guidance), got {brief(scale)}")
+        object.__setattr__(self, "guidance_scale", float(scale))
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
 
@@ -225,10 +308,13 @@ class SampleRequest:
         args: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or value == f.default:
+            if value is None or (not isinstance(value, np.ndarray) and value == f.default):
                 continue
-            if f.metadata["cli"] is None:
-                raise InputError(f"{f.name} cannot be given on the command line")
+            if f.metadata["cli"] is None or isinstance(value, np.ndarray):
+                raise InputError(f"{f.name} cannot be given as a command-line value" +
+                                 ("; save it with numpy.save and pass the file" if isinstance(value, np.ndarray) else ""))
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
             args += [_flag(f.name)] if f.metadata["cli"] == "flag" else [_flag(f.name), str(value)]
         return args
 
@@ -253,18 +339,20 @@ class SampleRequest:
         return {"type": "object", "properties": properties, "additionalProperties": False}
 
     @classmethod
-    def triton_inputs(cls) -> list[tuple[str, str]]:
-        """(name, Triton data type) of every field that is a Triton input (each optional, shape [1])."""
-        return [(f.name, f.metadata["triton"]) for f in fields(cls) if f.metadata["triton"]]
+    def triton_inputs(cls) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(name, Triton data type, dims) of every field that is a Triton input (each optional; dims [1]: a scalar)."""
+        return [(f.name, f.metadata["triton"], f.metadata["triton_dims"]) for f in fields(cls) if f.metadata["triton"]]
 
     @classmethod
     def from_triton(cls, read: Callable[[str], Any]) -> SampleRequest:
-        """From a Triton request: ``read(name)`` is the scalar given for input ``name`` (None when absent)."""
+        """From a Triton request: ``read(name)`` is the value given for input ``name`` (None when absent): the
+        scalar of a [1] input, the array of the others."""
         values = {}
         for f in fields(cls):
             if f.metadata["triton"] and (value := read(f.name)) is not None:
                 try:
-                    values[f.name] = _from_triton(f.metadata["triton"], value)
+                    values[f.name] = (_from_triton(f.metadata["triton"], value) if f.metadata["triton_dims"] == (1,)
+                                      else np.asarray(value))
                 except (TypeError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
                     raise InputError(f"input {f.name!r} is not a {f.metadata['triton'].removeprefix('TYPE_')} value "
                                      f"({type(exc).__name__})") from None
@@ -313,6 +401,12 @@ def _from_triton(kind: str, value: Any) -> Any:
     return int(value)
 
 
+def _array_sha256(arr: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest()
+
+
 @dataclass(frozen=True)
 class SampleResult:
     """What a request gave: uint8 images [count, H, W, C], the request and the settings it was sampled with."""
@@ -334,7 +428,23 @@ class SampleResult:
             "noise": request.noise,
             "steps": str(settings.steps),
             "scheduler": json.dumps({**settings.config, "eta": settings.eta}, sort_keys=True),
+            **self._conditioning_metadata(index),
             "engine": self.engine,
             "engine_sha256": str(self.engine_sha256),
             "software": f"ddpm-deploy {__version__}",
         }
+
+    def _conditioning_metadata(self, index: int) -> dict[str, str]:
+        """The image's condition: its class label, the sha256 of its embeddings (float32 little-endian
+        bytes), the guidance scale."""
+        request, out = self.request, {}
+        if request.class_labels is not None:
+            labels = request.class_labels
+            out["class_label"] = str(labels[index] if len(labels) > 1 else labels[0])
+        for name in ("embeddings", "negative_embeddings"):
+            value = getattr(request, name)
+            if value is not None:
+                out[f"{name}_sha256"] = _array_sha256(value[index] if value.ndim == 3 and len(value) > 1 else value.reshape(value.shape[-2:]))
+        if request.guidance_scale != 1:
+            out["guidance_scale"] = repr(request.guidance_scale)
+        return out

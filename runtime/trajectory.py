@@ -1,11 +1,16 @@
 """Requests as trajectories, and one engine call shared by many of them.
 
-A :class:`Trajectory` is one request's state: its rows of the sample, its sampler and table, the step
+A :class:`Trajectory` is one request's state: its images' sample, its sampler and table, the step
 it is at, the sampler's carried state, its own noise source, its conditioning inputs, a progress
 callback and a cancelled flag. :func:`advance` gathers the rows of many trajectories into one engine
-call with a timestep per row, scatters the noise prediction back and lets each trajectory take its
+call with a timestep per row, scatters the model output back and lets each trajectory take its
 own sampler step. The engine takes one timestep per image, so requests at different steps, with
-different samplers and step counts, share every call.
+different samplers and step counts, share every call. A guided trajectory (classifier-free
+guidance) gives the engine two rows per image, its unconditional and its conditional one, and
+combines their outputs (:func:`runtime.conditioning.guide`) before its step; guided and unguided
+requests, at any scales, share calls like any others. Only requests whose conditioning rows differ
+in shape (cross-attention conditions of different token counts, on an engine with a dynamic
+sequence axis) cannot be concatenated: :func:`call_groups` splits those into one call per shape.
 
 On ONNX Runtime (CPU) the UNet is batch-invariant (a row's output does not depend on the other rows),
 so a trajectory advanced among others gives the same image, bit for bit, as the same request alone;
@@ -21,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .conditioning import guide
 from .denoiser import Denoiser
 from .errors import EngineError
 from .noise import NoiseSource
@@ -44,11 +50,15 @@ class Trajectory:
         shape: tuple[int, ...],
         conditioning: Mapping[str, np.ndarray] | None = None,
         progress: ProgressFn | None = None,
+        guidance_scale: float | None = None,
     ):
+        """``conditioning``: the engine's conditioning inputs for this trajectory's engine rows (two per
+        image with ``guidance_scale``: unconditional rows first)."""
         self.sampler = sampler
         self.table = table
         self.source = source
-        self.shape = tuple(int(d) for d in shape)  # [rows, C, H, W]
+        self.shape = tuple(int(d) for d in shape)  # [images, C, H, W]
+        self.guidance_scale = guidance_scale
         self.conditioning = dict(conditioning or {})
         self.progress = progress
         self.step_index = 0
@@ -58,8 +68,13 @@ class Trajectory:
         self._spare: tuple[np.ndarray, np.ndarray] | None = None  # working space for steps that take it
 
     @property
-    def rows(self) -> int:
+    def images(self) -> int:
         return self.shape[0]
+
+    @property
+    def rows(self) -> int:
+        """Engine rows per step: two per image when guided."""
+        return self.shape[0] * (1 if self.guidance_scale is None else 2)
 
     @property
     def num_steps(self) -> int:
@@ -76,6 +91,10 @@ class Trajectory:
             self._x = self.source.draw(self.shape)
         return self._x
 
+    def model_input(self) -> np.ndarray:
+        """This step's engine rows of the sample (each image twice when guided)."""
+        return self.x if self.guidance_scale is None else np.concatenate([self.x, self.x])
+
     def timesteps(self) -> np.ndarray:
         return np.full(self.rows, self.table.timesteps[self.step_index], dtype=np.float32)
 
@@ -88,7 +107,9 @@ class Trajectory:
         return self.source.draw(self.shape)
 
     def apply(self, model_output: np.ndarray, noise: np.ndarray | None) -> None:
-        """Takes the sampler step with this trajectory's rows of the model output."""
+        """Takes the sampler step with this trajectory's rows of the model output (guided first)."""
+        if self.guidance_scale is not None:
+            model_output = guide(model_output, self.guidance_scale)
         i = self.step_index
         old = self.x
         if self._spare is None:
@@ -113,20 +134,36 @@ def _gather(parts: Sequence[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
+def call_groups(trajectories: Sequence[Trajectory]) -> list[list[Trajectory]]:
+    """The trajectories that can share one engine call: all of them, unless their conditioning rows differ
+    in shape (token counts on a dynamic sequence axis); then one group per shape, in first-seen order."""
+    groups: dict[tuple, list[Trajectory]] = {}
+    for tr in trajectories:
+        key = tuple((name, value.shape[1:]) for name, value in sorted(tr.conditioning.items()))
+        groups.setdefault(key, []).append(tr)
+    return list(groups.values())
+
+
 def advance(
     denoiser: Denoiser, trajectories: Sequence[Trajectory], pool: Executor | None = None
 ) -> list[tuple[Trajectory, BaseException]]:
-    """One engine call for the rows of all ``trajectories``, then each one's own step.
+    """One engine call for the rows of all ``trajectories`` (one per :func:`call_groups` group), then
+    each one's own step.
 
     Each step's noise is drawn on ``pool`` while the engine runs (numpy and the backends release the
     GIL); a trajectory's draws stay in its stream's order. Returns the trajectories that failed this
     step with their error (a NaN in their rows); the others have advanced. An error of the engine call
-    itself is raised: it concerns every row.
+    itself is raised: it concerns every row of it.
     """
+    groups = call_groups(trajectories)
+    if len(groups) > 1:
+        return [failure for group in groups for failure in advance(denoiser, group, pool)]
     if not trajectories:
         return []
-    x = _gather([tr.x for tr in trajectories])  # initial draws first, in the caller's thread
+    for tr in trajectories:
+        tr.x  # initial draws first, in the caller's thread
     draws = [pool.submit(tr.step_noise) if pool is not None and tr.needs_noise() else None for tr in trajectories]
+    x = _gather([tr.model_input() for tr in trajectories])
     t = _gather([tr.timesteps() for tr in trajectories])
     names = denoiser.conditioning_names
     conditioning = {name: _gather([tr.conditioning[name] for tr in trajectories]) for name in names}

@@ -28,11 +28,18 @@ log = logging.getLogger("ddpm_deploy.triton")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
-def _scalar(request, name: str):
+SCALARS = {name for name, _, dims in SampleRequest.triton_inputs() if dims == (1,)}
+
+
+def _value(request, name: str):
+    """The scalar of a [1] input, the array of the others (class_labels, embeddings); None when absent."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
-    values = tensor.as_numpy().reshape(-1)
+    values = tensor.as_numpy()
+    if name not in SCALARS:
+        return values
+    values = values.reshape(-1)
     if values.size != 1:
         raise InputError(f"input {name!r} must hold one value, got {values.size}")
     return values[0]
@@ -60,7 +67,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                future = self.batcher.submit(SampleRequest.from_triton(partial(_scalar, request)))
+                future = self.batcher.submit(SampleRequest.from_triton(partial(_value, request)))
             except DeployError as exc:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(first_line(exc))), flags=FINAL)
                 continue

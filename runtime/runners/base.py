@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from ..errors import EngineError, InputError
-from ..io_spec import BATCH, UNetIO
+from ..io_spec import BATCH, SEQUENCE, UNetIO
 
 if TYPE_CHECKING:
     from ..manifest import ArtifactEntry
@@ -121,6 +121,11 @@ class Runner(abc.ABC):
                         batch = got
                     elif got != batch:
                         raise InputError(f"input {spec.name!r} has batch {got}, other inputs have {batch}")
+                elif want == SEQUENCE:
+                    seq = self.io.sequence
+                    if not seq.min <= got <= seq.max:
+                        raise InputError(f"input {spec.name!r} has {got} tokens; this engine takes {seq} "
+                                         "(rebuild it with a wider --sequence-length range)")
                 elif want != got:
                     raise InputError(
                         f"input {spec.name!r} axis {axis} must be {want} (engine shape {spec.shape}), got {arr.shape}"

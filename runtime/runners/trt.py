@@ -140,10 +140,11 @@ def check_engine_io(trt, engine, io: UNetIO, profile: BatchProfile | None, path)
                               "rebuild the plan")
         if mode == trt.TensorIOMode.INPUT and profile is not None:
             lo, _, hi = engine.get_tensor_profile_shape(name, 0)
-            if tuple(lo) != spec.concrete(profile.min) or tuple(hi) != spec.concrete(profile.max):
+            want_lo, want_hi = io.shapes(profile.min, "min")[name], io.shapes(profile.max, "max")[name]
+            if tuple(lo) != want_lo or tuple(hi) != want_hi:
                 raise EngineError(
                     f"{path}: {name}'s profile is {tuple(lo)}..{tuple(hi)}, the manifest declares "
-                    f"{spec.concrete(profile.min)}..{spec.concrete(profile.max)}; rebuild the plan"
+                    f"{want_lo}..{want_hi}; rebuild the plan"
                 )
 
 
@@ -154,7 +155,7 @@ class TrtRunner(Runner):
         super().__init__(*args, **kwargs)
         self._trt = self._cudart = None
         self._engine = self._context = self._stream = None
-        self._buffers: dict[int, dict[str, tuple[int, int]]] = {}  # batch -> name -> (device ptr, bytes)
+        self._buffers: dict[tuple, dict[str, tuple[int, int]]] = {}  # input shapes -> name -> (device ptr, bytes)
         self._lock = threading.Lock()
 
     def _activate(self) -> None:
@@ -185,14 +186,19 @@ class TrtRunner(Runner):
             cuda_call(self._cudart.cudaStreamDestroy(self._stream), self._cudart)
         self._context = self._engine = self._stream = None
 
-    def _device_buffers(self, batch: int) -> dict[str, tuple[int, int]]:
-        if batch not in self._buffers:
+    def _device_buffers(self, feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+        """Device buffers for this feed's shapes (batch and, for a dynamic sequence axis, tokens)."""
+        key = tuple(feed[spec.name].shape for spec in self.io.inputs)
+        if key not in self._buffers:
+            batch = key[0][0]
+            shapes = {spec.name: feed[spec.name].shape for spec in self.io.inputs}
+            shapes |= {spec.name: spec.concrete(batch) for spec in self.io.outputs}
             buffers = {}
             for spec in self.io.inputs + self.io.outputs:
-                nbytes = int(np.prod(spec.concrete(batch))) * np.dtype(spec.dtype).itemsize
+                nbytes = int(np.prod(shapes[spec.name])) * np.dtype(spec.dtype).itemsize
                 buffers[spec.name] = (cuda_call(self._cudart.cudaMalloc(nbytes), self._cudart), nbytes)
-            self._buffers[batch] = buffers
-        return self._buffers[batch]
+            self._buffers[key] = buffers
+        return self._buffers[key]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
@@ -201,7 +207,7 @@ class TrtRunner(Runner):
     def _infer_locked(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self._cudart
         batch = next(iter(feed.values())).shape[0]
-        buffers = self._device_buffers(batch)
+        buffers = self._device_buffers(feed)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for spec in self.io.inputs:
             host = np.ascontiguousarray(feed[spec.name])
