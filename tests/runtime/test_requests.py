@@ -92,12 +92,12 @@ def test_cli_flags_are_generated_from_the_fields_and_round_trip():
     request = SampleRequest(count=3, seed=9, per_image_seeds=True, steps=4, scheduler="ddim", eta=0.5, noise="torch")
     assert SampleRequest.from_args(parser.parse_args(request.cli_args())) == request
     assert SampleRequest.from_args(parser.parse_args(["--batch", "2"])).count == 2
-    with pytest.raises(InputError, match="cannot be given on the command line"):
+    with pytest.raises(InputError, match="cannot be given as a command-line value"):
         SampleRequest(count=2, seeds=[1, 2]).cli_args()
 
 
 def test_triton_inputs_and_reader():
-    inputs = dict(SampleRequest.triton_inputs())
+    inputs = {name: kind for name, kind, _ in SampleRequest.triton_inputs()}
     assert inputs["count"] == "TYPE_INT32" and inputs["seed"] == "TYPE_UINT64" and inputs["scheduler"] == "TYPE_STRING"
     assert {"per_image_seeds", "timeout_s"} <= set(inputs)  # the fields Triton lacked
     given = {"count": np.int32(2), "seed": np.uint64(2**63), "scheduler": b"ddim", "eta": np.float32(0.5),
@@ -125,24 +125,24 @@ def test_result_metadata_names_what_was_sampled():
 
 def test_a_new_field_reaches_every_surface_from_its_declaration_alone():
     """What adding a request field takes: the field, declared once (here in a subclass, as a future
-    guidance_scale would be); the CLI flag, the JSON schema, the Triton input and reader follow."""
+    an image-to-image strength would be); the CLI flag, the JSON schema, the Triton input and reader follow."""
     from dataclasses import dataclass
 
     from runtime.cli import non_negative_number
     from runtime.requests import request_field
 
     @dataclass(frozen=True)
-    class Guided(SampleRequest):
-        guidance_scale: float = request_field(1.0, "classifier-free guidance scale", json=(int, float),
-                                              cli=non_negative_number, triton="TYPE_FP32", aliases=("cfg",))
+    class WithStrength(SampleRequest):
+        strength: float = request_field(1.0, "image-to-image strength", json=(int, float),
+                                        cli=non_negative_number, triton="TYPE_FP32", aliases=("denoise",))
 
     parser = argparse.ArgumentParser()
-    Guided.add_arguments(parser)
-    assert Guided.from_args(parser.parse_args(["--guidance-scale", "3.5"])).guidance_scale == 3.5
-    assert Guided.from_json('{"cfg": 2, "count": 2}')[0] == Guided(count=2, guidance_scale=2)
-    assert ("guidance_scale", "TYPE_FP32") in Guided.triton_inputs()
-    assert Guided.from_triton({"guidance_scale": np.float32(4)}.get).guidance_scale == 4.0
-    assert Guided(guidance_scale=7.5).cli_args() == ["--guidance-scale", "7.5"]
+    WithStrength.add_arguments(parser)
+    assert WithStrength.from_args(parser.parse_args(["--strength", "0.5"])).strength == 0.5
+    assert WithStrength.from_json('{"denoise": 2, "count": 2}')[0] == WithStrength(count=2, strength=2)
+    assert ("strength", "TYPE_FP32", (1,)) in WithStrength.triton_inputs()
+    assert WithStrength.from_triton({"strength": np.float32(4)}.get).strength == 4.0
+    assert WithStrength(strength=7.5).cli_args() == ["--strength", "7.5"]
 
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -165,3 +165,29 @@ def test_any_body_is_a_request_or_one_line_input_error(body):
         assert str(exc) and "\n" not in str(exc)
         return
     assert request.count >= 1 and 0 <= request.seed  # what __post_init__ guarantees
+
+
+def test_conditioning_fields_arrive_from_every_entry_point(tmp_path):
+    """class_labels, embeddings, negative_embeddings and guidance_scale through JSON, the CLI and Triton."""
+    embeddings = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "e.npy", embeddings)
+    from_json, _ = SampleRequest.from_json(json.dumps(
+        {"count": 2, "class_labels": [1, 2], "embeddings": embeddings.tolist(), "guidance_scale": 3}))
+    parser = argparse.ArgumentParser()
+    SampleRequest.add_arguments(parser)
+    from_cli = SampleRequest.from_args(parser.parse_args(
+        ["--count", "2", "--class-labels", "1,2", "--embeddings", str(tmp_path / "e.npy"), "--guidance-scale", "3"]))
+    triton = {"count": np.int32(2), "class_labels": np.array([1, 2], np.int64), "embeddings": embeddings[None],
+              "guidance_scale": np.float32(3)}
+    from_triton = SampleRequest.from_triton(triton.get)
+    for request in (from_json, from_cli, from_triton):
+        assert request.class_labels == (1, 2) and request.guidance_scale == 3.0
+        np.testing.assert_array_equal(request.embeddings.reshape(2, 3), embeddings)
+        assert request.embeddings.dtype == np.float32
+    assert SampleRequest(count=2, class_labels=[1, 2]).cli_args() == ["--count", "2", "--class-labels", "1,2"]
+    assert SampleRequest(class_labels=3).class_labels == (3,)
+    with pytest.raises(SystemExit):  # argparse: one line, exit 2
+        parser.parse_args(["--embeddings", str(tmp_path / "missing.npy")])
+    (tmp_path / "bad.npy").write_text("not an array")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--embeddings", str(tmp_path / "bad.npy")])
