@@ -1,4 +1,5 @@
-"""Random-weight diffusers models for tests and benchmarks: tiny ones, and the full google/ddpm-cat-256 config."""
+"""Random-weight diffusers models for tests and benchmarks: tiny ones (unconditional, class-conditional,
+cross-attention), and the full google/ddpm-cat-256 config."""
 
 from __future__ import annotations
 
@@ -56,17 +57,42 @@ TINY_CONFIG = dict(
 )
 
 
-def save_model(folder: Path, config: dict, scheduler: dict | None = None, seed: int = 0) -> Path:
-    """``UNet2DModel(**config)`` with seeded random weights + a DDPMScheduler, saved as diffusers does.
+# A class-conditional UNet2DModel (as the consistency-model ImageNet checkpoints: num_class_embeds, no type).
+TINY_CLASS_CONFIG = {**TINY_CONFIG, "sample_size": 8, "num_class_embeds": 5}
+# A UNet2DConditionModel: cross-attention blocks whose keys and values come from encoder_hidden_states.
+TINY_CROSS_ATTENTION_CONFIG = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=16,
+    attention_head_dim=4,
+    norm_num_groups=8,
+)
+
+
+def save_model(folder: Path, config: dict, scheduler: dict | None = None, seed: int = 0, unet_class: str = "UNet2DModel",
+               calm: float | None = None) -> Path:
+    """``UNet2DModel(**config)`` (or ``unet_class``) with seeded random weights + a DDPMScheduler, saved as
+    diffusers does.
 
     A random UNet makes the deterministic samplers (DDIM at eta 0, DPM-Solver++) chaotic; image-level
-    comparisons of those use the trained demo model (models/digits16) instead.
+    comparisons of those use the trained demo model (models/digits16), or a *calmed* random model:
+    ``calm`` scales the output convolution, so the model's output varies little with its input and a
+    kernel's last-bit difference no longer grows along the trajectory.
     """
+    import diffusers
     import torch
-    from diffusers import DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
-    unet = UNet2DModel(**config)
+    unet = getattr(diffusers, unet_class)(**config)
+    if calm is not None:
+        with torch.no_grad():
+            unet.conv_out.weight.mul_(calm)
+            unet.conv_out.bias.mul_(calm)
     unet.save_pretrained(folder)
-    DDPMScheduler(**(REFERENCE_SCHEDULER if scheduler is None else scheduler)).save_pretrained(folder)
+    diffusers.DDPMScheduler(**(REFERENCE_SCHEDULER if scheduler is None else scheduler)).save_pretrained(folder)
     return folder

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InputError
-from runtime.io_spec import SAMPLE, TIMESTEP, UNetIO
+from runtime.io_spec import ENCODER_HIDDEN_STATES, UNetIO
 from runtime.requests import NUMBER, parse_object
 
 
@@ -75,12 +75,14 @@ class ServiceConfig:
 
     def body_limit(self, io: UNetIO) -> int:
         """``max_body_bytes``, or by default what the largest legitimate request to this engine can take: a
-        64 KiB allowance for the scalar fields and per-image seeds, plus, for an engine with conditioning
-        inputs, max_count rows of them written out as JSON numbers (at most 24 bytes each)."""
+        64 KiB allowance for the scalar fields, per-image seeds and class labels, plus, for a cross-attention
+        engine, max_count images' embeddings and as many negative embeddings at the longest sequence,
+        written out as JSON numbers (at most 24 bytes each)."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
-        per_row = sum(math.prod(spec.concrete(1)) for spec in io.inputs if spec.name not in (SAMPLE, TIMESTEP))
-        return BASE_BODY_BYTES + self.max_count * per_row * JSON_NUMBER_BYTES
+        shapes = io.shapes(1, "max")
+        per_image = sum(2 * math.prod(shapes[spec.name]) for spec in io.conditioning_inputs if spec.name == ENCODER_HIDDEN_STATES)
+        return BASE_BODY_BYTES + self.max_count * per_image * JSON_NUMBER_BYTES
 
 
 BASE_BODY_BYTES = 64 << 10

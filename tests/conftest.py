@@ -54,10 +54,10 @@ def sample_offline(engine: Path, request: dict, out: Path) -> list:
     return [read_png(path) for path in sorted(Path(out).glob("*.png"))]
 
 
-def export_engine(model_dir: Path, out: Path) -> Path:
+def export_engine(model_dir: Path, out: Path, *args: str) -> Path:
     from export.onnx import main
 
-    assert main(["--model", str(model_dir), "--out", str(out)]) == 0
+    assert main(["--model", str(model_dir), "--out", str(out), *args]) == 0
     return out / "unet.onnx"
 
 
@@ -80,3 +80,58 @@ def reference_blocks_model(request, tmp_path_factory) -> Path:
 def demo_engine(tmp_path_factory) -> Path:
     """The shipped demo model, exported (parity gate) into a temporary folder."""
     return export_engine(DEMO_MODEL, tmp_path_factory.mktemp("demo_engine"))
+
+
+# Conditional models (tests/export/test_conditional.py, tests/runtime/test_batching.py) --------------------
+CLASS_NULL = 4  # the class-conditional model's declared null class (labels 0..3)
+SEQUENCE_LENGTH = 6  # the cross-attention model's condition, in tokens
+# diffusers' StableDiffusionPipeline rewrites a scheduler config to steps_offset 1 and clip_sample off; the
+# cross-attention model ships that config so that the pipeline and the runtime sample with the same one.
+SD_SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "linear", "clip_sample": False, "steps_offset": 1}
+
+
+def write_declaration(folder: Path, declaration: dict, arrays: dict | None = None) -> None:
+    import json
+
+    import numpy as np
+
+    for name, value in (arrays or {}).items():
+        np.save(folder / name, value)
+    (folder / "conditioning.json").write_text(json.dumps(declaration))
+
+
+@pytest.fixture(scope="session")
+def class_model(tmp_path_factory) -> Path:
+    from export.reference import TINY_CLASS_CONFIG
+
+    folder = save_model(tmp_path_factory.mktemp("class_model"), TINY_CLASS_CONFIG, calm=0.1)
+    write_declaration(folder, {"labels": ["0", "1", "2", "3"], "unconditional": {"class_label": CLASS_NULL}})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def class_engine(class_model, tmp_path_factory) -> Path:
+    return export_engine(class_model, tmp_path_factory.mktemp("class_engine"))
+
+
+@pytest.fixture(scope="session")
+def xattn_model(tmp_path_factory) -> Path:
+    """A calmed random UNet2DConditionModel with a 3-label embedding table and a null embedding."""
+    import numpy as np
+
+    from export.reference import TINY_CROSS_ATTENTION_CONFIG
+
+    folder = save_model(tmp_path_factory.mktemp("xattn_model"), TINY_CROSS_ATTENTION_CONFIG, SD_SCHEDULER,
+                        unet_class="UNet2DConditionModel", calm=0.1)
+    rng = np.random.default_rng(0)
+    dim = TINY_CROSS_ATTENTION_CONFIG["cross_attention_dim"]
+    write_declaration(folder, {"labels": ["a", "b", "c"], "label_embeddings": "labels.npy",
+                               "unconditional": {"embedding": "null.npy"}},
+                      {"labels.npy": rng.standard_normal((3, SEQUENCE_LENGTH, dim)).astype(np.float32),
+                       "null.npy": np.zeros((SEQUENCE_LENGTH, dim), np.float32)})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def xattn_engine(xattn_model, tmp_path_factory) -> Path:
+    return export_engine(xattn_model, tmp_path_factory.mktemp("xattn_engine"))
