@@ -225,7 +225,7 @@ def test_conditional_fp16_gate(xattn_engine, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     manifest = read_manifest(out / "manifest.json")
-    assert manifest.artifact("unet.fp16.onnx").precision == "fp16" and manifest.conditioning
+    assert manifest.artifact("unet.fp16.onnx").precision == "fp16-mixed" and manifest.conditioning
     with Pipeline.load(out / "unet.fp16.onnx") as pipe:
         images = pipe.sample(count=2, class_labels=[0, 1], guidance_scale=2.0, steps=4, scheduler="ddim")
     assert images.shape == (2, 8, 8, 4)
