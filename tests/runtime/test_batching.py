@@ -123,3 +123,37 @@ def test_engine_failure_fails_the_rows_in_that_call_and_the_batcher_goes_on(pipe
         with pytest.raises(RuntimeError, match="device lost"):
             batcher.submit(steps=2).result(timeout=30)
         np.testing.assert_array_equal(batcher.submit(steps=2, seed=1).result(timeout=30), pipe(steps=2, seed=1))
+
+
+# Guided and unguided requests, at several scales and samplers, share calls; each image equals the request alone.
+CONDITIONED = [
+    dict(scheduler="ddim", steps=8, seed=1, class_labels=[0], guidance_scale=3.0),
+    dict(scheduler="dpmpp-2m", steps=6, seed=2, class_labels=[1, 2], count=2),  # unguided
+    dict(scheduler="ddpm", steps=10, seed=3, class_labels=[2], guidance_scale=7.5, noise="torch"),
+    dict(scheduler="ddim", steps=5, seed=4, count=2),  # no condition: the null embedding, unguided
+    dict(scheduler="ddim", steps=7, seed=5, embeddings=np.full((6, 16), 0.3, np.float32), guidance_scale=1.5),
+    dict(scheduler="dpmpp-2m", steps=9, seed=6, class_labels=[1], guidance_scale=2.0, per_image_seeds=True),
+]
+
+
+def test_guided_and_unguided_requests_share_calls_bit_for_bit(xattn_engine):
+    with Pipeline.load(xattn_engine, device="cpu") as pipe:
+        alone = [pipe(**r) for r in CONDITIONED]
+        calls = []
+        with StepBatcher(pipe, max_batch=8, on_call=lambda rows, s: calls.append(rows)) as batcher:
+            futures = [batcher.submit(**r) for r in CONDITIONED]
+            results = [f.result(timeout=120) for f in futures]
+            stats = batcher.stats
+    for i, (a, b) in enumerate(zip(alone, results)):
+        np.testing.assert_array_equal(a, b, err_msg=f"request {i}: {CONDITIONED[i]}")
+    rows = sum(r.get("count", 1) * (2 if r.get("guidance_scale", 1) > 1 else 1) * r["steps"] for r in CONDITIONED)
+    assert stats.rows == rows and stats.engine_calls == len(calls) < sum(r["steps"] for r in CONDITIONED)
+    print(f"\n{len(CONDITIONED)} requests ({sum(r['steps'] for r in CONDITIONED)} request-steps, {rows} rows): "
+          f"{stats.engine_calls} engine calls, rows per call {calls}, mean {stats.mean_batch:.2f}")
+
+
+def test_a_guided_request_counts_two_rows_per_image(xattn_engine):
+    with Pipeline.load(xattn_engine, device="cpu") as pipe, StepBatcher(pipe, max_batch=4) as batcher:
+        with pytest.raises(InputError, match="needs 6 rows.*guidance takes two rows per image"):
+            batcher.submit(count=3, class_labels=[0], guidance_scale=2, steps=2)
+        assert batcher.submit(count=2, class_labels=[0], guidance_scale=2, steps=2).result(timeout=30).shape == (2, 8, 8, 4)

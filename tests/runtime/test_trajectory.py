@@ -71,3 +71,27 @@ def test_a_failing_progress_callback_fails_its_request_only():
     bad, good = trajectory("ddpm", 2, seed=1, progress=boom), trajectory("ddpm", 2, seed=2)
     failed = advance(Denoiser(StandinUNet().activate()), [bad, good])
     assert [t for t, _ in failed] == [bad] and good.step_index == 1
+
+
+def test_conditions_of_different_lengths_take_one_call_per_length():
+    """On an engine with a dynamic sequence axis, rows of different token counts cannot be concatenated."""
+    from runtime.io_spec import SequenceRange
+    from runtime.trajectory import call_groups
+
+    runner = StandinUNet(sequence=SequenceRange(2, 3, 4)).activate()
+    denoiser = Denoiser(runner)
+
+    def conditioned(tokens, seed):
+        tr = trajectory("ddim", 3, seed)
+        tr.conditioning = {"encoder_hidden_states": np.full((1, tokens, 3), tokens / 10, np.float32)}
+        return tr
+
+    alone = [run_alone(conditioned(n, s), denoiser) for n, s in ((2, 1), (4, 2), (2, 3))]
+    together = [conditioned(n, s) for n, s in ((2, 1), (4, 2), (2, 3))]
+    assert [len(g) for g in call_groups(together)] == [2, 1]
+    runner.calls.clear()
+    while not all(t.done for t in together):
+        assert advance(denoiser, together) == []
+    assert runner.calls == [2, 1] * 3
+    for a, t in zip(alone, together):
+        np.testing.assert_array_equal(a, t.x)

@@ -114,3 +114,16 @@ def test_gpu_facts_on_real_cuda_python_without_a_gpu():
         pytest.skip("a GPU is visible here")
     with pytest.raises(BackendUnavailableError, match=r"cudaError\w+ \(\d+\)"):
         gpu_facts(bindings)
+
+
+def test_the_profile_covers_every_conditional_input(monkeypatch):
+    """STAND-IN Polygraphy: one optimization profile holds batch and sequence ranges for every input."""
+    trt_standin.install(monkeypatch)
+    from export.trt import polygraphy_profile
+    from runtime.io_spec import BatchProfile, SequenceRange, UNetIO
+
+    io = UNetIO.for_model(4, 4, 8, 8, num_classes=5, cross_attention_dim=16, sequence=SequenceRange(3, 6, 9))
+    profile = polygraphy_profile(io, BatchProfile(1, 2, 4))
+    assert set(profile) == {"sample", "timestep", "class_labels", "encoder_hidden_states"}
+    assert profile["class_labels"] == ((1,), (2,), (4,))
+    assert profile["encoder_hidden_states"] == ((1, 3, 16), (2, 6, 16), (4, 9, 16))
