@@ -116,6 +116,14 @@ def npy_file(path: str) -> np.ndarray:
         raise argparse.ArgumentTypeError(f"{path} is not a .npy array file ({str(exc).splitlines()[0]})") from None
 
 
+def check_guidance_scale(scale: Any) -> float:
+    """A finite number >= 1 (1: no guidance; diffusers guides above 1), as a float; InputError otherwise."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+            or not 1 <= float(scale) < math.inf:
+        raise InputError(f"guidance_scale must be a number >= 1 (1: no guidance), got {brief(scale)}")
+    return float(scale)
+
+
 MAX_EMBEDDING_VALUES = 1 << 24  # 64 MiB of float32 per request: past any engine's condition
 
 
@@ -249,11 +257,7 @@ class SampleRequest:
         for name in ("embeddings", "negative_embeddings"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _embeddings(getattr(self, name), name))
-        scale = self.guidance_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
-                or not 1 <= float(scale) < math.inf:
-            raise InputError(f"guidance_scale must be a number >= 1 (1: no guidance), got {brief(scale)}")
-        object.__setattr__(self, "guidance_scale", float(scale))
+        object.__setattr__(self, "guidance_scale", check_guidance_scale(self.guidance_scale))
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
 

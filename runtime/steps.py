@@ -4,6 +4,8 @@ For one sampler, step count and eta, every step of the sampling loop becomes a r
 coefficients. A native loop (``embed/include/ddpm_loop.hpp``) runs any engine with them:
 
     m   = engine(x, t)                                   # model output at timestep t
+    m   = u + s * (c - u)                                # guided plans (guidance_scale s > 1): the engine ran
+                                                         # [x; x] with unconditional rows first, m = [u; c]
     x0  = (x0_x * x - x0_m * m) / x0_div                 # predicted x0 (epsilon: x0_x 1, x0_m sqrt(1-a), x0_div sqrt(a))
     x0  = clamp(x0, -clip_range, clip_range)             # where "clip" is true
     out = (c_x0 * x0 + c_x * x) + c_m * m                # in this order; terms with a zero coefficient are skipped
@@ -34,6 +36,7 @@ from . import __version__
 from .atomic import publish
 from .cli import ArgumentParser, run, setup_logging
 from .errors import DeployError, InputError
+from .requests import check_guidance_scale
 from .manifest import artifact_entry
 from .schedulers import SCHEDULERS, build_table, default_steps_help, scheduler_name_for
 from .schedulers.config import read_config_file
@@ -45,8 +48,12 @@ F32 = np.float32
 COLUMNS = ("timestep", "x0_x", "x0_m", "x0_div", "clip", "c_x0", "c_x", "c_m", "c_d", "c_r", "noise", "c_z")
 
 
-def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: float = 0.0) -> dict[str, Any]:
-    """The plan (a JSON-able dict, columns as float lists) of ``scheduler`` for a diffusers scheduler config."""
+def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: float = 0.0,
+         guidance_scale: float = 1.0) -> dict[str, Any]:
+    """The plan (a JSON-able dict, columns as float lists) of ``scheduler`` for a diffusers scheduler config;
+    ``guidance_scale`` > 1: classifier-free guidance (the loop runs each image's unconditional and
+    conditional rows and combines them as :func:`runtime.conditioning.guide` does)."""
+    check_guidance_scale(guidance_scale)
     sampler, table = build_table(scheduler, config, steps, eta)
     cfg = table.config
     k = table.num_steps
@@ -69,6 +76,7 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
         "sampler": sampler.name,
         "steps": k,
         "eta": float(eta) if sampler.uses_eta else 0.0,
+        "guidance_scale": float(np.float32(guidance_scale)) if guidance_scale > 1 else 1.0,
         "prediction_type": cfg.prediction_type,
         "clip_range": float(F32(cfg.clip_sample_range)) if clip else None,
         "init_noise_sigma": 1.0,
@@ -114,6 +122,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the config's own")
     p.add_argument("--steps", type=int, default=None, help=f"default: {default_steps_help()}")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's noise scale (default 0)")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance, >= 1 (default 1: none); the loop then runs 2 rows per image")
     p.add_argument("--out", required=True, help="plan.json or plan.npz")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out.parent.is_dir():
         raise DeployError(f"{out.parent} is not a folder; create it first")
     config = artifact_entry(Path(args.engine))[0].scheduler_config if args.engine else read_config_file(args.scheduler_config)
-    result = plan(args.scheduler or scheduler_name_for(config), config, args.steps, args.eta)
+    result = plan(args.scheduler or scheduler_name_for(config), config, args.steps, args.eta, args.guidance_scale)
     write(result, out)
     print(f"wrote {out}: {result['sampler']}, {result['steps']} steps, {result['prediction_type']} prediction")
     return 0

@@ -16,8 +16,14 @@
 // Clang, /fp:precise with MSVC): a fused multiply-add rounds once where the runtime rounds twice.
 // The sample x is in the engine's layout ([batch, C, H, W] for our ONNX and TensorRT engines); the
 // loop is elementwise and does not care. For a batch, give every row the same timestep (one plan).
+//
+// Guided plans (`--guidance-scale S`, S > 1): the model is called on 2n values, the sample twice, and
+// fills 2n outputs; the caller's engine feeds the first n with the unconditional input (null class, null
+// or negative embedding) and the last n with the condition, as the runtime and diffusers' pipelines order
+// them. The loop combines them as m = u + S * (c - u) before the step.
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstddef>
@@ -47,7 +53,10 @@ struct Plan {
     std::string sampler, prediction_type;
     float clip_range = 1;
     float init_noise_sigma = 1;
+    float guidance_scale = 1;  // > 1: classifier-free guidance (2 rows per image per model call)
     std::vector<Step> steps;
+
+    bool guided() const { return guidance_scale > 1; }
 };
 
 namespace detail {
@@ -156,6 +165,11 @@ class Parser {
     }
 };
 
+inline const Value* find(const Value& object, const std::string& key) {
+    auto it = object.object.find(key);
+    return object.kind == Value::Object && it != object.object.end() ? &it->second : nullptr;
+}
+
 inline const Value& member(const Value& object, const std::string& key) {
     auto it = object.object.find(key);
     if (object.kind != Value::Object || it == object.object.end()) throw std::runtime_error("plan JSON: no \"" + key + "\"");
@@ -175,6 +189,8 @@ inline Plan parse_plan(const std::string& json) {
     const detail::Value& range = member(root, "clip_range");
     if (range.kind == detail::Value::Number) plan.clip_range = static_cast<float>(range.number);
     plan.init_noise_sigma = static_cast<float>(member(root, "init_noise_sigma").number);
+    if (const detail::Value* g = detail::find(root, "guidance_scale"); g && g->kind == detail::Value::Number)
+        plan.guidance_scale = static_cast<float>(g->number);  // absent in plans older than guidance: 1
     const detail::Value& cols = member(root, "columns");
     size_t n = static_cast<size_t>(member(root, "steps").number);
     plan.steps.resize(n);
@@ -223,13 +239,31 @@ inline void step(const Step& s, float clip_range, float* x, const float* m, cons
     }
 }
 
-// The whole loop. model(const float* x, float timestep, float* m) runs the engine on n values;
-// noise(float* z, size_t n) fills standard normal noise (called only on steps that use it).
+// Classifier-free guidance on 2n model outputs (unconditional first): m = u + scale * (c - u), rounding as the runtime.
+inline void guide(float scale, const float* m2, float* m, size_t n) {
+    for (size_t k = 0; k < n; ++k) {
+        float u = m2[k], c = m2[n + k];
+        m[k] = u + scale * (c - u);
+    }
+}
+
+// The whole loop. model(const float* x, float timestep, float* m) runs the engine on n values (2n for a
+// guided plan: see above); noise(float* z, size_t n) fills standard normal noise (called only on steps
+// that use it).
 template <class Model, class Noise>
 void run(const Plan& plan, float* x, size_t n, Model&& model, Noise&& noise) {
-    std::vector<float> m(n), z(n), prev_x0(n);
+    const bool guided = plan.guided();
+    std::vector<float> m(n), z(n), prev_x0(n), x2(guided ? 2 * n : 0), m2(guided ? 2 * n : 0);
     for (const Step& s : plan.steps) {
-        model(static_cast<const float*>(x), static_cast<float>(s.timestep), m.data());
+        const float t = static_cast<float>(s.timestep);
+        if (guided) {
+            std::copy(x, x + n, x2.begin());
+            std::copy(x, x + n, x2.begin() + static_cast<std::ptrdiff_t>(n));
+            model(static_cast<const float*>(x2.data()), t, m2.data());
+            guide(plan.guidance_scale, m2.data(), m.data(), n);
+        } else {
+            model(static_cast<const float*>(x), t, m.data());
+        }
         if (s.noise) noise(z.data(), n);
         step(s, plan.clip_range, x, m.data(), z.data(), prev_x0.data(), n);
     }
