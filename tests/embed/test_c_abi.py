@@ -111,3 +111,32 @@ def test_resident_memory_stays_flat_over_200_calls(embed_build, demo_engine):
     growth = max(rss[20:]) - rss[19]
     print(f"\nRSS after call 20: {rss[19]} kB, max over calls 21-{CALLS}: {max(rss[20:])} kB (+{growth} kB)")
     assert growth < RSS_GROWTH_LIMIT_KB
+
+
+def test_conditioned_requests_through_the_c_abi(embed_build, xattn_engine, tmp_path):
+    """class_labels, embeddings and guidance_scale in the request JSON: the Python API's images; bad conditions
+    get the invalid-input code and one line."""
+    embeddings = np.linspace(-1, 1, 6 * 16, dtype=np.float32).reshape(6, 16)
+    good = [
+        ({"count": 2, "class_labels": [0, 2], "guidance_scale": 3, "steps": 5, "scheduler": "ddim"},
+         dict(count=2, class_labels=[0, 2], guidance_scale=3.0, steps=5, scheduler="ddim")),
+        ({"embeddings": embeddings.tolist(), "steps": 4, "scheduler": "dpmpp-2m", "seed": 9},
+         dict(embeddings=embeddings, steps=4, scheduler="dpmpp-2m", seed=9)),
+    ]
+    bad = [
+        ({"class_labels": [3], "steps": 2}, "out of range"),
+        ({"embeddings": [[1.0] * 16] * 5, "steps": 2}, "must be [6, 16]"),
+        ({"embeddings": [[1.0, "x"]], "steps": 2}, "hold numbers"),
+        ({"class_labels": [1], "guidance_scale": 0.5, "steps": 2}, "guidance_scale must be"),
+        ({"class_labels": [1], "negative_embeddings": [[0.0] * 16] * 6, "steps": 2}, "guidance only"),
+    ]
+    r, lines = driver(embed_build, xattn_engine, "images", tmp_path, *(json.dumps(q) for q, _ in good + bad))
+    results = [line for line in lines if line.get("case", "").startswith("{")]
+    with Pipeline.load(xattn_engine, device="cpu") as pipe:
+        shape = (pipe.height, pipe.width, pipe.channels)
+        for i, (request, kwargs) in enumerate(good):
+            assert results[i]["code"] == CODES["ok"], results[i]
+            expected = pipe.sample(**kwargs)
+            np.testing.assert_array_equal(images_from(tmp_path / f"{i}.bin", len(expected), shape), expected)
+    for line, (request, message) in zip(results[len(good):], bad):
+        assert line["code"] == CODES["invalid"] and message in line["message"] and "\n" not in line["message"], line
