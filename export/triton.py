@@ -17,6 +17,7 @@ import embed.triton
 from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError
+from runtime.conditioning import declared_files
 from runtime.manifest import MANIFEST_NAME, verify_artifact
 from runtime.requests import SampleRequest
 
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         version = staging / args.name / "1"
         (version / "engine").mkdir(parents=True)
         shutil.copy2(Path(embed.triton.__file__).parent / "model.py", version / "model.py")
-        for file in [engine, *(folder / data for data in entry.external_data), folder / MANIFEST_NAME]:
+        needed = [*entry.external_data, *declared_files(manifest.conditioning), MANIFEST_NAME]
+        for file in [engine, *(folder / name for name in needed)]:
             shutil.copy2(file, version / "engine" / file.name)
         (staging / args.name / "config.pbtxt").write_text(config_pbtxt(
             args.name, name, height, width, channels, args.instances, args.max_batch, args.max_queue, args.device))

@@ -126,6 +126,13 @@ class Conditioning:
         return out
 
 
+def declared_files(section: Mapping[str, Any] | None) -> list[str]:
+    """The files a manifest's conditioning section names (they travel with the engine)."""
+    section = section or {}
+    entries = [section.get("label_embeddings"), (section.get("unconditional") or {}).get("embedding")]
+    return [e["file"] for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)]
+
+
 @dataclass(frozen=True)
 class Rows:
     """A request's conditioning inputs for its engine rows; ``guidance_scale`` None: one row per image,

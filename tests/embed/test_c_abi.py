@@ -85,7 +85,7 @@ def test_bad_inputs_give_a_code_and_one_line(embed_build, demo_engine):
         "sample: steps 0": ("invalid", "steps must be"),
         "sample: negative seed": ("invalid", "seed must be"),
         "sample: buffer too small": ("buffer", "need 512"),
-        "sample: count above max_batch": ("invalid", "exceeds this batcher's max_batch 4"),
+        "sample: count above max_batch": ("invalid", "more than this batcher's max_batch 4"),
         "sample: NULL out": ("invalid", "out is NULL"),
         "sample: made-up handle": ("invalid", "not from ddpm_open"),
         "sample: after close": ("invalid", "closed"),

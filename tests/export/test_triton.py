@@ -21,20 +21,24 @@ from tests.localnet import free_port, listening
 VENV = ROOT / "build" / "triton-venv"
 SERVER = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "pytriton" / "tritonserver"
 MODEL = "ddpm"
+CONDITIONAL = "ddpm_xattn"  # the cross-attention test model, served beside the demo model
 MAX_BATCH = 6
 
 pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
-def server(demo_engine, tmp_path_factory):
+def server(demo_engine, xattn_engine, tmp_path_factory):
     if not (SERVER / "bin" / "tritonserver").is_file():
         pytest.skip(f"no Triton server in {VENV} (`make triton-deps` installs nvidia-pytriton there)")
     work = tmp_path_factory.mktemp("triton")
     repo = work / "model_repository"
-    r = subprocess.run([sys.executable, "-m", "export.triton", "--engines", str(demo_engine.parent), "--out", str(repo),
-                        "--name", MODEL, "--max-batch", str(MAX_BATCH)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    for engine, name in ((demo_engine, MODEL), (xattn_engine, CONDITIONAL)):
+        r = subprocess.run([sys.executable, "-m", "export.triton", "--engines", str(engine.parent), "--out", str(work / name),
+                            "--name", name, "--max-batch", str(MAX_BATCH)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        repo.mkdir(exist_ok=True)
+        (work / name / name).rename(repo / name)
     # The Python backend wants its stub beside it, symlinked (a copy cannot find its libraries), for our Python.
     backends = work / "backends" / "python"
     backends.mkdir(parents=True)
@@ -61,9 +65,12 @@ def server(demo_engine, tmp_path_factory):
     deadline = time.monotonic() + 120
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/models/{MODEL}/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    break
+            ready = []
+            for name in (MODEL, CONDITIONAL):
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/models/{name}/ready", timeout=2) as resp:
+                    ready.append(resp.status == 200)
+            if all(ready):
+                break
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -79,10 +86,10 @@ def server(demo_engine, tmp_path_factory):
     log.close()
 
 
-def client(server, requests, out, sequential=False):
+def client(server, requests, out, sequential=False, model=MODEL):
     out.mkdir(exist_ok=True)
     r = subprocess.run([str(VENV / "bin" / "python"), str(ROOT / "tests" / "export" / "triton_client.py"),
-                        f"127.0.0.1:{server['ports']['grpc']}", MODEL, json.dumps(requests), str(out),
+                        f"127.0.0.1:{server['ports']['grpc']}", model, json.dumps(requests), str(out),
                         *(["sequential"] if sequential else [])], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout)
@@ -90,7 +97,7 @@ def client(server, requests, out, sequential=False):
 
 def test_listens_on_loopback_only(server):
     addresses = listening(server["proc"].pid)
-    assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics
+    assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics (both models)
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
 
 
@@ -108,7 +115,7 @@ def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_
         offline = np.stack([pixels for pixels, _ in sample_offline(demo_engine, request, tmp_path / f"cli{i}")])
         np.testing.assert_array_equal(served, offline, err_msg=json.dumps(request))
     with urllib.request.urlopen(f"http://127.0.0.1:{server['ports']['metrics']}/metrics", timeout=10) as resp:
-        metrics = dict(re.findall(r'^(ddpm_unet_\w+)\{[^}]*\} (\S+)$', resp.read().decode(), re.M))
+        metrics = dict(re.findall(rf'^(ddpm_unet_\w+)\{{[^}}]*model="{MODEL}"[^}}]*\}} (\S+)$', resp.read().decode(), re.M))
     calls, rows = float(metrics["ddpm_unet_calls"]), float(metrics["ddpm_unet_rows"])
     steps = sum(q["steps"] for q in requests)
     stats = result["stats"]["modelStats"][0]
@@ -121,7 +128,7 @@ def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_
 BAD = [
     ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
     ({"steps": 0}, "steps must be"),
-    ({"count": MAX_BATCH + 1, "steps": 2}, f"exceeds this batcher's max_batch {MAX_BATCH}"),
+    ({"count": MAX_BATCH + 1, "steps": 2}, f"more than this batcher's max_batch {MAX_BATCH}"),
     ({"noise": "gauss"}, "unknown noise kind 'gauss'"),
     ({"eta": -1.0, "scheduler": "ddim"}, "eta must be"),
     ({"timeout_s": -1.0}, "timeout_s must be"),
@@ -137,3 +144,23 @@ def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, t
         assert fragment in message and "\n" not in message and "Traceback" not in message, (request, responses[str(i)])
     assert responses[str(len(BAD))]["shape"][0] == 1
     assert server["proc"].poll() is None
+
+
+def test_conditioned_requests_equal_the_python_api(server, xattn_engine, tmp_path):
+    """class_labels (INT64 [-1]), embeddings (FP32 [-1, -1, -1]) and guidance_scale as Triton inputs."""
+    from runtime import Pipeline
+
+    embeddings = np.linspace(-1, 1, 6 * 16, dtype=np.float32).reshape(1, 6, 16)
+    requests = [
+        {"count": 2, "class_labels": [0, 2], "guidance_scale": 3.0, "steps": 5, "scheduler": "ddim"},
+        {"embeddings": embeddings.tolist(), "steps": 4, "scheduler": "dpmpp-2m", "seed": 9},
+        {"class_labels": [1], "guidance_scale": 2.0, "steps": 6, "scheduler": "ddpm", "seed": 4},
+    ]
+    result = client(server, requests, tmp_path / "served", model=CONDITIONAL)
+    with Pipeline.load(xattn_engine, device="cpu") as pipe:
+        for i, request in enumerate(requests):
+            fields = {**request, **({"embeddings": np.asarray(request["embeddings"], np.float32)} if "embeddings" in request else {})}
+            np.testing.assert_array_equal(np.load(result["responses"][str(i)]["file"]), pipe.sample(**fields))
+    bad = client(server, [{"class_labels": [3], "steps": 2}, {"embeddings": [[[1.0] * 16] * 5], "steps": 2}], tmp_path / "bad",
+                 sequential=True, model=CONDITIONAL)["responses"]
+    assert "out of range" in bad["0"]["error"] and "must be [6, 16]" in bad["1"]["error"]

@@ -23,8 +23,8 @@ from runtime.requests import SampleRequest
 
 # config.pbtxt's data type → the client's name for it and its numpy type
 CLIENT_TYPES = {"TYPE_UINT64": ("UINT64", np.uint64), "TYPE_INT32": ("INT32", np.int32), "TYPE_STRING": ("BYTES", object),
-                "TYPE_FP32": ("FP32", np.float32), "TYPE_BOOL": ("BOOL", np.bool_)}
-TYPES = {name: CLIENT_TYPES[kind] for name, kind in SampleRequest.triton_inputs()}
+                "TYPE_FP32": ("FP32", np.float32), "TYPE_BOOL": ("BOOL", np.bool_), "TYPE_INT64": ("INT64", np.int64)}
+TYPES = {name: (*CLIENT_TYPES[kind], dims) for name, kind, dims in SampleRequest.triton_inputs()}
 
 
 def main() -> int:
@@ -49,9 +49,10 @@ def main() -> int:
     for i, request in enumerate(requests):
         inputs = []
         for name, value in request.items():
-            dtype, np_dtype = TYPES[name]
-            tensor = grpcclient.InferInput(name, [1], dtype)
-            tensor.set_data_from_numpy(np.array([value], dtype=np_dtype))
+            dtype, np_dtype, dims = TYPES[name]
+            array = np.array([value] if dims == (1,) else value, dtype=np_dtype)  # scalars as [1], the rest as given
+            tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         client.async_stream_infer(model, inputs, request_id=str(i))
         if sequential:
