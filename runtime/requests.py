@@ -141,7 +141,8 @@ def _embeddings(value: Any, what: str) -> np.ndarray:
     else:
         raise InputError(f"{what} must be an array of numbers, got {brief(value)}")
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-        raise InputError(f"{what} must hold numbers (float32), got {arr.dtype if arr.dtype.kind != 'O' else 'a ragged array'}")
+        got = {"U": "text", "S": "text", "b": "booleans", "O": "a ragged or mixed array"}.get(arr.dtype.kind, str(arr.dtype))
+        raise InputError(f"{what} must hold numbers (float32), got {got}")
     if arr.ndim not in (2, 3) or 0 in arr.shape:
         raise InputError(f"{what} must be [sequence, dim] or [count, sequence, dim], got shape {list(arr.shape)}")
     if arr.size > MAX_EMBEDDING_VALUES:

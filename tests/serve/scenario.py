@@ -593,7 +593,47 @@ def soak(engine: str, out: Path) -> dict:
             "events": events, "last_replica_stats": stats}
 
 
-SCENARIOS = {"soak": soak, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+# The cross-attention test model (tests/conftest.py xattn_engine): 6 tokens of 16, labels 0..2, a null embedding.
+CONDITIONED = [
+    {"seed": 1, "steps": 6, "scheduler": "ddim", "class_labels": [2], "guidance_scale": 3},
+    {"seed": 2, "steps": 5, "scheduler": "dpmpp-2m", "count": 2, "class_labels": [0, 1], "format": "json"},
+    {"seed": 3, "steps": 7, "scheduler": "ddpm", "embeddings": [[0.25] * 16] * 6, "negative_embeddings": [[0.0] * 16] * 6,
+     "guidance_scale": 2.5},
+    {"seed": 4, "steps": 4, "scheduler": "ddim"},  # no condition: the null embedding
+]
+BAD_CONDITIONS = [
+    ("label out of range", {"class_labels": [3]}),
+    ("labels for another count", {"class_labels": [0, 1], "count": 3}),
+    ("embedding of the wrong shape", {"embeddings": [[1.0] * 16] * 5}),
+    ("ragged embedding", {"embeddings": [[1.0] * 16, [1.0]]}),
+    ("text in an embedding", {"embeddings": [["a"] * 16] * 6}),
+    ("embedding beyond float32", {"embeddings": [[1e39] * 16] * 6}),
+    ("guidance below 1", {"class_labels": [0], "guidance_scale": 0.5}),
+    ("guidance without a condition", {"guidance_scale": 2}),
+    ("negative without guidance", {"class_labels": [0], "negative_embeddings": [[0.0] * 16] * 6}),
+    ("labels as text", {"class_labels": "1"}),
+    ("a label as a float", {"class_labels": [1.5]}),
+    ("guidance over max_batch", {"count": 3, "class_labels": [0], "guidance_scale": 2}),
+]
+
+
+def conditioned(engine: str, out: Path) -> dict:
+    """Conditioned requests (labels, embeddings, guidance) over HTTP: images, refusals, the model description."""
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    with httpx.Client(timeout=60) as client:
+        report: dict = {"models": client.get(f"{url}/v1/models").json()}
+    responses = asyncio.run(post_all(url, CONDITIONED))
+    report["served"] = [{"status": r["status"], "files": save_images(r, out, f"cond{i}") if r["status"] == 200 else [],
+                         "body": r["content"][:300].decode("utf-8", "replace") if r["status"] != 200 else ""}
+                        for i, r in enumerate(responses)]
+    bad = asyncio.run(post_all(url, [{**body, "steps": 2} for _, body in BAD_CONDITIONS]))
+    report["bad"] = {name: {"status": r["status"], "body": r["content"].decode()} for (name, _), r in zip(BAD_CONDITIONS, bad)}
+    return report
+
+
+SCENARIOS = {"soak": soak, "conditioned": conditioned, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 
 from serve import netns
 from tests.conftest import ROOT, read_png, sample_offline
-from tests.serve.scenario import BAD, MIXED
+from tests.serve.scenario import BAD, BAD_CONDITIONS, CONDITIONED, MIXED
 
 pytestmark = [pytest.mark.service, pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))]
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ddpm-deploy[serve]')")
@@ -264,3 +264,25 @@ def test_soak_two_replicas_disconnects_and_a_restart(demo_engine, tmp_path):
     assert outcomes["wrong"] == 0 and outcomes["failed"] == [], outcomes["failed"][:5]
     assert outcomes["ok"] > 100 and outcomes["disconnected"] > 5 and report["events"].get("killed")
     assert growth and all(g["max_kb"] - g["after_1_min_kb"] <= SOAK_RSS_GROWTH_KB for g in growth.values()), growth
+
+
+def test_conditioned_requests_and_their_refusals(xattn_engine, tmp_path):
+    """class_labels, embeddings and guidance over HTTP equal the Python API; bad conditions are 400 with one line."""
+    from runtime import Pipeline
+    from runtime.requests import SampleRequest
+
+    report = run_scenario("conditioned", xattn_engine, tmp_path / "out", tmp_path)
+    described = report["models"]["models"][0]["conditioning"]
+    assert described == {"inputs": ["encoder_hidden_states"], "class_labels": ["a", "b", "c"],
+                         "embeddings": "[6, 16] float32 per image (or one for all)", "guidance": True}
+    with Pipeline.load(xattn_engine, device="cpu") as pipe:
+        for request, served in zip(CONDITIONED, report["served"]):
+            assert served["status"] == 200, (request, served)
+            fields = {k: v for k, v in request.items() if k != "format"}
+            expected = pipe.sample(SampleRequest(**fields))
+            got = np.stack([read_png(p)[0] for p in served["files"]])
+            np.testing.assert_array_equal(got, expected, err_msg=json.dumps(request))
+    for name, _ in BAD_CONDITIONS:
+        answer = report["bad"][name]
+        assert answer["status"] == 400 and "\n" not in answer["body"].strip() and "Traceback" not in answer["body"], (name, answer)
+    print("\n" + "\n".join(f"{name}: {report['bad'][name]['status']} {report['bad'][name]['body'].strip()}" for name, _ in BAD_CONDITIONS))
