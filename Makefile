@@ -26,11 +26,13 @@ SERVE_PID   ?= build/serve.pid
 
 DEMO_MODEL   ?= models/digits16
 DEMO_ENGINES ?= build/demo/engines
+DEMO_COND_MODEL ?= models/digits16-cond
+DEMO_COND_ENGINES ?= build/demo/cond-engines
 
 .PHONY: help install dev demo quality engine sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
 
 help:
-	@echo "make demo       the shipped digits model → $(DEMO_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, offline"
+	@echo "make demo       the shipped digits models → $(DEMO_ENGINES), $(DEMO_COND_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, out/demo-digits-grid.png (a row per digit), offline"
 	@echo "make quality    Fréchet distance and classifier figures of the demo model's samplers → docs/quality.md"
 	@echo "make install    runtime only (numpy, onnxruntime, Pillow, tqdm) into $(VENV)"
 	@echo "make dev        runtime + export + test dependencies"
@@ -73,9 +75,12 @@ demo: $(VENV)/.dev
 	$(PY) -m export.onnx --model $(DEMO_MODEL) --out $(DEMO_ENGINES)
 	$(PY) -m export.fp16 --engines $(DEMO_ENGINES)
 	$(PY) -m demo.grid --engine $(DEMO_ENGINES)/unet.onnx --out $(OUT)/demo-grid.png
+	$(PY) -m export.onnx --model $(DEMO_COND_MODEL) --out $(DEMO_COND_ENGINES)
+	$(PY) -m export.fp16 --engines $(DEMO_COND_ENGINES)
+	$(PY) -m demo.grid --engine $(DEMO_COND_ENGINES)/unet.onnx --per-class 8 --guidance-scale 2 --out $(OUT)/demo-digits-grid.png
 
 quality: demo
-	$(PY) -m demo.quality --engines $(DEMO_ENGINES)
+	$(PY) -m demo.quality --engines $(DEMO_ENGINES) --conditional-engines $(DEMO_COND_ENGINES)
 
 # FP32 ONNX (parity gate) → FP16 ONNX (accuracy gate) → TensorRT plan. Without TensorRT or a GPU the
 # last step exits 4 and says so; the two ONNX models are ready for ONNX Runtime by then.

@@ -1,4 +1,7 @@
-"""``python -m demo.grid --engine E --out out/demo-grid.png``: a grid of samples from an engine."""
+"""``python -m demo.grid --engine E --out out/demo-grid.png``: a grid of samples from an engine.
+
+``--per-class K`` (a model with class labels): one row per label, K samples each, guided with
+``--guidance-scale``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import numpy as np
 
 from runtime import Pipeline
 from runtime.cli import run, setup_logging
+from runtime.errors import InputError
 from runtime.images import write_png
 
 PROG = "demo.grid"
@@ -36,17 +40,32 @@ def main(argv=None) -> int:
     ap.add_argument("--scheduler", default="dpmpp-2m")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-class", type=int, default=None, help="one row per class label, this many samples each")
+    ap.add_argument("--guidance-scale", type=float, default=1.0, help="with --per-class (default 1: none)")
     args = ap.parse_args(argv)
     setup_logging(False)
     started = time.perf_counter()
     with Pipeline.load(args.engine) as pipe:
+        conditioned = {}
+        columns = int(np.ceil(np.sqrt(args.count)))
+        if args.per_class:
+            labels = pipe.conditioning.num_labels(pipe.runner.io)
+            if labels is None:
+                raise InputError(f"{args.engine} takes no class labels; drop --per-class")
+            args.count, columns = labels * args.per_class, args.per_class
+            conditioned = {"class_labels": np.repeat(np.arange(labels), args.per_class).tolist(),
+                           "guidance_scale": args.guidance_scale}
         images = pipe(count=args.count, steps=args.steps, scheduler=args.scheduler,
-                      seeds=list(range(args.seed, args.seed + args.count)))
+                      seeds=list(range(args.seed, args.seed + args.count)), **conditioned)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, grid(images, columns=int(np.ceil(np.sqrt(args.count))), scale=4),
-              {"engine": args.engine, "scheduler": args.scheduler, "steps": str(args.steps), "seeds": f"{args.seed}..{args.seed + args.count - 1}"})
-    print(f"wrote {out} ({args.count} images, {args.scheduler} {args.steps} steps, {time.perf_counter() - started:.1f} s)")
+    text = {"engine": args.engine, "scheduler": args.scheduler, "steps": str(args.steps),
+            "seeds": f"{args.seed}..{args.seed + args.count - 1}"}
+    if conditioned:
+        text |= {"rows": "one per class label, in order", "guidance_scale": str(args.guidance_scale)}
+    write_png(out, grid(images, columns=columns, scale=4), text)
+    what = f", {args.per_class} per class label, guidance {args.guidance_scale:g}" if conditioned else ""
+    print(f"wrote {out} ({args.count} images{what}, {args.scheduler} {args.steps} steps, {time.perf_counter() - started:.1f} s)")
     return 0
 
 

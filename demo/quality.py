@@ -6,6 +6,11 @@ the other half (split "b"). Its hidden-layer activations are the features for a 
 split "b" against real split "a": what two samples of the true distribution score) and a ceiling
 (pure Gaussian noise images, and the untrained model's samples). Also the mean top-class confidence
 and the class histogram of the generated images. Writes ``docs/quality.md``.
+
+The conditional model (``models/digits16-cond``, ``--conditional-engines``): per sampler and guidance
+scale, ``--count`` images asked for in equal shares of the ten digits; class accuracy (the classifier's
+agreement with the requested digit), Fréchet distance, s per image; and its FP16 engine against FP32
+(``fp16_holds``: accuracy within 1 percentage point, FD within the margin the FP16 test uses).
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from runtime.cli import require, run
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpmpp-2m", 25), ("dpmpp-2m", 10)]
 DDPM_COUNT = 200  # DDPM's 1000 steps cost 18 min per 1000 images per engine on 2 cores: fewer, with their own floor
+COND_RUNS = [("ddim", 20), ("dpmpp-2m", 20)]
+GUIDANCE_SCALES = (1.0, 2.0, 4.0)
+FP16_MAX_ACCURACY_DROP = 0.01  # one percentage point
+
+
+def fd_margin(fd_fp32: float, floor: float) -> float:
+    """How far FP16's Fréchet distance may exceed FP32's: 10 % of it or the floor (two real samples' score),
+    whichever is larger (tests/test_demo_model.py)."""
+    return max(0.1 * fd_fp32, floor)
 
 
 class Classifier:
@@ -64,21 +78,63 @@ def to_model_range(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / 255.0 * 2 - 1).transpose(0, 3, 1, 2)
 
 
-def sample(engine: Path, scheduler: str, steps: int, count: int, batch: int = 250, seed: int = 0) -> tuple[np.ndarray, float]:
+def sample(engine: Path, scheduler: str, steps: int, count: int, batch: int = 250, seed: int = 0,
+           labels: np.ndarray | None = None, guidance_scale: float = 1.0) -> tuple[np.ndarray, float]:
+    """uint8 images and seconds per image; ``labels``: each image's class label (a conditional model)."""
     from runtime import Pipeline
 
     with Pipeline.load(engine, device="cpu") as pipe:
         out, started = [], time.perf_counter()
         for start in range(0, count, batch):
             n = min(batch, count - start)
-            out.append(pipe(count=n, steps=steps, scheduler=scheduler, seeds=list(range(seed + start, seed + start + n))))
+            conditioned = {} if labels is None else {"class_labels": labels[start:start + n].tolist(),
+                                                      "guidance_scale": guidance_scale}
+            out.append(pipe(count=n, steps=steps, scheduler=scheduler, seeds=list(range(seed + start, seed + start + n)),
+                            **conditioned))
         return np.concatenate(out), (time.perf_counter() - started) / count
+
+
+def digit_labels(count: int) -> np.ndarray:
+    """``count`` requested digits in equal shares, 0 1 2 ... 9 0 1 ... (each batch holds every digit)."""
+    return np.arange(count) % 10
+
+
+def conditional_quality(clf: Classifier, ref: np.ndarray, floor: float, engines: Path, count: int,
+                        runs=COND_RUNS, scales=GUIDANCE_SCALES) -> list[dict]:
+    """Per engine, sampler and guidance scale: class accuracy, FD, confidence, s per image; FP16 rows say
+    whether they hold against FP32."""
+    labels = digit_labels(count)
+    rows = []
+    for name in ("unet.onnx", "unet.fp16.onnx"):
+        if not (engines / name).is_file():
+            print(f"{engines / name} missing; run `make demo` first", file=sys.stderr)
+            continue
+        for scheduler, steps in runs:
+            for scale in scales:
+                images, seconds = sample(engines / name, scheduler, steps, count, labels=labels, guidance_scale=scale)
+                x = to_model_range(images)
+                p = clf.probabilities(x)
+                row = {"engine": name, "scheduler": scheduler, "steps": steps, "guidance_scale": scale,
+                       "accuracy": float((p.argmax(1) == labels).mean()), "fd": frechet(clf.features(x), ref),
+                       "confidence": float(p.max(1).mean()), "seconds": seconds}
+                if name != "unet.onnx":
+                    base = next((r for r in rows if r["engine"] == "unet.onnx" and r["scheduler"] == scheduler
+                                 and r["guidance_scale"] == scale), None)
+                    if base is not None:
+                        row["fp16_holds"] = bool(base["accuracy"] - row["accuracy"] <= FP16_MAX_ACCURACY_DROP
+                                                 and row["fd"] <= base["fd"] + fd_margin(base["fd"], floor))
+                rows.append(row)
+                print(f"{name} {scheduler} {steps} guidance {scale:g}: accuracy {row['accuracy']:.3f}, FD {row['fd']:.2f}",
+                      flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="demo.quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", default=str(ROOT / "build" / "demo" / "engines"))
     ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--conditional-engines", default=str(ROOT / "build" / "demo" / "cond-engines"),
+                    help="the conditional model's engines (skipped when absent)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
     args = ap.parse_args(argv)
     require("demo.quality", {"sklearn": "test", "scipy": "test"})
@@ -122,8 +178,37 @@ def main(argv=None) -> int:
     for label, fd, conf, hist, seconds in rows:
         lines.append(f"| {label} | {fd:.2f} | {conf:.3f} | {' '.join(str(int(h)) for h in hist)} | "
                      f"{'—' if seconds is None else f'{seconds:.4f}'} |")
+    cond_engines = Path(args.conditional_engines)
+    held = True
+    if (cond_engines / "unet.onnx").is_file():
+        floor = rows[0][1]
+        cond = conditional_quality(clf, ref, floor, cond_engines, args.count)
+        held = all(r.get("fp16_holds", True) for r in cond)
+        lines += [
+            "",
+            "## The conditional model (models/digits16-cond)",
+            "",
+            f"{args.count} images per row, asked for in equal shares of the digits 0–9 (`class_labels`), per-image seeds "
+            "0..N-1; guidance 1 is unguided (one UNet row per image), above 1 classifier-free guidance (two rows). Class "
+            "accuracy: the classifier's agreement with the requested digit (its own accuracy on real digits is "
+            f"{clf.accuracy:.3f}). FP16 holds: accuracy within {FP16_MAX_ACCURACY_DROP * 100:.0f} percentage point of FP32 "
+            "and FD within max(10 % of FP32's, the floor).",
+            "",
+            "| engine | sampler | guidance scale | class accuracy | Fréchet distance | mean confidence | s per image | FP16 holds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in cond:
+            holds = {True: "yes", False: "**no**"}.get(r.get("fp16_holds"), "—")
+            lines.append(f"| {r['engine']} | {r['scheduler']} {r['steps']} | {r['guidance_scale']:g} | {r['accuracy']:.3f} | "
+                         f"{r['fd']:.2f} | {r['confidence']:.3f} | {r['seconds']:.4f} | {holds} |")
+    from bench.machine import cpu_generation, cpu_model
+
+    lines += ["", f"Measured on {cpu_model()} ({cpu_generation()}), {time.strftime('%Y-%m-%d')}."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if not held:
+        print("demo.quality: the FP16 engine of the conditional model does not hold against FP32 (see the table)", file=sys.stderr)
+        return 3
     return 0
 
 
