@@ -105,3 +105,47 @@ def test_bad_scheduler_override(tiny_engine, tmp_path):
         sample_cli("--engine", str(tiny_engine), "--out", str(tmp_path / "o"), "--scheduler-config", str(cfg)), "variance_type"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_conditioned_sampling_on_the_command_line(xattn_engine, tmp_path):
+    """--class-labels, --embeddings FILE.npy, --negative-embeddings, --guidance-scale; the condition in the PNGs."""
+    import numpy as np
+
+    from runtime import Pipeline
+    from tests.conftest import read_png
+
+    embeddings = np.linspace(-1, 1, 6 * 16, dtype=np.float32).reshape(6, 16)
+    np.save(tmp_path / "e.npy", embeddings)
+    np.save(tmp_path / "neg.npy", np.zeros((6, 16), np.float32))
+    runs = {
+        "labels": (["--count", "2", "--class-labels", "2,0", "--guidance-scale", "3"],
+                   dict(count=2, class_labels=[2, 0], guidance_scale=3.0)),
+        "embeddings": (["--embeddings", str(tmp_path / "e.npy"), "--negative-embeddings", str(tmp_path / "neg.npy"),
+                        "--guidance-scale", "2"],
+                       dict(embeddings=embeddings, negative_embeddings=np.zeros((6, 16)), guidance_scale=2.0)),
+    }
+    with Pipeline.load(xattn_engine, device="cpu") as pipe:
+        for name, (args, fields) in runs.items():
+            out = tmp_path / name
+            r = sample_cli("--engine", str(xattn_engine), "--out", str(out), "--steps", "4", "--scheduler", "ddim", *args)
+            assert r.returncode == 0, r.stderr
+            expected = pipe.sample(steps=4, scheduler="ddim", **fields)
+            got = [read_png(p) for p in sorted(out.glob("*.png"))]
+            np.testing.assert_array_equal(np.stack([pixels for pixels, _ in got]), expected)
+            text = got[0][1]
+            assert text["guidance_scale"] == repr(fields["guidance_scale"])
+            assert text.get("class_label") == ("2" if name == "labels" else None)
+            assert ("embeddings_sha256" in text) == (name == "embeddings")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--class-labels", "3"], ("out of range", "0..2")),
+    (["--class-labels", "a,b"], ("--class-labels", "whole numbers")),
+    (["--guidance-scale", "2"], ("needs a condition",)),
+    (["--class-labels", "1", "--guidance-scale", "0.5"], ("guidance_scale must be",)),
+    (["--embeddings", "/nonexistent.npy"], ("cannot read /nonexistent.npy",)),
+])
+def test_bad_conditions_on_the_command_line(xattn_engine, tmp_path, args, needles):
+    r = sample_cli("--engine", str(xattn_engine), "--out", str(tmp_path / "o"), "--steps", "2", *args)
+    assert_refused(r, *needles)
+    assert not (tmp_path / "o").exists()
