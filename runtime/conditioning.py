@@ -256,8 +256,8 @@ def _engine_inputs(io: UNetIO, conditioning: Mapping[str, np.ndarray], rows: int
         arr = np.ascontiguousarray(conditioning[spec.name], dtype=np.dtype(spec.dtype))
         tokens = arr.shape[1] if spec.name == ENCODER_HIDDEN_STATES and arr.ndim == 3 else None
         if arr.shape != spec.concrete(rows, tokens) or (tokens is not None and not io.sequence.min <= tokens <= io.sequence.max):
-            shape = spec.concrete(rows, 0) if tokens is not None else spec.concrete(rows)
-            raise InputError(f"conditioning {spec.name!r} must have shape {shape}, got {arr.shape}")
+            want = [rows, str(io.sequence), spec.shape[-1]] if spec.name == ENCODER_HIDDEN_STATES else [rows]
+            raise InputError(f"conditioning {spec.name!r} must have shape [{', '.join(map(str, want))}], got {list(arr.shape)}")
         if spec.name == CLASS_LABELS and ((arr < 0) | (arr >= io.num_classes)).any():
             raise InputError(f"conditioning {spec.name!r} holds labels outside 0..{io.num_classes - 1}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():

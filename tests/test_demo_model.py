@@ -84,3 +84,51 @@ def test_fp16_keeps_the_distribution(fp16_demo):
         fd[name] = frechet(clf.features(to_model_range(images)), ref)
     print(f"\nFD fp32 {fd['unet.onnx']:.2f}, fp16 {fd['unet.fp16.onnx']:.2f}, floor {floor:.2f}")
     assert fd["unet.fp16.onnx"] <= fd["unet.onnx"] + max(0.1 * fd["unet.onnx"], floor)
+
+
+# The conditional model shipped in models/digits16-cond ------------------------------------------------------
+COND_MODEL = DEMO_MODEL.parent / "digits16-cond"
+
+
+def test_conditional_model_card_weights_and_declaration():
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(COND_MODEL / "unet")
+    assert unet.config.in_channels == 1 and unet.config.sample_size == 16 and unet.config.cross_attention_dim == 32
+    declaration = json.loads((COND_MODEL / "conditioning.json").read_text())
+    assert declaration["labels"] == [str(d) for d in range(10)]
+    table = np.load(COND_MODEL / declaration["label_embeddings"])
+    null = np.load(COND_MODEL / declaration["unconditional"]["embedding"])
+    assert table.shape == (10, 4, 32) and null.shape == (4, 32) and table.dtype == null.dtype == np.float32
+    assert sum(p.stat().st_size for p in COND_MODEL.rglob("*")) < 10e6
+    facts = json.loads((COND_MODEL / "training.json").read_text())
+    assert facts["conditional"] and facts["label_dropout"] > 0 and facts["steps"] >= 1000
+    for section in ("Data", "Training", "Quality"):
+        assert f"## {section}" in (COND_MODEL / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def cond_engines(tmp_path_factory):
+    from export.fp16 import main as fp16_main
+    from tests.conftest import export_engine
+
+    folder = export_engine(COND_MODEL, tmp_path_factory.mktemp("cond_engines")).parent
+    assert fp16_main(["--engines", str(folder)]) == 0
+    return folder
+
+
+def test_conditional_fp16_keeps_class_accuracy_and_distribution(cond_engines):
+    """The FP16 engine's class accuracy stays within 1 percentage point of FP32's, its Fréchet distance within the
+    margin of the FP16 test above (guided, scale 2, DPM-Solver++ 10 steps, 400 images: 40 of each digit)."""
+    from demo import digits
+    from demo.quality import Classifier, conditional_quality, frechet
+
+    clf = Classifier()
+    ref = clf.features(digits.load("a")[0])
+    floor = frechet(clf.features(digits.load("b")[0]), ref)
+    rows = conditional_quality(clf, ref, floor, cond_engines, 400, runs=[("dpmpp-2m", 10)], scales=(2.0,))
+    fp32, fp16 = rows
+    print(f"\nguided (2.0) accuracy fp32 {fp32['accuracy']:.3f}, fp16 {fp16['accuracy']:.3f}; "
+          f"FD fp32 {fp32['fd']:.2f}, fp16 {fp16['fd']:.2f}, floor {floor:.2f}")
+    assert fp32["accuracy"] >= 0.9  # the model does what it is asked
+    assert fp16["fp16_holds"]
