@@ -23,7 +23,6 @@ class Denoiser:
         self.runner = runner
         io = runner.io
         self.conditioning_names = tuple(n for n in io.input_names if n not in (SAMPLE, TIMESTEP))
-        self._specs = {t.name: t for t in io.inputs}
 
     def __call__(self, x: np.ndarray, t: np.ndarray, conditioning: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         feed = {SAMPLE: x, TIMESTEP: t, **(conditioning or {})}

@@ -15,11 +15,11 @@ from .conditioning import Conditioning, request_rows
 from .denoiser import Denoiser
 from .engine import open_engine
 from .errors import ManifestError, RequestTimeoutError
+from .manifest import Manifest, sha256_file
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import Sampler, build_table, scheduler_name_for
-from .manifest import Manifest, sha256_file
 from .schedulers.config import read_config_file
 from .trajectory import ProgressFn, Trajectory, advance
 

@@ -148,7 +148,7 @@ def _embeddings(value: Any, what: str) -> np.ndarray:
     if arr.size > MAX_EMBEDDING_VALUES:
         raise InputError(f"{what} has {arr.size} values, more than {MAX_EMBEDDING_VALUES}")
     with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        arr = np.array(arr, dtype=np.float32, order="C")  # a copy: the caller's array stays theirs (and writable)
     if not np.isfinite(arr).all():
         raise InputError(f"{what} holds NaN or Inf (or values beyond float32)")
     arr.flags.writeable = False
