@@ -116,7 +116,7 @@ class Conditioning:
             ENCODER_HIDDEN_STATES not in names or self.null_embedding is not None)
 
     def describe(self, io: UNetIO) -> dict[str, Any]:
-        """What the engine takes, for users (the service's /v1/info, the CLI's errors)."""
+        """What the engine takes, for users (the service's /v1/models)."""
         out: dict[str, Any] = {"inputs": [t.name for t in io.conditioning_inputs]}
         if (n := self.num_labels(io)) is not None:
             out["class_labels"] = list(self.labels) if self.labels else f"0..{n - 1}"

@@ -81,3 +81,16 @@ def test_missing_openvino_is_exit_4(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="OpenVINO is not installed") as exc:
         ov_runner.import_openvino()
     assert exc.value.exit_code == 4
+
+
+def test_conditional_engine_through_openvino(xattn_engine, tmp_path):
+    """The gate feeds the declared conditions; a guided request on OpenVINO matches ONNX Runtime."""
+    folder = tmp_path / "engines"
+    shutil.copytree(xattn_engine.parent, folder)
+    precision = "bf16" if has_bf16() else "fp32"
+    assert bf16_main(["--engines", str(folder), "--precision", precision]) == 0
+    request = dict(count=2, class_labels=[2, 1], guidance_scale=2.5, steps=5, scheduler="ddim", seed=1)
+    with Pipeline.load(folder / "unet.onnx", device="cpu", cache_dir=None) as ref, \
+            Pipeline.load(folder / OV_NAME, cache_dir=None) as pipe:
+        fp32, got = ref.denoise(**request), pipe.denoise(**request)
+    assert np.abs(got - fp32).max() <= (0.05 if precision == "bf16" else 1e-3) * max(1.0, np.abs(fp32).max())
