@@ -64,6 +64,7 @@ def test_sigkill_during_sampling_leaves_only_complete_images(tiny_engine, tmp_pa
     print(f"\n{KILL_LOOPS_SAMPLE} SIGKILLs during sampling: {complete} complete images left, none partial")
 
 
+@pytest.mark.slow  # two minutes of exports killed mid-way: make test-full
 @pytest.mark.robustness
 def test_sigkill_during_export_leaves_nothing_half_written(tiny_model, tmp_path):
     import onnx
