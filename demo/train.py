@@ -58,19 +58,14 @@ CONFIG = dict(
 
 SEQUENCE = 4  # tokens per digit embedding
 EMBED_DIM = 32  # the cross-attention dimension
-COND_CONFIG = dict(
-    sample_size=digits.SIZE,
-    in_channels=1,
-    out_channels=1,
-    layers_per_block=1,
-    block_out_channels=(32, 64, 64),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    cross_attention_dim=EMBED_DIM,
-    attention_head_dim=8,
-    norm_num_groups=8,
-)
+COND_CONFIG = {  # the same UNet with cross-attention blocks where digits16 has self-attention
+    **CONFIG,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "cross_attention_dim": EMBED_DIM,
+    "attention_head_dim": 8,
+}
 NUM_CLASSES = 10
 LABEL_EMBEDDINGS = "label_embeddings.npy"  # [NUM_CLASSES, SEQUENCE, EMBED_DIM] float32
 NULL_EMBEDDING = "null_embedding.npy"  # [SEQUENCE, EMBED_DIM] float32

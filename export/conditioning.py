@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.conditioning import DECLARATION, Conditioning
+from runtime.conditioning import DECLARATION, Conditioning, read_float_array
 from runtime.errors import DeployError, ManifestError
 from runtime.io_spec import SequenceRange, UNetIO
 from runtime.jsonio import read_json_object
@@ -183,12 +183,11 @@ def read_declaration(model: ModelSource) -> Declaration | None:
         if not isinstance(name, str) or not name.endswith(".npy") or Path(name).name != name:
             raise bad(f"{what} must name a .npy file beside conditioning.json")
         try:
-            arr = np.load(path.parent / name, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            return read_float_array(path.parent / name, ndim)
+        except OSError as exc:
             raise bad(f"cannot read {what} {name} ({exc})") from None
-        if arr.ndim != ndim or arr.dtype.kind != "f" or not np.isfinite(arr).all():
-            raise bad(f"{what} {name} must be a finite float array of {ndim} dimensions, got {arr.dtype} {list(arr.shape)}")
-        return arr.astype(np.float32)
+        except ValueError as exc:
+            raise bad(f"{what} {name} {exc}") from None
 
     table_file = raw.get("label_embeddings")
     null_file = unconditional.get("embedding")

@@ -21,7 +21,7 @@ from typing import Any
 
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
-from runtime.io_spec import CLASS_LABELS, ENCODER_HIDDEN_STATES, UNetIO
+from runtime.io_spec import SAMPLE, TIMESTEP, UNetIO
 from runtime.atomic import publish
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
@@ -42,35 +42,21 @@ DEFAULT_SCHEDULER = {"_class_name": "DDPMScheduler"}  # diffusers' defaults, use
 log = logging.getLogger(PROG)  # not __name__: that is "__main__" under python -m
 
 
-def _forward_module(unet, io: UNetIO):
-    """The UNet's forward as a module torch.onnx can export, its arguments named as the engine's inputs."""
+def _forward_module(unet):
+    """The UNet's forward as a module torch.onnx can export, its arguments named as the engine's inputs (the
+    conditioning inputs are keyword arguments, given only to a conditional UNet)."""
     import torch
-
-    names = tuple(t.name for t in io.conditioning_inputs)
 
     class UNetForward(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.unet = unet
 
-        def forward(self, sample, timestep):
-            return self.unet(sample, timestep, return_dict=False)[0]
+        def forward(self, sample, timestep, class_labels=None, encoder_hidden_states=None):
+            conditioning = () if encoder_hidden_states is None else (encoder_hidden_states,)
+            return self.unet(sample, timestep, *conditioning, class_labels=class_labels, return_dict=False)[0]
 
-    class ClassForward(UNetForward):
-        def forward(self, sample, timestep, class_labels):
-            return self.unet(sample, timestep, class_labels=class_labels, return_dict=False)[0]
-
-    class CrossAttentionForward(UNetForward):
-        def forward(self, sample, timestep, encoder_hidden_states):
-            return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-    class CrossAttentionClassForward(UNetForward):
-        def forward(self, sample, timestep, class_labels, encoder_hidden_states):
-            return self.unet(sample, timestep, encoder_hidden_states, class_labels=class_labels, return_dict=False)[0]
-
-    modules = {(): UNetForward, (CLASS_LABELS,): ClassForward, (ENCODER_HIDDEN_STATES,): CrossAttentionForward,
-               (CLASS_LABELS, ENCODER_HIDDEN_STATES): CrossAttentionClassForward}
-    return modules[names]()
+    return UNetForward()
 
 
 EXAMPLE_BATCH = 2
@@ -103,9 +89,10 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _forward_module(unet, io),
-            tuple(example.values()),
+            _forward_module(unet),
+            (example[SAMPLE], example[TIMESTEP]),
             str(path),
+            kwargs={spec.name: example[spec.name] for spec in io.conditioning_inputs},
             input_names=io.input_names,
             output_names=io.output_names,
             opset_version=opset,

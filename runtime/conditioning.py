@@ -34,6 +34,18 @@ from .io_spec import CLASS_LABELS, ENCODER_HIDDEN_STATES, UNetIO
 DECLARATION = "conditioning.json"  # in the model's folder
 
 
+def read_float_array(path: Path, ndim: int) -> np.ndarray:
+    """A finite float array of ``ndim`` dimensions from a ``.npy`` file (no pickles), as contiguous float32.
+    Raises OSError when the file cannot be read as one, ValueError (saying what it holds) otherwise."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OSError(str(exc)) from None
+    if arr.ndim != ndim or arr.dtype.kind != "f" or not np.isfinite(arr).all():
+        raise ValueError(f"must be a finite float array of {ndim} dimensions, got {arr.dtype} {list(arr.shape)}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class Conditioning:
     """The manifest's ``conditioning`` section with its arrays loaded and checked."""
@@ -60,12 +72,11 @@ class Conditioning:
             if check_hash is not None:
                 check_hash(path, entry.get("sha256"))
             try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+                return read_float_array(path, ndim)
+            except OSError as exc:
                 raise ManifestError(f"cannot read {path} ({exc}); re-export the model") from None
-            if arr.ndim != ndim or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
-                raise bad(f"points {what} at {path}, which is not a finite float array of {ndim} dimensions")
-            return np.ascontiguousarray(arr, dtype=np.float32)
+            except ValueError as exc:
+                raise bad(f"points {what} at {path}, which {exc}") from None
 
         labels = section.get("labels")
         if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or not labels):

@@ -33,6 +33,11 @@ def sha256_file(path: str | Path) -> str:
             return hashlib.sha256(view).hexdigest()
 
 
+def file_matches(path: Path, digest: str | None) -> bool:
+    """Whether ``path`` is a file whose sha256 is ``digest`` (the check for files an artifact needs beside it)."""
+    return path.is_file() and sha256_file(path) == digest
+
+
 _HEX = set("0123456789abcdef")
 _ENTRY_FIELDS = ("kind", "precision", "sha256", "bytes", "source", "source_sha256", "external_data", "profile")
 
@@ -183,7 +188,7 @@ def check_hashes(engine: str | Path, manifest: Manifest, entry: ArtifactEntry) -
         )
     for name, digest in entry.external_data.items():
         data = engine.parent / name
-        if not data.is_file() or sha256_file(data) != digest:
+        if not file_matches(data, digest):
             raise ManifestError(f"{engine}'s weight file {data} is missing or does not match the manifest; rebuild the engine")
 
 

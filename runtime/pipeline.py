@@ -15,7 +15,7 @@ from .conditioning import Conditioning, request_rows
 from .denoiser import Denoiser
 from .engine import open_engine
 from .errors import ManifestError, RequestTimeoutError
-from .manifest import Manifest, sha256_file
+from .manifest import Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
@@ -47,7 +47,7 @@ def read_conditioning(manifest: Manifest) -> Conditioning:
     """The manifest's conditioning section with its files (beside the manifest, hash-checked)."""
 
     def check_hash(path: Path, digest: str | None) -> None:
-        if not path.is_file() or sha256_file(path) != digest:
+        if not file_matches(path, digest):
             raise ManifestError(f"{path} is missing or does not match the manifest's sha256; re-export the model")
 
     return Conditioning.from_manifest(manifest.conditioning, manifest.path.parent, manifest.io, check_hash)

@@ -37,8 +37,9 @@ EXACT_OTHER = [  # other prediction types where no coefficient is folded
 ]
 
 
-def record(engine, scheduler, steps, eta, overrides, monkeypatch):
-    """The runtime's trajectory on the demo engine: per step (x, model output, noise), and the final x."""
+def record(engine, scheduler, steps, eta, overrides, monkeypatch, **fields):
+    """The runtime's trajectory on ``engine``: per step (x, model output, noise), and the final x. ``fields``:
+    request fields besides the default two images, seed 11, torch noise (a guided request records 2n rows)."""
     recorded = []
     apply = Trajectory.apply
 
@@ -50,7 +51,7 @@ def record(engine, scheduler, steps, eta, overrides, monkeypatch):
     with Pipeline.load(engine, device="cpu") as pipe:
         config = {**pipe.scheduler_config, **overrides}
         pipe.scheduler_config = config
-        final = pipe.denoise(batch=2, steps=steps, scheduler=scheduler, eta=eta, seed=11, noise="torch")
+        final = pipe.denoise(**{"count": 2, "seed": 11, "noise": "torch", **fields}, steps=steps, scheduler=scheduler, eta=eta)
     monkeypatch.undo()
     return config, recorded, final
 
