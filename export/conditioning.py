@@ -98,10 +98,16 @@ def declared_sequence(declaration: Declaration | None) -> SequenceRange | None:
     return SequenceRange(n, n, n)
 
 
-def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaration: Declaration | None = None) -> UNetIO:
-    """The engine's I/O declaration; raises ModelSourceError (one line) for what we cannot serve."""
+def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaration: Declaration | None = None,
+           scheduler: dict[str, Any] | None = None) -> UNetIO:
+    """The engine's I/O declaration for the model and its scheduler config (``scheduler``: what the timestep
+    means; default DDPM's training steps); raises ModelSourceError (one line) for what we cannot serve."""
+    from .family import check_options, timestep_domain
+
     config = model.config
+    check_options(model)
     check_config(model)
+    domain, timestep_dtype = timestep_domain(model, scheduler or {})
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     dim = cross_attention_dim(model)
@@ -115,7 +121,8 @@ def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaratio
                                "without encoder_hidden_states")
     classes = config.get("num_class_embeds")
     return UNetIO.for_model(config["in_channels"], config["out_channels"], int(height), int(width),
-                            num_classes=int(classes) if classes else None, cross_attention_dim=dim, sequence=sequence)
+                            num_classes=int(classes) if classes else None, cross_attention_dim=dim, sequence=sequence,
+                            timestep=domain, timestep_dtype=timestep_dtype)
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,6 @@ class ParityResult:
         }
 
 
-def parity_timesteps(batch: int, num_train_timesteps: int) -> np.ndarray:
-    """Distinct timesteps per element spread over the training range (both ends included)."""
-    if batch == 1:
-        return np.array([num_train_timesteps // 2], dtype=np.float32)
-    return np.round(np.linspace(0, num_train_timesteps - 1, batch)).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class ParityCase:
     """One gate input and what PyTorch computes for it."""
@@ -81,7 +74,7 @@ def parity_sequence_lengths(io: UNetIO) -> tuple[int | None, ...]:
     return (io.sequence.min, io.sequence.max)
 
 
-def torch_references(unet, io: UNetIO, num_train_timesteps: int, seed: int = 0) -> list[ParityCase]:
+def torch_references(unet, io: UNetIO, seed: int = 0) -> list[ParityCase]:
     """PyTorch's outputs for the gate's inputs, computed before the export so that the torch model and
     its activations need not be resident together with ONNX Runtime's session (the gate's peak memory)."""
     import torch
@@ -90,7 +83,7 @@ def torch_references(unet, io: UNetIO, num_train_timesteps: int, seed: int = 0) 
     cases = []
     for batch, tokens in zip(PARITY_BATCHES, parity_sequence_lengths(io)):
         sample = rng.standard_normal(io.sample.concrete(batch), dtype=np.float32)
-        t = parity_timesteps(batch, num_train_timesteps)
+        t = io.timestep_feed(io.timestep.spread(batch))  # distinct, over the model's own timestep range
         conditioning = io.example_conditioning(batch, rng, tokens)
         kwargs = {name: torch.from_numpy(value) for name, value in conditioning.items()}
         with torch.no_grad():
@@ -132,9 +125,9 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> 
     return float("inf") if mse == 0 else 10.0 * np.log10(peak_sq / mse)
 
 
-def accuracy_timesteps(num_train_timesteps: int) -> np.ndarray:
-    """The accuracy gate's timesteps: GATE_TIMESTEP_FRACTIONS of the training range."""
-    return np.unique(np.round(np.array(GATE_TIMESTEP_FRACTIONS) * (num_train_timesteps - 1))).astype(np.float32)
+def accuracy_timesteps(io: UNetIO, num_train_timesteps: int) -> np.ndarray:
+    """The accuracy gate's timesteps: GATE_TIMESTEP_FRACTIONS of the model's timestep range."""
+    return io.timestep_feed(np.unique(io.timestep_domain(num_train_timesteps).at(GATE_TIMESTEP_FRACTIONS)))
 
 
 def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray, conditioning: dict[str, np.ndarray]) -> np.ndarray:
@@ -148,12 +141,12 @@ def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray, conditioning: dict
 
 
 def _sampling_run(runner, scheduler_config: dict[str, Any], label: str) -> np.ndarray:
-    from runtime.pipeline import Pipeline, to_unit_range
+    from runtime.pipeline import Pipeline
 
     conditioning = runner.io.example_conditioning(1, np.random.default_rng(GATE_SEED)) or None
     try:
-        return to_unit_range(Pipeline(runner, scheduler_config).denoise(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED,
-                                                                         conditioning=conditioning))
+        return Pipeline(runner, scheduler_config).run(steps=GATE_SAMPLING_STEPS, seed=GATE_SEED,
+                                                      conditioning=conditioning).unit_images()
     except DeployError as exc:
         raise GateError(f"{label} gate failed during the sampling run: {exc}") from None
 
@@ -167,7 +160,7 @@ def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label:
     is one session and one image's activations, whatever the number of timesteps."""
     io = reference.io
     scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
-    ts = accuracy_timesteps(scheduler.num_train_timesteps)
+    ts = accuracy_timesteps(io, scheduler.num_train_timesteps)
     rng = np.random.default_rng(GATE_SEED)
     x = rng.standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
     conditioning = io.example_conditioning(len(ts), rng)  # a different condition per timestep
@@ -177,14 +170,14 @@ def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label:
     with candidate:
         got = _noise_predictions(candidate, x, ts, conditioning)
         if not np.isfinite(got).all():
-            bad = sorted({int(ts[i]) for i in np.nonzero(~np.isfinite(got))[0]})
+            bad = sorted({ts[i].item() for i in np.nonzero(~np.isfinite(got))[0]})
             raise GateError(f"{label} gate failed: NaN/Inf in the noise prediction at timesteps {bad}; nothing was written")
         per_t = [
-            {"timestep": int(t), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
+            {"timestep": t.item(), "max_abs_error": float(np.max(np.abs(got[i] - ref[i]))), "psnr_db": psnr(ref[i], got[i])}
             for i, t in enumerate(ts)
         ]
         worst = min(per_t, key=lambda r: r["psnr_db"])
-        log.info("%s noise prediction: worst PSNR %.1f dB at t=%d", label, worst["psnr_db"], worst["timestep"])
+        log.info("%s noise prediction: worst PSNR %.1f dB at t=%g", label, worst["psnr_db"], worst["timestep"])
         if worst["psnr_db"] < FP16_MIN_PSNR_DB:
             raise GateError(
                 f"{label} gate failed: noise prediction PSNR {worst['psnr_db']:.1f} dB at timestep {worst['timestep']} "

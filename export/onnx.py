@@ -105,16 +105,16 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
     return external
 
 
-def export_with_references(model: load.ModelSource, io: UNetIO, path: Path, opset: int, num_train_timesteps: int):
+def export_with_references(model: load.ModelSource, io: UNetIO, path: Path, opset: int):
     """(whether weights went to external data, the parity gate's PyTorch outputs). Runs in a child process
     with the ONNX checker: torch, the model and the exporter's copies of the graph (about 2.4 GB for
     cat-256) are gone before ONNX Runtime loads the export for the gate."""
-    return call_in_child("the PyTorch export", _torch_stage, model, io, path, opset, num_train_timesteps)
+    return call_in_child("the PyTorch export", _torch_stage, model, io, path, opset)
 
 
-def _torch_stage(model: load.ModelSource, io: UNetIO, path: Path, opset: int, num_train_timesteps: int):
+def _torch_stage(model: load.ModelSource, io: UNetIO, path: Path, opset: int):
     unet = load.load_unet(model)
-    cases = torch_references(unet, io, num_train_timesteps)
+    cases = torch_references(unet, io)
     log.info("exporting %s (%.1fM parameters) to ONNX opset %d", model.source, sum(p.numel() for p in unet.parameters()) / 1e6, opset)
     external = export_onnx(unet, io, path, opset)
     import onnx
@@ -165,11 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load.resolve(args.model, allow_pickle=args.allow_pickle)
     declaration = read_declaration(model)
     sequence = parse_sequence(args.sequence_length) if args.sequence_length is not None else None
-    io = io_for(model, sequence, declaration)  # refuses what we cannot serve, before any work
+    scheduler_raw = scheduler_config_for(model, args.scheduler_config)
+    io = io_for(model, sequence, declaration, scheduler_raw)  # refuses what we cannot serve, before any work
     if declaration is not None:
         check_declaration(declaration, io)
-    scheduler_raw = scheduler_config_for(model, args.scheduler_config)
-    num_train_timesteps = SchedulerConfig.from_dict(scheduler_raw, scheduler_name_for(scheduler_raw)).num_train_timesteps
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with staging(out, "export") as work:
         tmp_onnx = work / ONNX_NAME
-        external, cases = export_with_references(model, io, tmp_onnx, args.opset, num_train_timesteps)
+        external, cases = export_with_references(model, io, tmp_onnx, args.opset)
         log.info("parity gate: ONNX Runtime vs PyTorch at batch 1 and 3")
         parity = check_parity(tmp_onnx, cases, atol=args.tolerance)
         external_data = {}

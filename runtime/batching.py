@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import InputError, QueueFullError, RequestCancelledError, RequestTimeoutError
-from .pipeline import Pipeline, to_uint8
+from .pipeline import Pipeline
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .trajectory import ProgressFn, Trajectory, advance, call_groups
 
@@ -187,7 +187,7 @@ class StepBatcher:
     def _finish(self, job: _Job, error: BaseException | None = None) -> None:
         if error is None:
             try:
-                job.future.set_result(to_uint8(job.trajectory.x))
+                job.future.set_result(job.trajectory.uint8_images())
                 self.stats.completed += 1
             except Exception as exc:  # pragma: no cover - conversion of a finite sample cannot fail
                 job.future.set_exception(exc)

@@ -21,9 +21,9 @@ from .runners.base import Runner
 class Denoiser:
     def __init__(self, runner: Runner):
         self.runner = runner
-        io = runner.io
+        self.io = io = runner.io
         self.conditioning_names = tuple(n for n in io.input_names if n not in (SAMPLE, TIMESTEP))
 
     def __call__(self, x: np.ndarray, t: np.ndarray, conditioning: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        feed = {SAMPLE: x, TIMESTEP: t, **(conditioning or {})}
+        feed = {SAMPLE: x, TIMESTEP: self.io.timestep_feed(t), **(conditioning or {})}
         return self.runner.infer(feed)[NOISE_PRED]

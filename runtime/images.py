@@ -15,6 +15,19 @@ from .atomic import atomic_write_bytes
 from .errors import OutputError
 
 
+def to_unit_range(sample: np.ndarray, unit_data: bool = False) -> np.ndarray:
+    """[B,C,H,W] float → [0, 1], as diffusers' pipelines do: x / 2 + 0.5 for data in [-1, 1], the sample
+    itself for data in [0, 1] (``unit_data``: score-SDE), clamped."""
+    if not unit_data:
+        sample = sample / np.float32(2) + np.float32(0.5)
+    return np.clip(sample, np.float32(0), np.float32(1))
+
+
+def to_uint8(sample: np.ndarray, unit_data: bool = False) -> np.ndarray:
+    """[B,C,H,W] float → [B,H,W,C] uint8 with diffusers' arithmetic (to [0, 1], then *255, round)."""
+    return (to_unit_range(sample, unit_data).transpose(0, 2, 3, 1) * np.float32(255)).round().astype(np.uint8)
+
+
 def prepare_output_dir(out: str | Path) -> Path:
     """Checks that ``out`` is, or can become, a writable folder. Creates nothing."""
     out = Path(out)

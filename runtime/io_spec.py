@@ -4,7 +4,13 @@ ONNX export takes its input/output names and dynamic axes from here, the TensorR
 optimization profile, the runners their input checks, and the manifest records the same
 declaration so the runtime can check an engine before use.
 
-Every engine takes ``sample [batch, C, H, W]`` and ``timestep [batch]``. A conditional UNet adds
+Every engine takes ``sample [batch, C, H, W]`` and ``timestep [batch]``; what the timestep means
+(:class:`TimestepDomain`: a training step, the noise level sigma, or a consistency model's
+``250 ln sigma``), its range and its dtype (int64 where the model indexes an embedding table with
+it, float32 otherwise) come from the model and its scheduler and are declared here too, so the gates
+sample the range the model is used in and the runtime refuses a sampler of another domain. The
+output ``noise_pred`` has the sample's channels, or twice as many for a model that also predicts its
+variance (ADM's learned range). A conditional UNet adds
 ``class_labels [batch]`` (int64, in ``0 .. num_classes - 1``) and/or ``encoder_hidden_states
 [batch, sequence, dim]`` (float32: the condition its cross-attention blocks take as keys and
 values). The sequence length is an export choice: one fixed length, or a min/opt/max range that
@@ -85,19 +91,73 @@ class SequenceRange:
         return str(self.min) if self.fixed else f"{self.min}..{self.max}"
 
 
+TIMESTEP_KINDS = {
+    "step": "a training step, 0 .. num_train_timesteps - 1 (DDPM, DDIM, PNDM, DPM-Solver)",
+    "sigma": "the noise level sigma (score-SDE VE)",
+    "log_sigma": "250 ln sigma (consistency models)",
+}
+
+
+@dataclass(frozen=True)
+class TimestepDomain:
+    """What the engine's timestep input means and the range its samplers feed it."""
+
+    kind: str  # a key of TIMESTEP_KINDS
+    min: float
+    max: float
+
+    def __post_init__(self):
+        if self.kind not in TIMESTEP_KINDS:
+            raise ValueError(f"timestep kind {self.kind!r} is not one of {', '.join(TIMESTEP_KINDS)}")
+        if not (isinstance(self.min, (int, float)) and isinstance(self.max, (int, float)) and self.min <= self.max):
+            raise ValueError(f"timestep range needs min <= max, got {self.min!r}..{self.max!r}")
+
+    @classmethod
+    def steps(cls, num_train_timesteps: int) -> TimestepDomain:
+        return cls("step", 0, num_train_timesteps - 1)
+
+    def at(self, fractions):
+        """float32 timesteps at ``fractions`` (0 = min, 1 = max) of the range: whole numbers for training
+        steps, log-spaced for sigma."""
+        import numpy as np
+
+        f = np.asarray(fractions, dtype=np.float64)
+        if self.kind == "sigma":
+            values = np.exp(np.log(self.min) + f * (np.log(self.max) - np.log(self.min)))
+        else:
+            values = self.min + f * (self.max - self.min)
+        return (np.round(values) if self.kind == "step" else values).astype(np.float32)
+
+    def spread(self, n: int):
+        """``n`` distinct timesteps over the range, both ends included (the middle for n = 1)."""
+        import numpy as np
+
+        if n == 1 and self.kind == "step":  # the upper middle, as before domains were declared
+            return np.array([(int(self.min) + int(self.max) + 1) // 2], dtype=np.float32)
+        return self.at([0.5] if n == 1 else np.linspace(0.0, 1.0, n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "min": self.min, "max": self.max}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.min:g}..{self.max:g}"
+
+
 @dataclass(frozen=True)
 class UNetIO:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     num_classes: int | None = None  # class_labels' range, when the engine takes them
     sequence: SequenceRange | None = None  # encoder_hidden_states' token counts, when the engine takes them
+    timestep: TimestepDomain | None = None  # None: training steps of the scheduler's range (manifests before it)
 
     @classmethod
     def for_model(cls, in_channels: int, out_channels: int, height: int, width: int, num_classes: int | None = None,
-                  cross_attention_dim: int | None = None, sequence: SequenceRange | None = None) -> UNetIO:
+                  cross_attention_dim: int | None = None, sequence: SequenceRange | None = None,
+                  timestep: TimestepDomain | None = None, timestep_dtype: str = "float32") -> UNetIO:
         inputs = [
             TensorSpec(SAMPLE, "float32", (BATCH, in_channels, height, width)),
-            TensorSpec(TIMESTEP, "float32", (BATCH,)),
+            TensorSpec(TIMESTEP, timestep_dtype, (BATCH,)),
         ]
         if num_classes is not None:
             inputs.append(TensorSpec(CLASS_LABELS, "int64", (BATCH,)))
@@ -111,6 +171,7 @@ class UNetIO:
             outputs=(TensorSpec(NOISE_PRED, "float32", (BATCH, out_channels, height, width)),),
             num_classes=num_classes,
             sequence=sequence if cross_attention_dim is not None else None,
+            timestep=timestep,
         )
 
     def input(self, name: str) -> TensorSpec | None:
@@ -152,6 +213,21 @@ class UNetIO:
     def sample(self) -> TensorSpec:
         return self.inputs[0]
 
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the output carries a predicted variance after the prediction (twice the sample's channels)."""
+        return self.outputs[0].shape[1] == 2 * self.sample.shape[1]
+
+    def timestep_domain(self, num_train_timesteps: int) -> TimestepDomain:
+        """The declared domain, or (manifests written before it was declared) training steps."""
+        return self.timestep or TimestepDomain.steps(num_train_timesteps)
+
+    def timestep_feed(self, t):
+        """``t`` as the engine's timestep input (int64 where the model indexes a table with it)."""
+        import numpy as np
+
+        return np.asarray(t).astype(self.input(TIMESTEP).dtype, copy=False)
+
     def input_dynamic_axes(self) -> dict[str, dict[int, str]]:
         """For each input, its dynamic axes and their names (BATCH, SEQUENCE): the exporter's dynamic shapes."""
         return {t.name: {axis: d for axis, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
@@ -162,18 +238,26 @@ class UNetIO:
             out["num_classes"] = self.num_classes
         if self.sequence is not None:
             out["sequence"] = self.sequence.to_dict()
+        if self.timestep is not None:
+            out["timestep"] = self.timestep.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> UNetIO:
         """Raises KeyError, TypeError or ValueError for a malformed declaration."""
         sequence = raw.get("sequence")
+        timestep = raw.get("timestep")
         io = cls(
             inputs=tuple(TensorSpec.from_dict(t) for t in raw["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in raw["outputs"]),
             num_classes=raw.get("num_classes"),
             sequence=SequenceRange(**sequence) if sequence is not None else None,
+            timestep=TimestepDomain(**timestep) if timestep is not None else None,
         )
+        if io.input(TIMESTEP) is None or io.input(TIMESTEP).dtype not in ("float32", "int64"):
+            raise ValueError("the timestep input must be float32 or int64")
+        if io.outputs[0].shape[1] not in (io.sample.shape[1], 2 * io.sample.shape[1]):
+            raise ValueError("noise_pred must have the sample's channels or twice as many (learned variance)")
         classes = io.num_classes
         if (io.input(CLASS_LABELS) is not None) != (classes is not None) or (
                 classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1)):

@@ -14,24 +14,16 @@ from .cache import AUTO, resolve_cache_dir
 from .conditioning import Conditioning, request_rows
 from .denoiser import Denoiser
 from .engine import open_engine
-from .errors import ManifestError, RequestTimeoutError
+from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
+from .errors import InputError, ManifestError, RequestTimeoutError
+from .io_spec import TIMESTEP_KINDS
 from .manifest import Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
-from .schedulers import Sampler, build_table, scheduler_name_for
+from .schedulers import SAMPLERS, Sampler, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
 from .trajectory import ProgressFn, Trajectory, advance
-
-
-def to_unit_range(sample: np.ndarray) -> np.ndarray:
-    """[B,C,H,W] float in [-1, 1] → [0, 1], as diffusers' pipelines do (x / 2 + 0.5, clamped)."""
-    return np.clip(sample / np.float32(2) + np.float32(0.5), np.float32(0), np.float32(1))
-
-
-def to_uint8(sample: np.ndarray) -> np.ndarray:
-    """[B,C,H,W] float in [-1, 1] → [B,H,W,C] uint8 with diffusers' arithmetic (then *255, round)."""
-    return (to_unit_range(sample).transpose(0, 2, 3, 1) * np.float32(255)).round().astype(np.uint8)
 
 
 def resolve_scheduler_config(manifest_config: dict[str, Any], override: str | Path | dict | None) -> dict[str, Any]:
@@ -74,11 +66,11 @@ class Pipeline:
         self.engine_sha256 = engine_sha256
         self.scheduler_config = dict(scheduler_config)
         self.default_scheduler = scheduler_name_for(self.scheduler_config)
-        build_table(self.default_scheduler, self.scheduler_config, 1)  # refuse an unusable config now
-        self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
-        self.denoiser = Denoiser(runner)
         self._tables: dict[tuple, tuple[Sampler, Any]] = {}
         self._lock = threading.Lock()
+        self.table(self.default_scheduler, 1)  # refuse an unusable config now
+        self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
+        self.denoiser = Denoiser(runner)
 
     @classmethod
     def load(
@@ -113,8 +105,23 @@ class Pipeline:
         key = (scheduler or self.default_scheduler, steps, eta)
         with self._lock:
             if key not in self._tables:
-                self._tables[key] = build_table(key[0], self.scheduler_config, steps, eta)
+                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta))
             return self._tables[key]
+
+    def _checked(self, sampler: Sampler, table: Any) -> tuple[Sampler, Any]:
+        """Refuses a sampler that feeds another timestep domain than the engine's, or a learned variance the
+        engine does not predict."""
+        io = self.runner.io
+        domain = io.timestep_domain(table.config.num_train_timesteps)
+        if sampler.timestep_kind != domain.kind:
+            fitting = [s.name for s in SAMPLERS.values() if s.timestep_kind == domain.kind]
+            raise InputError(f"the {sampler.name} sampler feeds the timestep as {TIMESTEP_KINDS[sampler.timestep_kind]}, "
+                             f"but this engine's timestep is {TIMESTEP_KINDS[domain.kind]}; use {' or '.join(fitting)}")
+        if table.learned_variance and not io.learned_variance:
+            raise InputError(f"the scheduler config's variance_type {table.config.variance_type!r} needs a model that "
+                             "predicts its variance, and this engine outputs the prediction only; use variance_type "
+                             "fixed_small")
+        return sampler, table
 
     def noise_source(self, request: SampleRequest) -> NoiseSource:
         seeds = request.image_seeds
@@ -141,7 +148,7 @@ class Pipeline:
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:
-        """The sampling loop; returns the final float32 sample [count, C, H, W] (about [-1, 1]).
+        """The sampling loop; returns the final float32 sample [count, C, H, W] (about [-1, 1]; [0, 1] for score-SDE).
 
         The request is a :class:`SampleRequest` or its fields as keywords (``count`` or its alias
         ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
@@ -152,6 +159,12 @@ class Pipeline:
         (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
         :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.
         """
+        return self.run(request, progress, **fields).x
+
+    def run(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
+            **fields: Any) -> Trajectory:
+        """The sampling loop of :meth:`denoise`; returns the finished trajectory (its ``x``, ``unit_images()``,
+        ``uint8_images()``)."""
         request = SampleRequest.create(request, **fields)
         trajectory = self.trajectory(request, progress)
         deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
@@ -162,14 +175,13 @@ class Pipeline:
                                               f"({trajectory.step_index}/{trajectory.num_steps} steps done)")
                 for _, error in advance(self.denoiser, [trajectory], pool):
                     raise error
-        return trajectory.x
+        return trajectory
 
     def generate(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                  **fields: Any) -> SampleResult:
         """:meth:`sample`, with the request and the sampler settings it was sampled with (for metadata)."""
         request = SampleRequest.create(request, **fields)
-        images = to_uint8(self.denoise(request, progress))
-        return self.result(request, images)
+        return self.result(request, self.run(request, progress).uint8_images())
 
     def result(self, request: SampleRequest, images: np.ndarray,
                settings: SamplerSettings | None = None) -> SampleResult:
@@ -185,6 +197,6 @@ class Pipeline:
         with ``noise="torch"``); ``seeds`` (or ``per_image_seeds``) gives each image its own generator, so
         an image depends only on its own seed.
         """
-        return to_uint8(self.denoise(request, progress, **fields))
+        return self.run(request, progress, **fields).uint8_images()
 
     __call__ = sample

@@ -29,6 +29,7 @@ import numpy as np
 from .conditioning import guide
 from .denoiser import Denoiser
 from .errors import EngineError
+from .images import to_uint8, to_unit_range
 from .noise import NoiseSource
 from .schedulers import Sampler
 
@@ -86,17 +87,31 @@ class Trajectory:
 
     @property
     def x(self) -> np.ndarray:
-        """The current sample; the initial noise is drawn on first use (so a queued request holds none)."""
+        """The current sample; the initial noise (times the sampler's ``init_noise_sigma``) is drawn on first
+        use (so a queued request holds none)."""
         if self._x is None:
             self._x = self.source.draw(self.shape)
+            if self.table.init_noise_sigma != 1:
+                self._x *= np.float32(self.table.init_noise_sigma)
         return self._x
 
     def model_input(self) -> np.ndarray:
-        """This step's engine rows of the sample (each image twice when guided)."""
-        return self.x if self.guidance_scale is None else np.concatenate([self.x, self.x])
+        """This step's engine rows of the sample (scaled where the sampler scales the model input; each image
+        twice when guided)."""
+        divisor = self.table.model_input_divisor(self.step_index)
+        x = self.x if divisor is None else self.x / divisor
+        return x if self.guidance_scale is None else np.concatenate([x, x])
 
     def timesteps(self) -> np.ndarray:
-        return np.full(self.rows, self.table.timesteps[self.step_index], dtype=np.float32)
+        return np.full(self.rows, self.table.model_timestep(self.step_index), dtype=np.float32)
+
+    def unit_images(self) -> np.ndarray:
+        """The final sample in [0, 1] (clamped), from the sampler's data range."""
+        return to_unit_range(self.x, self.table.unit_data)
+
+    def uint8_images(self) -> np.ndarray:
+        """The final images, uint8 [images, H, W, C]."""
+        return to_uint8(self.x, self.table.unit_data)
 
     def needs_noise(self) -> bool:
         return self.table.needs_noise(self.step_index)
@@ -110,6 +125,8 @@ class Trajectory:
         """Takes the sampler step with this trajectory's rows of the model output (guided first)."""
         if self.guidance_scale is not None:
             model_output = guide(model_output, self.guidance_scale)
+        if model_output.shape[1] != self.shape[1] and not self.table.learned_variance:
+            model_output = model_output[:, :self.shape[1]]  # the prediction, without the model's variance
         i = self.step_index
         old = self.x
         if self._spare is None:
@@ -125,7 +142,7 @@ class Trajectory:
         i = self.step_index
         return EngineError(
             f"the model returned NaN or Inf at step {i + 1}/{self.table.num_steps} (timestep "
-            f"{self.table.timesteps[i]}); no image was written. Check the engine against the FP32 ONNX "
+            f"{self.table.model_timestep(i):g}); no image was written. Check the engine against the FP32 ONNX "
             "model (rebuild with `make engine`)"
         )
 

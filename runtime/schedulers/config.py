@@ -65,13 +65,32 @@ class Sampler:
     uses_eta: bool = False
     validate: Callable[[SchedulerConfig], None] | None = None
     plan_row: Callable[[Any, int], dict[str, Any]] | None = None
+    timestep_kind: str = "step"  # what it feeds the engine's timestep (runtime.io_spec.TIMESTEP_KINDS)
+    common_keys: bool = True  # whether it takes COMMON's noise-schedule keys (the sigma-based samplers do not)
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return {**COMMON, **self.keys, **self.fixed}
+        return {**(COMMON if self.common_keys else {}), **self.keys, **self.fixed}
 
     def steps_for(self, config: SchedulerConfig) -> int:
         return config.num_train_timesteps if self.default_steps is None else self.default_steps
+
+
+class StepTable:
+    """What a sampling loop reads of every table besides ``timesteps``, ``num_steps`` and ``needs_noise(i)``,
+    with the values of the DDPM family; a sampler's table overrides what differs (mixed into its dataclass)."""
+
+    init_noise_sigma = 1.0  # the initial sample is init_noise_sigma * z
+    unit_data = False  # the final sample's range: [-1, 1] (False) or [0, 1] (score-SDE: True)
+    learned_variance = False  # whether the step takes the model's predicted variance too
+
+    def model_timestep(self, i: int):
+        """The engine's timestep input at step i (the sampler's timestep; sigma-based samplers transform it)."""
+        return self.timesteps[i]
+
+    def model_input_divisor(self, i: int):
+        """The engine's sample input at step i is the sample divided by this (None: the sample itself)."""
+        return None
 
 
 SAMPLERS: dict[str, Sampler] = {}
@@ -155,6 +174,8 @@ class SchedulerConfig:
 
 
 def _validate_common(config: SchedulerConfig) -> None:
+    if not _sampler(config.scheduler).common_keys:
+        return
     choice("beta_schedule", config.beta_schedule, BETA_SCHEDULES, allow=config.trained_betas is not None)
     choice("prediction_type", config.prediction_type, PREDICTION_TYPES)
     choice("timestep_spacing", config.timestep_spacing, TIMESTEP_SPACINGS)

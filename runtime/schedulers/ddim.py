@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, brief
-from .config import Sampler, SchedulerConfig, check_clip_range, register
+from .config import Sampler, SchedulerConfig, StepTable, check_clip_range, register
 from .prediction import fold_eps, to_eps, to_x0
 from .tables import alphas_cumprod, as_f32, step_alphas
 
@@ -23,7 +23,7 @@ F32 = np.float32
 
 
 @dataclass(frozen=True)
-class DDIMTable:
+class DDIMTable(StepTable):
     config: SchedulerConfig
     eta: float
     timesteps: np.ndarray  # int64 [K]

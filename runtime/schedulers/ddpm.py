@@ -15,16 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Sampler, SchedulerConfig, check_clip_range, choice, register
+from ..errors import InputError
+from .config import Sampler, SchedulerConfig, StepTable, check_clip_range, choice, register
 from .prediction import to_x0
 from .tables import as_f32, f32_exp, f32_log, step_alphas
 
 F32 = np.float32
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range")
+LEARNED = ("learned", "learned_range")  # the model predicts its variance: its output has twice the sample's channels
 
 
 @dataclass(frozen=True)
-class DDPMTable:
+class DDPMTable(StepTable):
     """Per-step constants, index ``i`` = step ``i`` of the sampling loop (descending timesteps)."""
 
     config: SchedulerConfig
@@ -35,6 +37,13 @@ class DDPMTable:
     pred_original_coeff: np.ndarray  # float32 [K]
     current_sample_coeff: np.ndarray  # float32 [K]
     noise_std: np.ndarray  # float32 [K]; 0 where diffusers adds no noise (t == 0)
+    min_log: np.ndarray  # float32 [K]: log of the posterior variance (learned_range's lower end)
+    max_log: np.ndarray  # float32 [K]: log of beta_t (learned_range's upper end)
+
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the step takes the model's predicted variance (the output's second half of channels)."""
+        return self.config.variance_type in LEARNED
 
     @property
     def num_steps(self) -> int:
@@ -71,6 +80,8 @@ def ddpm_table(config: SchedulerConfig, num_inference_steps: int) -> DDPMTable:
         pred_original_coeff=as_f32(pred_original_coeff),
         current_sample_coeff=as_f32(current_sample_coeff),
         noise_std=as_f32(std),
+        min_log=f32_log(variance),
+        max_log=f32_log(current_beta),
     )
 
 
@@ -92,6 +103,13 @@ def ddpm_step(
     buffers: fresh 800 kB arrays cost page faults that double the step's time).
     """
     cfg = table.config
+    predicted_variance = None
+    if table.learned_variance:  # [prediction; variance] along the channels (diffusers' torch.split)
+        channels = sample.shape[1]
+        if model_output.shape[1] != 2 * channels:
+            raise ValueError(f"variance_type {cfg.variance_type!r} needs a model output of {2 * channels} channels "
+                             f"(prediction and variance), got {model_output.shape[1]}")
+        model_output, predicted_variance = model_output[:, :channels], model_output[:, channels:]
     # (1) x0 from the model output (runtime.schedulers.prediction; DDIM paper eq. 12's "predicted x0")
     x0 = to_x0(cfg.prediction_type, model_output, sample, table.sqrt_alpha_prod[i], table.sqrt_beta_prod[i], out)
     if x0 is model_output:  # "sample" prediction: work on a copy, never on the input
@@ -108,8 +126,20 @@ def ddpm_step(
     if table.needs_noise(i):  # (4) x_{t-1} = mu + sigma_t * z (Ho et al. 2020, algorithm 2, line 4)
         if noise is None:
             raise ValueError(f"step {i} (timestep {table.timesteps[i]}) needs noise")
-        np.add(prev, np.multiply(noise, table.noise_std[i], out=scratch), out=prev)
+        np.add(prev, np.multiply(noise, _std(table, i, predicted_variance), out=scratch), out=prev)
     return prev
+
+
+def _std(table: DDPMTable, i: int, predicted_variance: np.ndarray | None):
+    """sigma_t: the table's, or from the model's predicted variance (Nichol & Dhariwal 2021, eq. 15), in
+    diffusers' order of operations."""
+    if predicted_variance is None:
+        return table.noise_std[i]
+    if table.config.variance_type == "learned":  # the output is the variance itself
+        return np.sqrt(predicted_variance)
+    frac = (predicted_variance + F32(1.0)) / F32(2.0)  # learned_range: interpolate the log variance
+    log_variance = frac * table.max_log[i] + (F32(1.0) - frac) * table.min_log[i]
+    return f32_exp(F32(0.5) * log_variance)
 
 
 def _validate(config: SchedulerConfig) -> None:
@@ -125,6 +155,9 @@ def _step(table, i, model_output, sample, noise, state, out=None):
 
 
 def _plan_row(table: DDPMTable, i: int) -> dict:
+    if table.learned_variance:
+        raise InputError(f"variance_type {table.config.variance_type!r} (a per-pixel variance from the model) cannot "
+                         "be written as a plan; sample it with the runtime")
     return dict(sa=table.sqrt_alpha_prod[i], sb=table.sqrt_beta_prod[i], clip=table.config.clip_sample,
                 c_x0=table.pred_original_coeff[i], c_x=table.current_sample_coeff[i])
 

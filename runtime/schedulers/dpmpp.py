@@ -16,7 +16,7 @@ import numpy as np
 import math
 
 from ..errors import InputError, SchedulerConfigError
-from .config import Sampler, SchedulerConfig, register
+from .config import Sampler, SchedulerConfig, StepTable, register
 from .prediction import to_x0
 from .tables import alphas_cumprod, check_steps, f32_exp, f32_log, spaced_timesteps
 
@@ -24,7 +24,7 @@ F32 = np.float32
 
 
 @dataclass(frozen=True)
-class DPMTable:
+class DPMTable(StepTable):
     config: SchedulerConfig
     timesteps: np.ndarray  # int64 [K]
     alpha: np.ndarray  # float32 [K]: alpha_t of each step's own sigma (for the data prediction)

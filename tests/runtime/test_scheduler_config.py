@@ -17,7 +17,6 @@ def test_reads_diffusers_keys_and_ignores_others(tmp_path):
 @pytest.mark.parametrize(
     "raw,match",
     [
-        ({"variance_type": "learned_range"}, "variance_type"),
         ({"variance_type": "fixed_large_log"}, "variance_type"),
         ({"prediction_type": "flow"}, "prediction_type"),
         ({"beta_schedule": "laplace"}, "beta_schedule"),
