@@ -132,7 +132,7 @@ class Pipeline:
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
         sampler, table = self.table(request.scheduler, request.steps, request.eta)
-        return SamplerSettings(sampler.name, table.num_steps, request.eta, table.config.to_dict())
+        return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict())
 
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                    **fields: Any) -> Trajectory:

@@ -20,6 +20,9 @@ from ..errors import InputError
 from . import ddpm  # noqa: F401, I001
 from . import ddim  # noqa: F401
 from . import dpmpp  # noqa: F401
+from . import pndm  # noqa: F401
+from . import cm  # noqa: F401
+from . import sde_ve  # noqa: F401
 from .config import SAMPLERS, Sampler, SchedulerConfig
 from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table

@@ -84,6 +84,11 @@ class StepTable:
     unit_data = False  # the final sample's range: [-1, 1] (False) or [0, 1] (score-SDE: True)
     learned_variance = False  # whether the step takes the model's predicted variance too
 
+    @property
+    def inference_steps(self) -> int:
+        """The steps a request asked for (a sampler that calls the UNet more than once a step says so)."""
+        return self.num_steps
+
     def model_timestep(self, i: int):
         """The engine's timestep input at step i (the sampler's timestep; sigma-based samplers transform it)."""
         return self.timesteps[i]
@@ -128,7 +133,7 @@ class SchedulerConfig:
                 raise SchedulerConfigError(
                     f"scheduler config {key}={merged[key]!r}: {scheduler} implements {sampler.diffusers_class} with {key}={want!r}"
                 )
-        if merged["trained_betas"] is not None:
+        if merged.get("trained_betas") is not None:
             merged["trained_betas"] = tuple(float(b) for b in merged["trained_betas"])
         object.__setattr__(self, "scheduler", scheduler)
         object.__setattr__(self, "_values", merged)
