@@ -1,8 +1,10 @@
 """Random-weight diffusers models for tests and benchmarks: tiny ones (unconditional, class-conditional,
-cross-attention), and the full google/ddpm-cat-256 config."""
+cross-attention, and the UNet2DModel family's: NCSN++, consistency models, ADM-style learned variance, a
+learned time embedding), the full google/ddpm-cat-256 config and the LSUN-256 consistency-model config."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 REFERENCE_DOWN = ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D")
@@ -74,10 +76,68 @@ TINY_CROSS_ATTENTION_CONFIG = dict(
 )
 
 
+# The UNet2DModel family at tiny sizes, after diffusers' own UNet2DModel tests and the public checkpoints' configs
+# (diffusers' scripts/convert_*: google/ncsnpp-*, openai/diffusers-cd_*/ct_*, ADM/improved-DDPM's learned sigma).
+# NCSN++ (google/ncsnpp-*, diffusers' NCSNppModelTests): Fourier time embedding, skip blocks, sqrt(2) mid scale.
+TINY_NCSNPP_CONFIG = dict(
+    sample_size=16,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64, 64, 64),
+    layers_per_block=1,
+    time_embedding_type="fourier",
+    norm_eps=1e-6,
+    mid_block_scale_factor=math.sqrt(2.0),
+    norm_num_groups=None,
+    down_block_types=("SkipDownBlock2D", "AttnSkipDownBlock2D", "SkipDownBlock2D", "SkipDownBlock2D"),
+    up_block_types=("SkipUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D", "SkipUpBlock2D"),
+)
+NCSNPP_SCHEDULER = dict(num_train_timesteps=2000, snr=0.15, sigma_min=0.01, sigma_max=1348.0, sampling_eps=1e-5,
+                        correct_steps=1)  # google/ncsnpp-celebahq-256's ScoreSdeVeScheduler
+# OpenAI's consistency models (scripts/convert_consistency_to_diffusers.py): resnet down/upsampling, scale-shift
+# norms, class-conditional for ImageNet-64 (num_class_embeds), unconditional for LSUN-256.
+TINY_CM_CONFIG = dict(
+    sample_size=16,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    num_class_embeds=10,
+    block_out_channels=(16, 32),
+    attention_head_dim=8,
+    norm_num_groups=8,
+    down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+    downsample_type="resnet",
+    upsample_type="resnet",
+    resnet_time_scale_shift="scale_shift",
+)
+LSUN_256_CM_CONFIG = dict(  # openai/diffusers-cd_bedroom256_lpips, ..._cat256_...: about 4x ddpm-cat-256's compute
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
+    num_class_embeds=None,
+    block_out_channels=(256, 256, 512, 512, 1024, 1024),
+    attention_head_dim=64,
+    down_block_types=("ResnetDownsampleBlock2D",) * 3 + ("AttnDownBlock2D",) * 3,
+    up_block_types=("AttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",) * 3,
+    downsample_type="resnet",
+    upsample_type="resnet",
+    resnet_time_scale_shift="default",
+)
+CD_SCHEDULER = dict(num_train_timesteps=40, sigma_min=0.002, sigma_max=80.0)  # consistency distillation
+CT_LSUN_256_SCHEDULER = dict(num_train_timesteps=151, sigma_min=0.002, sigma_max=80.0)  # consistency training
+# ADM / improved DDPM: the model predicts its variance too (out_channels = 2 x in), scale-shift norms.
+TINY_LEARNED_VARIANCE_CONFIG = {**TINY_CONFIG, "out_channels": 6, "resnet_time_scale_shift": "scale_shift"}
+LEARNED_RANGE_SCHEDULER = {**REFERENCE_SCHEDULER, "variance_type": "learned_range"}
+# A learned time embedding: a table of num_train_timesteps rows indexed by the (integer) timestep.
+TINY_LEARNED_TIME_CONFIG = {**TINY_CONFIG, "time_embedding_type": "learned", "num_train_timesteps": 1000}
+
+
 def save_model(folder: Path, config: dict, scheduler: dict | None = None, seed: int = 0, unet_class: str = "UNet2DModel",
-               calm: float | None = None) -> Path:
-    """``UNet2DModel(**config)`` (or ``unet_class``) with seeded random weights + a DDPMScheduler, saved as
-    diffusers does.
+               calm: float | None = None, scheduler_class: str = "DDPMScheduler") -> Path:
+    """``UNet2DModel(**config)`` (or ``unet_class``) with seeded random weights + a ``scheduler_class``
+    (DDPMScheduler by default), saved as diffusers does.
 
     A random UNet makes the deterministic samplers (DDIM at eta 0, DPM-Solver++) chaotic; image-level
     comparisons of those use the trained demo model (models/digits16), or a *calmed* random model:
@@ -94,5 +154,5 @@ def save_model(folder: Path, config: dict, scheduler: dict | None = None, seed: 
             unet.conv_out.weight.mul_(calm)
             unet.conv_out.bias.mul_(calm)
     unet.save_pretrained(folder)
-    diffusers.DDPMScheduler(**(REFERENCE_SCHEDULER if scheduler is None else scheduler)).save_pretrained(folder)
+    getattr(diffusers, scheduler_class)(**(REFERENCE_SCHEDULER if scheduler is None else scheduler)).save_pretrained(folder)
     return folder

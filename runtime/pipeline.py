@@ -68,7 +68,7 @@ class Pipeline:
         self.default_scheduler = scheduler_name_for(self.scheduler_config)
         self._tables: dict[tuple, tuple[Sampler, Any]] = {}
         self._lock = threading.Lock()
-        self.table(self.default_scheduler, 1)  # refuse an unusable config now
+        self.table(self.default_scheduler)  # refuse an unusable config now
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
         self.denoiser = Denoiser(runner)
 

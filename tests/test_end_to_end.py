@@ -114,3 +114,21 @@ def test_dpmpp_2m_25_equals_diffusers(demo_engine, tmp_path):
     sample_cli(demo_engine, tmp_path, "--scheduler", "dpmpp-2m", "--batch", "4", "--steps", "25", "--seed", "5", "--noise", "torch")
     ref = demo_pipeline_images(4, 25, 5, DPMSolverMultistepScheduler)
     assert_images_close(read_pngs(tmp_path, 4), ref)
+
+
+@pytest.mark.parametrize("skip_prk", [False, True])
+def test_pndm_equals_pndm_pipeline(demo_engine, skip_prk):
+    """PNDMPipeline (Runge-Kutta warm-up, or PLMS alone) with the scheduler converted from the model's config."""
+    from diffusers import PNDMPipeline, PNDMScheduler
+
+    from runtime import Pipeline
+
+    pipe = PNDMPipeline.from_pretrained(DEMO_MODEL)
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config, skip_prk_steps=skip_prk)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(batch_size=4, generator=torch.manual_seed(6), num_inference_steps=50, output_type="np").images
+    config = {**dict(pipe.scheduler.config), "_class_name": "PNDMScheduler"}
+    with Pipeline.load(demo_engine, scheduler_config=config, cache_dir=None) as ours:
+        images = ours.sample(count=4, steps=50, seed=6, noise="torch")
+    diff = assert_images_close(images, (theirs * 255).round().astype(np.uint8))
+    print(f"\nPNDM 50 steps, skip_prk_steps {skip_prk}: max diff {diff.max()}, {(diff > 0).mean():.4%} of values differ")
