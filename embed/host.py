@@ -50,7 +50,7 @@ class Host:
             raise
 
     def image_shape(self) -> tuple[int, int, int]:
-        return self.pipeline.height, self.pipeline.width, self.pipeline.channels
+        return self.pipeline.image_shape
 
     def sample(self, request_json: str | bytes, out_len: int) -> bytes:
         """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""

@@ -26,6 +26,7 @@ ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact deri
 FP16_NAME = "unet.fp16.onnx"  # export.fp16
 OV_NAME, OV_WEIGHTS = "unet.ov.xml", "unet.ov.bin"  # export.bf16 (OpenVINO IR)
 PLAN_NAME = "unet.plan"  # export.trt
+DECODER_NAME = "decoder.onnx"  # export.onnx, for a latent-diffusion folder (export.decoder)
 
 STAGING_PREFIX = ".staging-"
 # Prefixes of releases before STAGING_PREFIX: their leftovers are cleaned too.

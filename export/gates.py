@@ -92,8 +92,10 @@ def torch_references(unet, io: UNetIO, seed: int = 0) -> list[ParityCase]:
     return cases
 
 
-def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PARITY_ATOL) -> list[ParityResult]:
-    """Runs the ONNX model in ONNX Runtime (CPU) on ``cases``; raises GateError past ``atol``."""
+def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PARITY_ATOL,
+                 output: str = NOISE_PRED) -> list[ParityResult]:
+    """Runs the ONNX model in ONNX Runtime (CPU) on ``cases`` (anything with ``feed()``, ``reference``, ``batch``,
+    ``timesteps``, ``conditioning``); raises GateError past ``atol``."""
     import onnxruntime as ort
 
     from runtime.runners.ort import session_options
@@ -103,13 +105,14 @@ def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PA
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     results = []
     for case in cases:
-        (got,) = session.run([NOISE_PRED], case.feed())
+        (got,) = session.run([output], case.feed())
         err = float(np.max(np.abs(got.astype(np.float64) - case.reference))) if np.isfinite(got).all() else float("inf")
         results.append(ParityResult(case.batch, case.timesteps.tolist(), err, float(np.max(np.abs(case.reference)))))
         if not err <= atol:
             tokens = next((f", {v.shape[1]} tokens" for v in case.conditioning.values() if v.ndim == 3), "")
             raise GateError(
-                f"parity gate failed: ONNX Runtime differs from PyTorch by {err:.3g} (tolerance {atol:g}) at batch "
+                f"parity gate failed{'' if output == NOISE_PRED else ' (' + output + ')'}: ONNX Runtime differs from "
+                f"PyTorch by {err:.3g} (tolerance {atol:g}) at batch "
                 f"{case.batch}{tokens}, timesteps {case.timesteps.tolist()}; nothing was written. This is an export bug: "
                 "report it with the model config"
             )

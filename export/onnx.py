@@ -1,7 +1,9 @@
 """``python -m export.onnx``: export a diffusers UNet to ONNX with a dynamic batch, parity-gated.
 
 ``UNet2DModel`` (unconditional or class-conditional) and ``UNet2DConditionModel`` (cross-attention:
-``--sequence-length`` sets its condition's token count, fixed or a dynamic range). Writes
+``--sequence-length`` sets its condition's token count, fixed or a dynamic range); a latent-diffusion
+pipeline folder (``unet/`` + ``vqvae/`` or ``vae/``) also gets its decoder, ``OUT/decoder.onnx``,
+gated the same way (:mod:`export.decoder`). Writes
 ``OUT/unet.onnx`` and ``OUT/manifest.json`` (with the model's conditioning declaration and the
 arrays it names, copied beside the engine) only when ONNX Runtime reproduces PyTorch within the
 tolerance at batch 1 and 3 with distinct timesteps and conditions per element; otherwise exits
@@ -21,7 +23,7 @@ from typing import Any
 
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
-from runtime.io_spec import SAMPLE, TIMESTEP, UNetIO
+from runtime.io_spec import IMAGE, SAMPLE, TIMESTEP, UNetIO
 from runtime.atomic import publish
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
@@ -30,7 +32,8 @@ from runtime.schedulers.config import read_config_file
 from . import load
 from .child import call_in_child
 from .conditioning import check_declaration, io_for, parse_sequence, read_declaration
-from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions
+from .artifacts import DECODER_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions
+from .decoder import export_decoder, find_decoder
 from .gates import FP32_PARITY_ATOL, check_parity, torch_references
 
 PROG = "export.onnx"
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     sequence = parse_sequence(args.sequence_length) if args.sequence_length is not None else None
     scheduler_raw = scheduler_config_for(model, args.scheduler_config)
     io = io_for(model, sequence, declaration, scheduler_raw)  # refuses what we cannot serve, before any work
+    decoder = find_decoder(model)
     if declaration is not None:
         check_declaration(declaration, io)
     try:
@@ -199,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
                 "tools": tool_versions(),
             },
         )
+        decoder_entry = None
+        if decoder is not None:  # a latent model: its decoder is the second artifact, gated the same way
+            decoder_io, decoder_cases = call_in_child("the decoder export", export_decoder, decoder, io, work / DECODER_NAME,
+                                                      args.opset)
+            log.info("parity gate: the decoder in ONNX Runtime vs PyTorch at batch 1 and 3")
+            decoder_parity = check_parity(work / DECODER_NAME, decoder_cases, atol=args.tolerance, output=IMAGE)
+            decoder_entry = ArtifactEntry(
+                kind="onnx", precision="fp32", sha256=sha256_file(work / DECODER_NAME), bytes=(work / DECODER_NAME).stat().st_size,
+                build={"opset": args.opset, "role": "decoder",
+                       "parity": {"tolerance": args.tolerance, "results": [r.to_dict() for r in decoder_parity]}},
+            )
+            publish(work / DECODER_NAME, out / DECODER_NAME)
         copies = {}
         for name, source in (declaration.files() if declaration else {}).items():  # before the graph that needs them
             shutil.copyfile(source, work / name)
@@ -217,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     if declaration is not None:
         base["conditioning"] = declaration.manifest_section(copies)
-    manifest = update_artifact(out, base, ONNX_NAME, entry)
+    if decoder is not None:
+        base["decoder"] = {"artifact": DECODER_NAME, "io": decoder_io.to_dict(), **decoder.manifest_section()}
+    manifest = update_artifact(out, base, ONNX_NAME, entry, {DECODER_NAME: decoder_entry} if decoder_entry else None)
     worst = max(r.max_abs_error for r in parity)
+    also = f" and its decoder {out / DECODER_NAME}" if decoder is not None else ""
     print(
-        f"wrote {out / ONNX_NAME} ({entry.bytes / 1e6:.1f} MB) and {manifest} in {time.perf_counter() - started:.1f} s; "
+        f"wrote {out / ONNX_NAME} ({entry.bytes / 1e6:.1f} MB){also} and {manifest} in {time.perf_counter() - started:.1f} s; "
         f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g})"
     )
     return 0

@@ -156,3 +156,40 @@ def save_model(folder: Path, config: dict, scheduler: dict | None = None, seed: 
     unet.save_pretrained(folder)
     getattr(diffusers, scheduler_class)(**(REFERENCE_SCHEDULER if scheduler is None else scheduler)).save_pretrained(folder)
     return folder
+
+
+# Latent diffusion (CompVis/ldm-celebahq-256's layout: unet/ + vqvae/ + scheduler/, diffusers' LDMPipeline tests):
+# a VQ-VAE with one downsampling (16x16 images, 8x8x3 latents) and a UNet on its latents.
+TINY_VQ_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(16, 32),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    latent_channels=3,
+    norm_num_groups=8,
+    num_vq_embeddings=32,
+    sample_size=16,
+)
+TINY_KL_CONFIG = {k: v for k, v in TINY_VQ_CONFIG.items() if k != "num_vq_embeddings"}  # AutoencoderKL
+TINY_LDM_UNET_CONFIG = {**TINY_CONFIG, "sample_size": 8}
+LDM_SCHEDULER = dict(beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                     clip_sample=False, set_alpha_to_one=False)  # ldm-celebahq-256's DDIMScheduler
+
+
+def save_ldm(folder: Path, seed: int = 0, calm: float | None = 0.1, autoencoder: str = "VQModel") -> Path:
+    """A latent-diffusion pipeline folder (``LDMPipeline.save_pretrained``): unet/ (calmed: DDIM at eta 0 is
+    deterministic), vqvae/ (or vae/ with ``autoencoder="AutoencoderKL"``), scheduler/."""
+    import diffusers
+    import torch
+
+    save_model(folder / "unet", TINY_LDM_UNET_CONFIG, LDM_SCHEDULER, seed, calm=calm, scheduler_class="DDIMScheduler")
+    (folder / "unet" / "scheduler_config.json").rename(folder / "scheduler_config.tmp")
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler_config.tmp").rename(folder / "scheduler" / "scheduler_config.json")
+    torch.manual_seed(seed + 1)
+    if autoencoder == "VQModel":
+        diffusers.VQModel(**TINY_VQ_CONFIG).save_pretrained(folder / "vqvae")
+    else:
+        diffusers.AutoencoderKL(**TINY_KL_CONFIG).save_pretrained(folder / "vae")
+    return folder

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if not engine.is_file():
         raise DeployError(f"{engine} does not exist; pass --engine with a file of {folder}")
     manifest, entry = verify_artifact(engine)  # a stale or foreign engine is refused here, not in the server
-    channels, height, width = (int(d) for d in manifest.io.sample.shape[1:])
+    image = manifest.decoder_io.outputs[0] if manifest.decoder else manifest.io.sample  # what the model returns
+    channels, height, width = (int(d) for d in image.shape[1:])
     out = Path(args.out)
     if out.exists() and not (out / args.name / "config.pbtxt").is_file() and any(out.iterdir()):
         raise DeployError(f"{out} exists and is not a model repository written by {PROG}; pass another --out")
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         version = staging / args.name / "1"
         (version / "engine").mkdir(parents=True)
         shutil.copy2(Path(embed.triton.__file__).parent / "model.py", version / "model.py")
-        needed = [*entry.external_data, *declared_files(manifest.conditioning), MANIFEST_NAME]
+        decoder = [manifest.decoder_artifact] if manifest.decoder else []  # a latent model's decoder
+        needed = [*entry.external_data, *declared_files(manifest.conditioning), *decoder, MANIFEST_NAME]
         for file in [engine, *(folder / name for name in needed)]:
             shutil.copy2(file, version / "engine" / file.name)
         (staging / args.name / "config.pbtxt").write_text(config_pbtxt(

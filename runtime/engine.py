@@ -13,10 +13,11 @@ ENGINE_SUFFIXES = (".onnx", ".plan", ".xml")
 
 
 def open_engine(
-    path: str | Path, device: str = "auto", threads: int | None = None, cache_dir: Path | None = None
+    path: str | Path, device: str = "auto", threads: int | None = None, cache_dir: Path | None = None, role: str = "unet"
 ) -> tuple[Runner, Manifest, ArtifactEntry]:
     """Checks ``path`` against its manifest and returns its active runner, the manifest and the
-    artifact's entry. ``cache_dir``: the per-machine cache of optimized engines (None: off).
+    artifact's entry. ``cache_dir``: the per-machine cache of optimized engines (None: off). ``role``:
+    "unet", or "decoder" for a latent model's decoder (its own I/O declaration, from the manifest).
 
     The sha256 of the engine is computed on a helper thread while the backend loads it (both release
     the GIL), which takes the hash off the cold-start path; the runner is handed out only once the hash
@@ -30,7 +31,8 @@ def open_engine(
         raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model, a TensorRT plan or an OpenVINO model)")
     manifest, entry = artifact_entry(path)
     backend = runner_class(entry.kind)
-    runner = backend(path, manifest.io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
+    io = manifest.io if role == "unet" else manifest.decoder_io
+    runner = backend(path, io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
     cache = runner.cache
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         # A cache entry made from this very file (the same size, mtime, ctime and inode as when it was hashed) stands in

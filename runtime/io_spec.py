@@ -25,6 +25,8 @@ from typing import Any
 SAMPLE = "sample"
 TIMESTEP = "timestep"
 NOISE_PRED = "noise_pred"
+LATENTS = "latents"  # a latent-diffusion decoder's input: the sampler's final sample
+IMAGE = "image"  # its output, in [-1, 1] like a pixel-space sample
 CLASS_LABELS = "class_labels"
 ENCODER_HIDDEN_STATES = "encoder_hidden_states"
 BATCH = "batch"  # name of the dynamic leading axis
@@ -174,6 +176,13 @@ class UNetIO:
             timestep=timestep,
         )
 
+    @classmethod
+    def for_decoder(cls, latent_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> UNetIO:
+        """A latent-diffusion decoder's I/O (``latents [batch, c, h, w]`` → ``image [batch, C, H, W]``): the
+        same declaration type, so every runner runs it as it runs the UNet."""
+        return cls(inputs=(TensorSpec(LATENTS, "float32", (BATCH, *latent_shape)),),
+                   outputs=(TensorSpec(IMAGE, "float32", (BATCH, *image_shape)),))
+
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
 
@@ -243,8 +252,15 @@ class UNetIO:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> UNetIO:
-        """Raises KeyError, TypeError or ValueError for a malformed declaration."""
+    def from_dict(cls, raw: dict[str, Any], decoder: bool = False) -> UNetIO:
+        """Raises KeyError, TypeError or ValueError for a malformed declaration (a UNet's, or with ``decoder``
+        a latent decoder's)."""
+        if decoder:
+            io = cls(inputs=tuple(TensorSpec.from_dict(t) for t in raw["inputs"]),
+                     outputs=tuple(TensorSpec.from_dict(t) for t in raw["outputs"]))
+            if io.input_names != [LATENTS] or io.output_names != [IMAGE]:
+                raise ValueError(f"a decoder takes {LATENTS} and gives {IMAGE}")
+            return io
         sequence = raw.get("sequence")
         timestep = raw.get("timestep")
         io = cls(

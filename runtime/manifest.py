@@ -118,6 +118,16 @@ class Manifest:
     io: UNetIO
     artifacts: dict[str, ArtifactEntry]
     conditioning: dict[str, Any] = field(default_factory=dict)  # runtime.conditioning reads it (unconditional: {})
+    decoder: dict[str, Any] = field(default_factory=dict)  # a latent model's decoder: artifact, io, source ({}: none)
+
+    @property
+    def decoder_io(self) -> UNetIO | None:
+        """The latent decoder's I/O (checked when the manifest was read), or None for a pixel-space model."""
+        return UNetIO.from_dict(self.decoder["io"], decoder=True) if self.decoder else None
+
+    @property
+    def decoder_artifact(self) -> str | None:
+        return self.decoder.get("artifact")
 
     def artifact(self, name: str) -> ArtifactEntry:
         try:
@@ -131,7 +141,10 @@ class Manifest:
     def base(self) -> dict[str, Any]:
         """The sections every artifact shares (model, scheduler config, I/O, conditioning), for :func:`update_artifact`."""
         base = {"model": self.model, "scheduler_config": self.scheduler_config, "io": self.io.to_dict()}
-        return {**base, "conditioning": self.conditioning} if self.conditioning else base
+        for name in ("conditioning", "decoder"):
+            if getattr(self, name):
+                base[name] = getattr(self, name)
+        return base
 
 
 _REQUIRED = ("format", "model", "scheduler_config", "io", "artifacts")
@@ -166,8 +179,16 @@ def read_manifest(path: str | Path) -> Manifest:
             or not isinstance(data.get("conditioning", {}), dict):
         raise ManifestError(f"manifest {path} has malformed artifacts, scheduler_config or conditioning; rebuild the engine")
     artifacts = {name: ArtifactEntry.from_dict(raw, f"manifest {path}, artifact {name!r}") for name, raw in data["artifacts"].items()}
+    decoder = data.get("decoder", {})
+    if decoder:
+        try:
+            UNetIO.from_dict(decoder["io"], decoder=True)
+            if decoder["artifact"] not in artifacts:
+                raise ValueError(f"its artifact {decoder['artifact']!r} is not listed")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"manifest {path} has a malformed decoder section ({exc}); rebuild the engine") from None
     return Manifest(path=path, model=data["model"], scheduler_config=data["scheduler_config"], io=io, artifacts=artifacts,
-                    conditioning=data.get("conditioning", {}))
+                    conditioning=data.get("conditioning", {}), decoder=decoder)
 
 
 def artifact_entry(engine: str | Path) -> tuple[Manifest, ArtifactEntry]:
@@ -199,8 +220,10 @@ def verify_artifact(engine: str | Path) -> tuple[Manifest, ArtifactEntry]:
     return manifest, entry
 
 
-def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entry: ArtifactEntry) -> Path:
-    """Writes ``directory/manifest.json`` atomically with ``base``'s sections and ``entry`` for ``name``.
+def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entry: ArtifactEntry,
+                    more: dict[str, ArtifactEntry] | None = None) -> Path:
+    """Writes ``directory/manifest.json`` atomically with ``base``'s sections and ``entry`` for ``name`` (and
+    the entries of ``more``: artifacts built together, such as a latent model's UNet and decoder).
 
     Entries of other artifacts are kept only when they were built from the same model and I/O
     declaration, their file is still there, and (for derived artifacts, which name their ``source``)
@@ -215,9 +238,10 @@ def update_artifact(directory: str | Path, base: dict[str, Any], name: str, entr
         except ManifestError:
             old = None
         if old and old.model == base["model"] and old.io.to_dict() == base["io"] \
-                and old.conditioning == base.get("conditioning", {}):
+                and old.conditioning == base.get("conditioning", {}) and old.decoder == base.get("decoder", {}):
             artifacts = {k: v for k, v in old.artifacts.items() if (Path(directory) / k).exists()}
     artifacts[name] = entry
+    artifacts.update(more or {})
     changed = True
     while changed:
         changed = False

@@ -16,7 +16,7 @@ from .denoiser import Denoiser
 from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
-from .io_spec import TIMESTEP_KINDS
+from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
@@ -54,14 +54,16 @@ class Pipeline:
     """
 
     def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None,
-                 conditioning: Conditioning | None = None):
+                 conditioning: Conditioning | None = None, decoder: Runner | None = None):
         """Wraps an active ``runner``; :meth:`load` is the usual way in.
 
         ``scheduler_config`` is a diffusers scheduler config dict (any scheduler's keys); each
         sampler takes from it what diffusers' ``from_config`` would. ``conditioning``: what a
         conditional engine's labels and unconditional inputs are (the manifest's; default: none declared).
+        ``decoder``: a latent model's decoder (an active runner), which turns the final sample into the image.
         """
         self.runner = runner
+        self.decoder = decoder
         self.conditioning = conditioning or Conditioning()
         self.engine_sha256 = engine_sha256
         self.scheduler_config = dict(scheduler_config)
@@ -71,6 +73,18 @@ class Pipeline:
         self.table(self.default_scheduler)  # refuse an unusable config now
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
         self.denoiser = Denoiser(runner)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the images it returns: the sample's, or a latent model's decoded image's."""
+        if self.decoder is None:
+            return self.height, self.width, self.channels
+        channels, height, width = (int(d) for d in self.decoder.io.outputs[0].shape[1:])
+        return height, width, channels
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """A latent model's final sample → its image in [-1, 1] (the decoder engine)."""
+        return self.decoder.infer({LATENTS: latents})[IMAGE]
 
     @classmethod
     def load(
@@ -83,16 +97,25 @@ class Pipeline:
     ) -> Pipeline:
         """Opens ``engine`` (checked against its manifest). ``cache_dir``: where optimized engines are
         cached per machine ("auto": ``$DDPM_DEPLOY_CACHE_DIR`` or ``~/.cache/ddpm-deploy``; None: no cache)."""
-        runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=resolve_cache_dir(cache_dir))
+        cache = resolve_cache_dir(cache_dir)
+        runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=cache)
+        decoder = None
         try:
+            if manifest.decoder:  # a latent model: its decoder beside it (ONNX Runtime on the CPU for an ONNX decoder)
+                decoder = open_engine(manifest.path.parent / manifest.decoder_artifact, device="cpu" if device == "auto"
+                                      else device, threads=threads, cache_dir=cache, role="decoder")[0]
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
-                       read_conditioning(manifest))
+                       read_conditioning(manifest), decoder)
         except BaseException:
             runner.deactivate()
+            if decoder is not None:
+                decoder.deactivate()
             raise
 
     def close(self) -> None:
         self.runner.deactivate()
+        if self.decoder is not None:
+            self.decoder.deactivate()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -144,7 +167,7 @@ class Pipeline:
         sampler, table = self.table(request.scheduler, request.steps, request.eta)
         return Trajectory(sampler, table, self.noise_source(request),
                           (request.count, self.channels, self.height, self.width), rows.inputs, progress,
-                          rows.guidance_scale)
+                          rows.guidance_scale, decode=self.decode if self.decoder is not None else None)
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:

@@ -52,9 +52,12 @@ class Trajectory:
         conditioning: Mapping[str, np.ndarray] | None = None,
         progress: ProgressFn | None = None,
         guidance_scale: float | None = None,
+        decode: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         """``conditioning``: the engine's conditioning inputs for this trajectory's engine rows (two per
-        image with ``guidance_scale``: unconditional rows first)."""
+        image with ``guidance_scale``: unconditional rows first). ``decode``: a latent model's decoder
+        (final sample → image in [-1, 1])."""
+        self.decode = decode
         self.sampler = sampler
         self.table = table
         self.source = source
@@ -105,13 +108,17 @@ class Trajectory:
     def timesteps(self) -> np.ndarray:
         return np.full(self.rows, self.table.model_timestep(self.step_index), dtype=np.float32)
 
+    def image(self) -> np.ndarray:
+        """The final sample, or a latent model's decoded image (float [images, C, H, W])."""
+        return self.x if self.decode is None else self.decode(self.x)
+
     def unit_images(self) -> np.ndarray:
-        """The final sample in [0, 1] (clamped), from the sampler's data range."""
-        return to_unit_range(self.x, self.table.unit_data)
+        """The final images in [0, 1] (clamped), from the sampler's data range."""
+        return to_unit_range(self.image(), self.table.unit_data)
 
     def uint8_images(self) -> np.ndarray:
         """The final images, uint8 [images, H, W, C]."""
-        return to_uint8(self.x, self.table.unit_data)
+        return to_uint8(self.image(), self.table.unit_data)
 
     def needs_noise(self) -> bool:
         return self.table.needs_noise(self.step_index)

@@ -128,7 +128,7 @@ class Engine:
             "kind": entry.kind if entry else None,
             "precision": entry.precision if entry else None,
             "profile": None if profile is None else {"min": profile.min, "opt": profile.opt, "max": profile.max},
-            "image": [self.pipeline.height, self.pipeline.width, self.pipeline.channels],
+            "image": list(self.pipeline.image_shape),
             "conditioning": self.pipeline.conditioning.describe(runner.io) if runner.io.conditioning_inputs else None,
             "default_scheduler": self.pipeline.default_scheduler,
             "schedulers": list(SCHEDULERS),

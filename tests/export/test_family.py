@@ -208,3 +208,45 @@ def test_learned_time_embedding_takes_int64_timesteps(member):
     theirs = diffusers_pipeline(folder, "DDPMPipeline")(batch_size=2, num_inference_steps=20,
                                                         generator=torch.manual_seed(4), output_type="np").images
     compare(ours, theirs, "learned time embedding, DDPM 20 steps")
+
+
+# latent diffusion: the decoder as the manifest's second artifact ------------------------------------------
+@pytest.fixture(scope="module", params=["VQModel", "AutoencoderKL"])
+def ldm(request, tmp_path_factory):
+    from export.reference import save_ldm
+
+    folder = save_ldm(tmp_path_factory.mktemp("ldm"), autoencoder=request.param)
+    return folder, export_engine(folder, tmp_path_factory.mktemp("ldm_engine")), request.param
+
+
+def test_latent_model_exports_its_decoder_and_equals_ldm_pipeline(ldm):
+    import diffusers
+
+    folder, engine, autoencoder = ldm
+    manifest = read_manifest(engine.parent / "manifest.json")
+    assert manifest.decoder["class"] == autoencoder and manifest.decoder_artifact == "decoder.onnx"
+    gate = manifest.artifact("decoder.onnx").build["parity"]["results"]
+    assert [r["batch"] for r in gate] == [1, 3] and max(r["max_abs_error"] for r in gate) < 1e-4
+    with Pipeline.load(engine, cache_dir=None) as pipe:
+        assert pipe.image_shape == (16, 16, 3) and (pipe.height, pipe.width) == (8, 8)  # decoded image vs latents
+        ours = pipe.sample(count=2, steps=20, seed=0, noise="torch")
+    vae = getattr(diffusers, autoencoder).from_pretrained(folder / ("vqvae" if autoencoder == "VQModel" else "vae"))
+    pipe = diffusers.LDMPipeline(vqvae=vae, unet=diffusers.UNet2DModel.from_pretrained(folder / "unet"),
+                                 scheduler=diffusers.DDIMScheduler.from_pretrained(folder / "scheduler"))
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(batch_size=2, num_inference_steps=20, generator=torch.manual_seed(0), output_type="np").images
+    compare(ours, theirs, f"LDM ({autoencoder} decoder), DDIM 20 steps")
+
+
+def test_a_tampered_decoder_is_refused(ldm, tmp_path):
+    import shutil
+
+    from runtime.errors import ManifestError
+
+    _, engine, _ = ldm
+    copy = tmp_path / "engine"
+    shutil.copytree(engine.parent, copy)
+    with open(copy / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestError, match="decoder.onnx does not match"):
+        Pipeline.load(copy / "unet.onnx", cache_dir=None)
