@@ -21,7 +21,7 @@ from .manifest import Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
-from .schedulers import SAMPLERS, Sampler, build_table, scheduler_name_for
+from .schedulers import SAMPLERS, Sampler, SchedulerConfig, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
 from .trajectory import ProgressFn, Trajectory, advance
 
@@ -70,7 +70,9 @@ class Pipeline:
         self.default_scheduler = scheduler_name_for(self.scheduler_config)
         self._tables: dict[tuple, tuple[Sampler, Any]] = {}
         self._lock = threading.Lock()
-        self.table(self.default_scheduler)  # refuse an unusable config now
+        # refuse an unusable config now (at a step count every sampler takes: PNDM's warm-up needs 4)
+        self.table(self.default_scheduler, min(10, SchedulerConfig.from_dict(self.scheduler_config, self.default_scheduler)
+                                              .num_train_timesteps))
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
         self.denoiser = Denoiser(runner)
 

@@ -135,3 +135,13 @@ def xattn_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def xattn_engine(xattn_model, tmp_path_factory) -> Path:
     return export_engine(xattn_model, tmp_path_factory.mktemp("xattn_engine"))
+
+
+@pytest.fixture(scope="session")
+def ldm_engine(tmp_path_factory) -> Path:
+    """A tiny latent-diffusion pipeline folder (UNet on 8x8x3 latents + VQ-VAE decoder to 16x16x3), exported:
+    unet.onnx and decoder.onnx in one manifest (tests/export/test_family.py)."""
+    from export.reference import save_ldm
+
+    folder = save_ldm(tmp_path_factory.mktemp("ldm_model"))
+    return export_engine(folder, tmp_path_factory.mktemp("ldm_engine"))

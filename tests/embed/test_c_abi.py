@@ -140,3 +140,17 @@ def test_conditioned_requests_through_the_c_abi(embed_build, xattn_engine, tmp_p
             np.testing.assert_array_equal(images_from(tmp_path / f"{i}.bin", len(expected), shape), expected)
     for line, (request, message) in zip(results[len(good):], bad):
         assert line["code"] == CODES["invalid"] and message in line["message"] and "\n" not in line["message"], line
+
+
+def test_a_latent_model_through_the_c_abi(embed_build, ldm_engine, tmp_path):
+    """ddpm_image_shape gives the decoded image's shape (16x16x3, not the 8x8 latents), and the images equal the
+    Python API's (the decoder runs after the loop)."""
+    requests = [({"count": 2, "steps": 5, "seed": 1}, dict(count=2, steps=5, seed=1)),
+                ({"steps": 4, "scheduler": "dpmpp-2m", "noise": "torch"}, dict(steps=4, scheduler="dpmpp-2m", noise="torch"))]
+    r, lines = driver(embed_build, ldm_engine, "images", tmp_path, *(json.dumps(q) for q, _ in requests))
+    assert r.returncode == 0, r.stderr
+    with Pipeline.load(ldm_engine, device="cpu") as pipe:
+        assert pipe.image_shape == (16, 16, 3)
+        for i, (request, kwargs) in enumerate(requests):
+            expected = pipe.sample(**kwargs)
+            np.testing.assert_array_equal(images_from(tmp_path / f"{i}.bin", len(expected), pipe.image_shape), expected)

@@ -22,18 +22,19 @@ VENV = ROOT / "build" / "triton-venv"
 SERVER = VENV / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "pytriton" / "tritonserver"
 MODEL = "ddpm"
 CONDITIONAL = "ddpm_xattn"  # the cross-attention test model, served beside the demo model
+LATENT = "ddpm_ldm"  # the latent-diffusion test model (UNet + decoder), served beside them too
 MAX_BATCH = 6
 
 pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
-def server(demo_engine, xattn_engine, tmp_path_factory):
+def server(demo_engine, xattn_engine, ldm_engine, tmp_path_factory):
     if not (SERVER / "bin" / "tritonserver").is_file():
         pytest.skip(f"no Triton server in {VENV} (`make triton-deps` installs nvidia-pytriton there)")
     work = tmp_path_factory.mktemp("triton")
     repo = work / "model_repository"
-    for engine, name in ((demo_engine, MODEL), (xattn_engine, CONDITIONAL)):
+    for engine, name in ((demo_engine, MODEL), (xattn_engine, CONDITIONAL), (ldm_engine, LATENT)):
         r = subprocess.run([sys.executable, "-m", "export.triton", "--engines", str(engine.parent), "--out", str(work / name),
                             "--name", name, "--max-batch", str(MAX_BATCH)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -66,7 +67,7 @@ def server(demo_engine, xattn_engine, tmp_path_factory):
     while True:
         try:
             ready = []
-            for name in (MODEL, CONDITIONAL):
+            for name in (MODEL, CONDITIONAL, LATENT):
                 with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/v2/models/{name}/ready", timeout=2) as resp:
                     ready.append(resp.status == 200)
             if all(ready):
@@ -97,7 +98,7 @@ def client(server, requests, out, sequential=False, model=MODEL):
 
 def test_listens_on_loopback_only(server):
     addresses = listening(server["proc"].pid)
-    assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics (both models)
+    assert len(addresses) == 3, addresses  # HTTP, gRPC, metrics (all models)
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
 
 
@@ -164,3 +165,16 @@ def test_conditioned_requests_equal_the_python_api(server, xattn_engine, tmp_pat
     bad = client(server, [{"class_labels": [3], "steps": 2}, {"embeddings": [[[1.0] * 16] * 5], "steps": 2}], tmp_path / "bad",
                  sequential=True, model=CONDITIONAL)["responses"]
     assert "out of range" in bad["0"]["error"] and "must be [6, 16]" in bad["1"]["error"]
+
+
+def test_a_latent_model_serves_decoded_images(server, ldm_engine, tmp_path):
+    """The repository carries the decoder; the output dims are the decoded image's (16x16x3, not the latents')."""
+    from runtime import Pipeline
+
+    config = (server["work"] / "model_repository" / LATENT / "config.pbtxt").read_text()
+    assert "dims: [ -1, 16, 16, 3 ]" in config.replace("  ", " "), config
+    requests = [{"count": 2, "steps": 5, "seed": 1}, {"steps": 4, "scheduler": "dpmpp-2m", "noise": "torch"}]
+    result = client(server, requests, tmp_path / "served", model=LATENT)
+    with Pipeline.load(ldm_engine, device="cpu") as pipe:
+        for i, request in enumerate(requests):
+            np.testing.assert_array_equal(np.load(result["responses"][str(i)]["file"]), pipe.sample(**request))

@@ -633,7 +633,23 @@ def conditioned(engine: str, out: Path) -> dict:
     return report
 
 
-SCENARIOS = {"soak": soak, "conditioned": conditioned, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+LATENT_REQUESTS = [{"seed": 1, "steps": 5, "count": 2, "format": "json"}, {"seed": 2, "steps": 4, "scheduler": "dpmpp-2m"}]
+
+
+def latent(engine: str, out: Path) -> dict:
+    """A latent-diffusion engine (UNet + decoder) over HTTP: the model description's image shape, decoded images."""
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port())
+    url = start(config, num_cpus=2)
+    with httpx.Client(timeout=60) as client:
+        report: dict = {"models": client.get(f"{url}/v1/models").json()}
+    responses = asyncio.run(post_all(url, LATENT_REQUESTS))
+    report["served"] = [{"status": r["status"], "files": save_images(r, out, f"latent{i}") if r["status"] == 200 else []}
+                        for i, r in enumerate(responses)]
+    return report
+
+
+SCENARIOS = {"soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 
 from serve import netns
 from tests.conftest import ROOT, read_png, sample_offline
-from tests.serve.scenario import BAD, BAD_CONDITIONS, CONDITIONED, MIXED
+from tests.serve.scenario import BAD, BAD_CONDITIONS, CONDITIONED, LATENT_REQUESTS, MIXED
 
 pytestmark = [pytest.mark.service, pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))]
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ddpm-deploy[serve]')")
@@ -286,3 +286,17 @@ def test_conditioned_requests_and_their_refusals(xattn_engine, tmp_path):
         answer = report["bad"][name]
         assert answer["status"] == 400 and "\n" not in answer["body"].strip() and "Traceback" not in answer["body"], (name, answer)
     print("\n" + "\n".join(f"{name}: {report['bad'][name]['status']} {report['bad'][name]['body'].strip()}" for name, _ in BAD_CONDITIONS))
+
+
+def test_a_latent_model_is_described_and_served_decoded(ldm_engine, tmp_path):
+    """/v1/models gives the decoded image's shape; the images equal the Python API's (the decoder after the loop)."""
+    from runtime import Pipeline
+    from runtime.requests import SampleRequest
+
+    report = run_scenario("latent", ldm_engine, tmp_path / "out", tmp_path)
+    assert report["models"]["models"][0]["image"] == [16, 16, 3]
+    with Pipeline.load(ldm_engine, device="cpu") as pipe:
+        for request, served in zip(LATENT_REQUESTS, report["served"]):
+            assert served["status"] == 200, (request, served)
+            expected = pipe.sample(SampleRequest(**{k: v for k, v in request.items() if k != "format"}))
+            np.testing.assert_array_equal(np.stack([read_png(p)[0] for p in served["files"]]), expected)
