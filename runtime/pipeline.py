@@ -125,12 +125,14 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def table(self, scheduler: str | None = None, steps: int | None = None, eta: float = 0.0):
-        """(sampler, table) for a scheduler name, step count (None: the sampler's default) and eta; cached."""
-        key = (scheduler or self.default_scheduler, steps, eta)
+    def table(self, scheduler: str | None = None, steps: int | None = None, eta: float = 0.0,
+              timesteps: tuple[int, ...] | None = None):
+        """(sampler, table) for a scheduler name, step count (None: the sampler's default), eta and timesteps
+        given outright (None: from the step count); cached."""
+        key = (scheduler or self.default_scheduler, steps, eta, timesteps)
         with self._lock:
             if key not in self._tables:
-                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta))
+                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps))
             return self._tables[key]
 
     def _checked(self, sampler: Sampler, table: Any) -> tuple[Sampler, Any]:
@@ -156,7 +158,7 @@ class Pipeline:
 
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
-        sampler, table = self.table(request.scheduler, request.steps, request.eta)
+        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict())
 
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
@@ -166,7 +168,7 @@ class Pipeline:
         request = SampleRequest.create(request, **fields)
         rows = request_rows(self.runner.io, self.conditioning, request)
         self.runner.check_batch(request.count * rows.per_image)  # the engine's batch profile
-        sampler, table = self.table(request.scheduler, request.steps, request.eta)
+        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
         return Trajectory(sampler, table, self.noise_source(request),
                           (request.count, self.channels, self.height, self.width), rows.inputs, progress,
                           rows.guidance_scale, decode=self.decode if self.decoder is not None else None)

@@ -190,6 +190,11 @@ class SampleRequest:
     scheduler: str | None = request_field(
         None, "sampler (default: the scheduler config's own, DDPM for the reference model)", json=(str, type(None)),
         cli=str, triton="TYPE_STRING", choices=SCHEDULERS)
+    timesteps: tuple[int, ...] | None = request_field(
+        None, "the steps outright, descending indices of the training discretisation (consistency models, as "
+        "ConsistencyModelPipeline's timesteps=; instead of steps); on the command line: 22,0",
+        json=(list, type(None)), cli=class_label_list, triton="TYPE_INT64", triton_dims=(-1,),
+        limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
     eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,
                                cli=non_negative_number, triton="TYPE_FP32", limits={"minimum": 0})
     noise: str = request_field(
@@ -239,6 +244,14 @@ class SampleRequest:
                              f"above {MAX_SEED}")
         if self.steps is not None and (not _is_whole(self.steps) or self.steps < 1):
             raise InputError(f"steps must be a whole number of at least 1, got {brief(self.steps)}")
+        if self.timesteps is not None:
+            ts = self.timesteps
+            if isinstance(ts, (str, bytes)) or not isinstance(ts, (Sequence, np.ndarray)) or len(ts) == 0 \
+                    or not all(_is_whole(x) and x >= 0 for x in ts):
+                raise InputError(f"timesteps must be a list of whole numbers >= 0, got {brief(ts)}")
+            if self.steps is not None:
+                raise InputError("give steps or timesteps, not both")
+            object.__setattr__(self, "timesteps", tuple(int(x) for x in ts))
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SCHEDULERS)}")
         object.__setattr__(self, "eta", check_eta(self.eta))

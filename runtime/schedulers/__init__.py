@@ -42,13 +42,20 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: float = 0.0):
-    """(sampler, table) for ``name`` from a diffusers config dict, converted as ``from_config`` would."""
+def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: float = 0.0,
+                timesteps: tuple[int, ...] | None = None):
+    """(sampler, table) for ``name`` from a diffusers config dict, converted as ``from_config`` would;
+    ``timesteps``: the steps outright (samplers that take them: consistency models)."""
     sampler = get_sampler(name)
     eta = check_eta(eta)
     if eta and not sampler.uses_eta:
         raise InputError(f"eta applies to ddim only; {name} takes no eta (leave it at 0)")
     config = SchedulerConfig.from_dict(raw_config, name)
+    if timesteps is not None:
+        if sampler.make_table_from_timesteps is None:
+            takes = [s.name for s in SAMPLERS.values() if s.make_table_from_timesteps is not None]
+            raise InputError(f"timesteps apply to {', '.join(takes)} only; {name} takes steps")
+        return sampler, sampler.make_table_from_timesteps(config, timesteps)
     return sampler, sampler.make_table(config, sampler.steps_for(config) if steps is None else steps, eta)
 
 

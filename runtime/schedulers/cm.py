@@ -125,6 +125,7 @@ SAMPLER = register(
         keys={"num_train_timesteps": 40, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "s_noise": 1.0,
               "rho": 7.0, "clip_denoised": True},
         make_table=lambda config, steps, eta: cm_table(config, steps),
+        make_table_from_timesteps=lambda config, timesteps: cm_table(config, None, timesteps),
         step=lambda table, i, model_output, sample, noise, state, out=None: (cm_step(table, i, model_output, sample, noise), None),
         default_steps=1,  # ConsistencyModelPipeline's: one UNet call
         validate=_validate,

@@ -66,6 +66,7 @@ class Sampler:
     validate: Callable[[SchedulerConfig], None] | None = None
     plan_row: Callable[[Any, int], dict[str, Any]] | None = None
     timestep_kind: str = "step"  # what it feeds the engine's timestep (runtime.io_spec.TIMESTEP_KINDS)
+    make_table_from_timesteps: Callable[..., Any] | None = None  # (config, timesteps): steps given outright
     common_keys: bool = True  # whether it takes COMMON's noise-schedule keys (the sigma-based samplers do not)
 
     @property

@@ -174,15 +174,19 @@ def test_ncsnpp_exports_its_sigma_domain_and_sde_ve_equals_score_sde_ve_pipeline
 
 
 @pytest.mark.parametrize("member", ["cm"], indirect=True)
-@pytest.mark.parametrize("steps", [1, 2])
-def test_consistency_model_equals_consistency_model_pipeline(member, steps):
+@pytest.mark.parametrize("steps,timesteps", [(1, None), (2, None), (None, (22, 0))])
+def test_consistency_model_equals_consistency_model_pipeline(member, steps, timesteps):
+    """One and two UNet calls, and the steps given outright (the pipeline's timesteps=, a request field)."""
     folder, engine = member
     with Pipeline.load(engine, cache_dir=None) as pipe:
         assert pipe.default_scheduler == "cm" and pipe.runner.io.timestep.kind == "log_sigma"
-        ours = pipe.sample(count=2, steps=steps, seed=5, noise="torch", class_labels=[1, 7])
+        ours = pipe.sample(count=2, steps=steps, timesteps=timesteps, seed=5, noise="torch", class_labels=[1, 7])
+        with pytest.raises(InputError, match="timesteps must descend"):
+            pipe.sample(timesteps=(0, 22), class_labels=[1])
     theirs = diffusers_pipeline(folder, "ConsistencyModelPipeline")(
-        batch_size=2, num_inference_steps=steps, class_labels=[1, 7], generator=torch.manual_seed(5), output_type="np").images
-    compare(ours, theirs, f"consistency model, {steps} UNet call(s)")
+        batch_size=2, num_inference_steps=steps or 1, timesteps=list(timesteps) if timesteps else None, class_labels=[1, 7],
+        generator=torch.manual_seed(5), output_type="np").images
+    compare(ours, theirs, f"consistency model, {steps or timesteps} UNet call(s)")
 
 
 @pytest.mark.parametrize("member", ["learned_range"], indirect=True)

@@ -57,3 +57,16 @@ def test_bad_timesteps_are_refused(timesteps):
 def test_a_ddpm_config_gives_cm_its_own_defaults():
     sampler, table = build_table("cm", {"_class_name": "CMStochasticIterativeScheduler", "sigma_max": 80.0}, None)
     assert sampler.timestep_kind == "log_sigma" and table.num_steps == 1 and table.init_noise_sigma == 80.0
+
+
+def test_timesteps_are_a_request_field_for_cm_only():
+    from runtime.requests import SampleRequest
+
+    assert SampleRequest(timesteps=[22, 0]).timesteps == (22, 0)
+    with pytest.raises(InputError, match="steps or timesteps"):
+        SampleRequest(steps=2, timesteps=[22, 0])
+    with pytest.raises(InputError, match="whole numbers"):
+        SampleRequest(timesteps=[2.5])
+    with pytest.raises(InputError, match="timesteps apply to cm only"):
+        build_table("ddim", {}, None, timesteps=(22, 0))
+    assert build_table("cm", {}, None, timesteps=(22, 0))[1].num_steps == 2
