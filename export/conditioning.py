@@ -105,8 +105,8 @@ def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaratio
     from .family import check_options, timestep_domain
 
     config = model.config
+    check_config(model)  # the conditioning refusals first: their messages say more
     check_options(model)
-    check_config(model)
     domain, timestep_dtype = timestep_domain(model, scheduler or {})
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size)

@@ -107,12 +107,15 @@ def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PA
     for case in cases:
         (got,) = session.run([output], case.feed())
         err = float(np.max(np.abs(got.astype(np.float64) - case.reference))) if np.isfinite(got).all() else float("inf")
-        results.append(ParityResult(case.batch, case.timesteps.tolist(), err, float(np.max(np.abs(case.reference)))))
-        if not err <= atol:
+        magnitude = float(np.max(np.abs(case.reference)))
+        results.append(ParityResult(case.batch, case.timesteps.tolist(), err, magnitude))
+        # float32 kernels differ by ulps of the values they compute: outputs past 1 (NCSN++ divides by sigma, ~1e2
+        # at sigma_min) are held to the tolerance relative to their magnitude
+        if not err <= atol * max(1.0, magnitude):
             tokens = next((f", {v.shape[1]} tokens" for v in case.conditioning.values() if v.ndim == 3), "")
             raise GateError(
                 f"parity gate failed{'' if output == NOISE_PRED else ' (' + output + ')'}: ONNX Runtime differs from "
-                f"PyTorch by {err:.3g} (tolerance {atol:g}) at batch "
+                f"PyTorch by {err:.3g} (tolerance {atol:g} x max(1, {magnitude:.3g})) at batch "
                 f"{case.batch}{tokens}, timesteps {case.timesteps.tolist()}; nothing was written. This is an export bug: "
                 "report it with the model config"
             )

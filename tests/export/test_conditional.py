@@ -107,8 +107,10 @@ def test_unservable_configs_are_refused_before_any_work(xattn_model, tmp_path, c
     model = tmp_path / "model"
     model.mkdir()
     config = json.loads((xattn_model / "config.json").read_text())
-    if "class_embed_type" in change and change.get("num_class_embeds", 1) is not None:
-        config = {**config, "_class_name": "UNet2DModel"}
+    if "class_embed_type" in change and change.get("num_class_embeds", 1) is not None:  # as a UNet2DModel's config
+        from export.family import installed_options
+
+        config = {**{k: v for k, v in config.items() if k in installed_options()}, "_class_name": "UNet2DModel"}
     (model / "config.json").write_text(json.dumps({**config, **change}))
     (model / "diffusion_pytorch_model.safetensors").write_bytes(b"never read")
     r = _export_cli("--model", str(model), "--out", str(tmp_path / "out"), "--sequence-length", "4")
