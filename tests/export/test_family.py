@@ -8,6 +8,7 @@ chaotic. Images are compared as diffusers' pipelines return them (uint8 after th
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +34,6 @@ MAX_SAMPLE_ERROR = 1e-4
 
 
 def source(config, unet_class="UNet2DModel"):
-    from pathlib import Path
-
     return ModelSource("test", Path("."), Path("m"), Path("m/w"), {"_class_name": unet_class, **config}, None)
 
 
@@ -254,3 +253,26 @@ def test_a_tampered_decoder_is_refused(ldm, tmp_path):
         f.write(b"\0")
     with pytest.raises(ManifestError, match="decoder.onnx does not match"):
         Pipeline.load(copy / "unet.onnx", cache_dir=None)
+
+
+@pytest.mark.parametrize("member", ["cm", "learned_range", "learned_time", "ncsnpp"], indirect=True)
+def test_fp16_gate_on_the_family(member, tmp_path, capsys):
+    """export.fp16's gate over each member's own timestep range: consistency model, learned variance and learned
+    time pass; NCSN++ is refused (exit 3, nothing written): at sigma_max its output is the score divided by
+    1348, where FP16 loses too much (measured on the AMD EPYC kind: 32.6 dB < 35 dB)."""
+    import shutil
+
+    from export.fp16 import PROG, main
+    from runtime.cli import run
+
+    folder = Path(shutil.copytree(member[1].parent, tmp_path / "engines"))
+    code = run(main, PROG, ["--engines", str(folder)])
+    refused = member[1].parent.name.startswith("ncsnpp")
+    assert code == (3 if refused else 0)
+    assert (folder / "unet.fp16.onnx").exists() is not refused
+    if refused:
+        assert "FP16 gate failed" in capsys.readouterr().err
+    else:
+        gate = read_manifest(folder / "manifest.json").artifact("unet.fp16.onnx").build["gate"]
+        print(f"\n{folder}: FP16 noise prediction PSNR >= {min(r['psnr_db'] for r in gate['noise_prediction']):.1f} dB, "
+              f"image {gate['sampling']['image_psnr_db']:.1f} dB")

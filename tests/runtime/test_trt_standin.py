@@ -127,3 +127,23 @@ def test_the_profile_covers_every_conditional_input(monkeypatch):
     assert set(profile) == {"sample", "timestep", "class_labels", "encoder_hidden_states"}
     assert profile["class_labels"] == ((1,), (2,), (4,))
     assert profile["encoder_hidden_states"] == ((1, 3, 16), (2, 6, 16), (4, 9, 16))
+
+
+def test_a_latent_model_plan_runs_with_its_onnx_decoder_on_stand_ins(ldm_engine, tmp_path, monkeypatch):
+    """STAND-INS: a latent model's UNet goes through FP16 and the plan build like any other; the plan's manifest
+    keeps the decoder section, and the pipeline decodes the plan's latents with decoder.onnx (ONNX Runtime)."""
+    import shutil
+
+    from export.fp16 import main as fp16_main
+    from runtime import Pipeline
+    from runtime.manifest import read_manifest
+
+    folder = Path(shutil.copytree(ldm_engine.parent, tmp_path / "engines"))
+    assert fp16_main(["--engines", str(folder)]) == 0
+    trt_standin.install(monkeypatch)
+    assert build(folder) == 0
+    manifest = read_manifest(folder / "manifest.json")
+    assert {"unet.plan", "decoder.onnx"} <= set(manifest.artifacts) and manifest.decoder_artifact == "decoder.onnx"
+    with Pipeline.load(folder / "unet.plan") as pipe:
+        assert pipe.runner.entry.kind == "tensorrt" and pipe.decoder.entry.kind == "onnx"
+        assert pipe.image_shape == (16, 16, 3) and pipe(batch=2, steps=3, seed=0).shape == (2, 16, 16, 3)
