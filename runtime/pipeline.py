@@ -181,7 +181,7 @@ class Pipeline:
         ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
         ``noise``, ``timeout_s``; for a conditional model ``class_labels``, ``embeddings``,
         ``negative_embeddings``, ``guidance_scale``, or ``conditioning``, the engine's inputs outright:
-        see :mod:`runtime.conditioning`): ``scheduler`` is ddpm, ddim or dpmpp-2m (default:
+        see :mod:`runtime.conditioning`): ``scheduler`` is one of ``runtime.schedulers.SCHEDULERS`` (default:
         the one the scheduler config was written for); ``steps`` defaults to the sampler's own
         (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
         :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.
