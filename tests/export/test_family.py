@@ -214,7 +214,7 @@ def test_learned_time_embedding_takes_int64_timesteps(member):
 
 
 # latent diffusion: the decoder as the manifest's second artifact ------------------------------------------
-@pytest.fixture(scope="module", params=["VQModel", "AutoencoderKL"])
+@pytest.fixture(scope="module", params=["VQModel", pytest.param("AutoencoderKL", marks=pytest.mark.slow)])
 def ldm(request, tmp_path_factory):
     from export.reference import save_ldm
 
@@ -255,6 +255,7 @@ def test_a_tampered_decoder_is_refused(ldm, tmp_path):
         Pipeline.load(copy / "unet.onnx", cache_dir=None)
 
 
+@pytest.mark.slow  # 3 min: make test-full
 @pytest.mark.parametrize("member", ["cm", "learned_range", "learned_time", "ncsnpp"], indirect=True)
 def test_fp16_gate_on_the_family(member, tmp_path, capsys):
     """export.fp16's gate over each member's own timestep range: consistency model, learned variance and learned
