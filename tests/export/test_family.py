@@ -216,8 +216,13 @@ def test_learned_time_embedding_takes_int64_timesteps(member):
 # latent diffusion: the decoder as the manifest's second artifact ------------------------------------------
 @pytest.fixture(scope="module", params=["VQModel", pytest.param("AutoencoderKL", marks=pytest.mark.slow)])
 def ldm(request, tmp_path_factory):
+    """(folder, engine, autoencoder class): the session's latent model (VQModel; tests/conftest.py), or one with
+    an AutoencoderKL."""
     from export.reference import save_ldm
 
+    if request.param == "VQModel":
+        engine = request.getfixturevalue("ldm_engine")
+        return Path(read_manifest(engine.parent / "manifest.json").model["source"]), engine, "VQModel"
     folder = save_ldm(tmp_path_factory.mktemp("ldm"), autoencoder=request.param)
     return folder, export_engine(folder, tmp_path_factory.mktemp("ldm_engine")), request.param
 
