@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         cm = save_model(work / "cm", cfg["cm"], cfg["cm_scheduler"], scheduler_class="CMStochasticIterativeScheduler")
         cm_params = params(cm)
         gb, seconds = export_measured(cm, work / "cm_engines")
-        rows.append(f"| consistency model ({cm_params:.0f}M parameters): `export.onnx` | peak RSS {gb:.2f} GB, {seconds:.0f} s |")
+        rows.append(f"| consistency model ({cm_params:.1f}M parameters): `export.onnx` | peak RSS {gb:.2f} GB, {seconds:.0f} s |")
         print(rows[-1], flush=True)
         with Pipeline.load(work / "cm_engines" / "unet.onnx", cache_dir=None) as pipe:
             for calls in (1, 2):
@@ -99,11 +99,11 @@ def main(argv=None) -> int:
         rows.append(f"| reference config ({'ddpm-cat-256' if args.mode == 'full' else 'quick'}), one UNet call | "
                     f"{call.cell(1, 's')} |")
         for label, calls in (("DDPM 1000", 1000), ("DPM-Solver++ 2M 25", 25)):
-            rows.append(f"| reference config, {label}: {calls} calls at that median | {calls * call.median:.0f} s per image |")
+            rows.append(f"| reference config, {label}: {calls} calls at that median | {calls * call.median:.1f} s per image |")
         ldm = save_ldm_folder(work / "ldm", cfg)
         unet_params, vq_params = params(ldm / "unet"), params(ldm / "vqvae", "VQModel")
         gb, seconds = export_measured(ldm, work / "ldm_engines")
-        rows.append(f"| latent diffusion folder (UNet {unet_params:.0f}M + VQ decoder of a {vq_params:.0f}M VQModel): "
+        rows.append(f"| latent diffusion folder (UNet {unet_params:.1f}M + VQ decoder of a {vq_params:.1f}M VQModel): "
                     f"`export.onnx` (UNet + decoder, gated) | peak RSS {gb:.2f} GB, {seconds:.0f} s |")
         print(rows[-1], flush=True)
         with Pipeline.load(work / "ldm_engines" / "unet.onnx", cache_dir=None) as pipe:
