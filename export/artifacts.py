@@ -20,13 +20,15 @@ from pathlib import Path
 from runtime import __version__
 from runtime.cli import DISK_FULL
 from runtime.errors import DeployError
-from runtime.manifest import verify_artifact
+from runtime.manifest import DECODER_PLAN_NAME, verify_artifact  # noqa: F401 (re-exported for the export stages)
 
 ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact derives from
 FP16_NAME = "unet.fp16.onnx"  # export.fp16
 OV_NAME, OV_WEIGHTS = "unet.ov.xml", "unet.ov.bin"  # export.bf16 (OpenVINO IR)
 PLAN_NAME = "unet.plan"  # export.trt
 DECODER_NAME = "decoder.onnx"  # export.onnx, for a latent-diffusion folder (export.decoder)
+DECODER_FP16_NAME = "decoder.fp16.onnx"  # export.fp16, beside unet.fp16.onnx
+# export.trt's decoder.plan, beside unet.plan: runtime.manifest.DECODER_PLAN_NAME (the runtime picks it by name)
 
 STAGING_PREFIX = ".staging-"
 # Prefixes of releases before STAGING_PREFIX: their leftovers are cleaned too.

@@ -85,6 +85,15 @@ def check_config(model: ModelSource) -> None:
         cross_attention_dim(model)
 
 
+def refuse_unservable(model: ModelSource) -> None:
+    """Every config refusal (conditioning's first: their messages say more, then the option walk); cheap, so the
+    export runs it before anything else, warnings included."""
+    from .family import check_options
+
+    check_config(model)
+    check_options(model)
+
+
 def declared_sequence(declaration: Declaration | None) -> SequenceRange | None:
     """The token count of the declared embeddings (a fixed length), if the folder declares any."""
     arrays = [a for a in (declaration.label_embeddings, declaration.null_embedding) if a is not None] if declaration else []
@@ -102,11 +111,10 @@ def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaratio
            scheduler: dict[str, Any] | None = None) -> UNetIO:
     """The engine's I/O declaration for the model and its scheduler config (``scheduler``: what the timestep
     means; default DDPM's training steps); raises ModelSourceError (one line) for what we cannot serve."""
-    from .family import check_options, timestep_domain
+    from .family import timestep_domain
 
     config = model.config
-    check_config(model)  # the conditioning refusals first: their messages say more
-    check_options(model)
+    refuse_unservable(model)
     domain, timestep_dtype = timestep_domain(model, scheduler or {})
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size)

@@ -26,6 +26,7 @@ from runtime.jsonio import read_json_object
 from .load import CONFIG, SAFETENSORS, ModelSource, ModelSourceError
 
 DECODER_DIRS = {"vqvae": "VQModel", "vae": "AutoencoderKL"}  # where diffusers' pipelines keep them
+DECODER_MODULES = {"VQModel": "models.autoencoders.vq_model", "AutoencoderKL": "models.autoencoders.autoencoder_kl"}
 GATE_BATCHES = (1, 3)
 
 log = logging.getLogger("export.decoder")
@@ -40,13 +41,11 @@ class DecoderSource:
     @property
     def scaling_factor(self) -> float:
         """The config's, or the class's default (what diffusers' pipelines divide by)."""
-        import inspect
-
-        import diffusers
+        from .family import init_signature
 
         if "scaling_factor" in self.config:
             return float(self.config["scaling_factor"])
-        return float(inspect.signature(getattr(diffusers, self.class_name).__init__).parameters["scaling_factor"].default)
+        return float(init_signature(DECODER_MODULES[self.class_name], self.class_name)["scaling_factor"])
 
     def manifest_section(self) -> dict[str, Any]:
         return {"class": self.class_name, "folder": self.folder.name, "config": self.config,

@@ -16,6 +16,7 @@ engine's timestep is int64 there.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from runtime.io_spec import TimestepDomain
@@ -80,13 +81,35 @@ def _refusal(model: ModelSource, option: str, value: Any, why: str) -> ModelSour
     return ModelSourceError(f"{model.folder / 'config.json'}: {option}={value!r} is not supported ({why})")
 
 
+def init_signature(module: str, class_name: str) -> dict[str, Any]:
+    """``class_name.__init__``'s parameters and their literal defaults (None where not a literal) in the installed
+    diffusers' ``module``, read from its source: importing diffusers' models imports torch (300 MB), and the
+    export's parent process stays small (its stages run in children)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("diffusers")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError("diffusers is not installed; install the export extra: pip install 'ddpm-deploy[export]'")
+    path = Path(spec.submodule_search_locations[0], *module.split(".")).with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    names = [a.arg for a in init.args.args[1:]] + [a.arg for a in init.args.kwonlyargs]
+    defaults = [None] * (len(init.args.args) - 1 - len(init.args.defaults)) + list(init.args.defaults) + list(init.args.kw_defaults)
+
+    def literal(node):
+        try:
+            return ast.literal_eval(node) if node is not None else None
+        except ValueError:
+            return None
+
+    return {name: literal(d) for name, d in zip(names, defaults)}
+
+
 def installed_options() -> tuple[str, ...]:
     """``UNet2DModel.__init__``'s options in the installed diffusers."""
-    import inspect
-
-    import diffusers
-
-    return tuple(n for n in inspect.signature(diffusers.UNet2DModel.__init__).parameters if n != "self")
+    return tuple(init_signature("models.unets.unet_2d", "UNet2DModel"))
 
 
 def check_options(model: ModelSource, installed: tuple[str, ...] | None = None) -> None:

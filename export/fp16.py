@@ -12,6 +12,9 @@ Graph inputs and outputs stay FP32, so the runtime contract does not change. The
 both models in ONNX Runtime on CPU: noise predictions over timesteps spread across the schedule,
 and a short sampling run with identical noise; it fails on NaN/Inf or a PSNR below the thresholds
 (Apple's coremltools uses 35 dB for the same purpose), and then nothing is written.
+
+A latent model's decoder (``decoder.onnx``) is converted the same way to ``decoder.fp16.onnx`` and gated
+on the images it decodes from latents as the sampler leaves them (image PSNR on [0, 1]).
 """
 
 from __future__ import annotations
@@ -24,19 +27,23 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import GateError
 from runtime.io_spec import UNetIO
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.atomic import publish
 
-from .artifacts import FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
 from .child import call_in_child
-from .gates import accuracy_gate, gate_summary
+from .gates import FP16_MIN_IMAGE_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr
 
 PROG = "export.fp16"
 FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax", "Sin", "Cos")
 # Ops between an attention MatMul and its Softmax (scaling, masking): kept FP32 with the MatMul.
 _SCORE_OPS = ("Mul", "Div", "Add", "Where")
+DECODER_GATE_IMAGES = 3  # latents the FP16 decoder is checked on, one call each
 
 log = logging.getLogger(PROG)  # not __name__: that is "__main__" under python -m
 
@@ -105,6 +112,31 @@ def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: di
     return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), scheduler_config, "FP16")
 
 
+def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: float) -> dict[str, Any]:
+    """A latent model's FP16 decoder against FP32 on latents as the sampler leaves them (standard normal times
+    the autoencoder's scaling factor), one at a time: image PSNR on [0, 1]. Raises GateError."""
+    from runtime.images import to_unit_range
+    from runtime.io_spec import IMAGE, LATENTS
+    from runtime.runners import RunnerOptions
+    from runtime.runners.ort import OrtRunner
+
+    rng = np.random.default_rng(GATE_SEED)
+    latents = (rng.standard_normal(io.sample.concrete(DECODER_GATE_IMAGES)) * scaling_factor).astype(np.float32)
+    images = []
+    for path in (fp32_path, fp16_path):
+        with OrtRunner(path, io, options=RunnerOptions(device="cpu")) as runner:
+            images.append(np.concatenate([runner.infer({LATENTS: z[None]})[IMAGE] for z in latents]))
+    ref, got = images
+    if not np.isfinite(got).all():
+        raise GateError("FP16 decoder gate failed: NaN/Inf in the decoded image; nothing was written")
+    worst = min(psnr(to_unit_range(r), to_unit_range(g), peak=1.0) for r, g in zip(ref, got))
+    log.info("FP16 decoder: worst image PSNR %.1f dB vs FP32 over %d latents", worst, DECODER_GATE_IMAGES)
+    if worst < FP16_MIN_IMAGE_PSNR_DB:
+        raise GateError(f"FP16 decoder gate failed: image PSNR {worst:.1f} dB vs FP32 is below {FP16_MIN_IMAGE_PSNR_DB} dB; "
+                        "nothing was written. Use the FP32 decoder")
+    return {"min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB, "images": DECODER_GATE_IMAGES, "image_psnr_db": worst}
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
@@ -137,9 +169,22 @@ def main(argv: list[str] | None = None) -> int:
                 "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
             },
         )
+        more, also = {}, ""
+        if manifest.decoder:  # a latent model: its decoder too, gated on the images it decodes
+            decoder32, decoder16 = folder / manifest.decoder_artifact, work / DECODER_FP16_NAME
+            verify_artifact(decoder32)
+            call_in_child("the FP16 conversion of the decoder", convert_file, decoder32, decoder16)
+            decoder_gated = decoder_gate(decoder32, decoder16, manifest.decoder_io, float(manifest.decoder["scaling_factor"]))
+            more[DECODER_FP16_NAME] = ArtifactEntry(
+                kind="onnx", precision="fp16-mixed", sha256=sha256_file(decoder16), bytes=decoder16.stat().st_size,
+                source=manifest.decoder_artifact, source_sha256=manifest.artifact(manifest.decoder_artifact).sha256,
+                build={"role": "decoder", "fp32_ops": list(FP32_OPS), "gate": decoder_gated})
+            publish(decoder16, folder / DECODER_FP16_NAME)
+            also = f"; decoder {folder / DECODER_FP16_NAME}: image PSNR {decoder_gated['image_psnr_db']:.1f} dB vs FP32"
         publish(tmp, folder / FP16_NAME)
-    update_artifact(folder, manifest.base(), FP16_NAME, entry)
-    print(f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; {gate_summary(gate)}")
+    update_artifact(folder, manifest.base(), FP16_NAME, entry, more)
+    print(f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
+          f"{gate_summary(gate)}{also}")
     return 0
 
 

@@ -31,7 +31,7 @@ from runtime.schedulers.config import read_config_file
 
 from . import load
 from .child import call_in_child
-from .conditioning import check_declaration, io_for, parse_sequence, read_declaration
+from .conditioning import check_declaration, io_for, parse_sequence, read_declaration, refuse_unservable
 from .artifacts import DECODER_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions
 from .decoder import export_decoder, find_decoder
 from .gates import FP32_PARITY_ATOL, check_parity, torch_references
@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load.resolve(args.model, allow_pickle=args.allow_pickle)
     declaration = read_declaration(model)
     sequence = parse_sequence(args.sequence_length) if args.sequence_length is not None else None
+    refuse_unservable(model)  # before any work or warning
     scheduler_raw = scheduler_config_for(model, args.scheduler_config)
-    io = io_for(model, sequence, declaration, scheduler_raw)  # refuses what we cannot serve, before any work
+    io = io_for(model, sequence, declaration, scheduler_raw)
     decoder = find_decoder(model)
     if declaration is not None:
         check_declaration(declaration, io)

@@ -24,7 +24,7 @@ from runtime.io_spec import BatchProfile, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
 
-from .artifacts import FP16_NAME, PLAN_NAME
+from .artifacts import DECODER_FP16_NAME, DECODER_PLAN_NAME, FP16_NAME, PLAN_NAME
 
 PROG = "export.trt"
 TIMING_CACHE_NAME = "timing.cache"
@@ -101,30 +101,37 @@ def main(argv: list[str] | None = None) -> int:
     onnx_path = folder / FP16_NAME
     if not onnx_path.is_file():
         raise DeployError(f"{onnx_path} does not exist; run `python -m export.fp16 --engines {folder}` first")
-    manifest, source_entry = verify_artifact(onnx_path)
+    manifest, _ = verify_artifact(onnx_path)
     trt = import_tensorrt()  # before any work: exit 4 with a clear message where TensorRT is missing
     facts = gpu_facts(import_cudart())
     started = time.perf_counter()
-    plan = build_plan(
-        onnx_path, manifest.io, profile, args.workspace_gib, args.opt_level,
-        Path(args.timing_cache) if args.timing_cache else folder / TIMING_CACHE_NAME,
-    )
-    with atomic_path(folder / PLAN_NAME) as tmp:
-        tmp.write_bytes(plan)
-        entry = ArtifactEntry(
-            kind="tensorrt",
-            precision="fp16-mixed (strongly typed from unet.fp16.onnx)",
-            sha256=sha256_file(tmp),
-            bytes=len(plan),
-            source=FP16_NAME,
-            source_sha256=source_entry.sha256,
-            profile=profile,
-            build={
-                "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
-            },
-        )
-    update_artifact(folder, manifest.base(), PLAN_NAME, entry)
-    print(f"wrote {folder / PLAN_NAME} ({len(plan) / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
+    timing_cache = Path(args.timing_cache) if args.timing_cache else folder / TIMING_CACHE_NAME
+
+    def write_plan(source: str, io, out: str) -> ArtifactEntry:
+        plan = build_plan(folder / source, io, profile, args.workspace_gib, args.opt_level, timing_cache)
+        with atomic_path(folder / out) as tmp:
+            tmp.write_bytes(plan)
+            return ArtifactEntry(
+                kind="tensorrt",
+                precision=f"fp16-mixed (strongly typed from {source})",
+                sha256=sha256_file(tmp),
+                bytes=len(plan),
+                source=source,
+                source_sha256=manifest.artifact(source).sha256,
+                profile=profile,
+                build={
+                    "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
+                },
+            )
+
+    more = {}
+    if DECODER_FP16_NAME in manifest.artifacts:  # a latent model's FP16 decoder: its plan first, then the UNet's
+        verify_artifact(folder / DECODER_FP16_NAME)
+        more[DECODER_PLAN_NAME] = write_plan(DECODER_FP16_NAME, manifest.decoder_io, DECODER_PLAN_NAME)
+    entry = write_plan(FP16_NAME, manifest.io, PLAN_NAME)
+    update_artifact(folder, manifest.base(), PLAN_NAME, entry, more)
+    also = f" (and {folder / DECODER_PLAN_NAME})" if more else ""
+    print(f"wrote {folder / PLAN_NAME}{also} ({entry.bytes / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

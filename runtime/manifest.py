@@ -22,6 +22,7 @@ from .jsonio import read_json_object
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1  # the schema version: the layout ArtifactEntry and Manifest read
+DECODER_PLAN_NAME = "decoder.plan"  # a latent model's TensorRT decoder, run beside unet.plan (export.trt writes it)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -17,7 +17,7 @@ from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
-from .manifest import Manifest, file_matches
+from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest, SampleResult, SamplerSettings
 from .runners.base import Runner
@@ -43,6 +43,14 @@ def read_conditioning(manifest: Manifest) -> Conditioning:
             raise ManifestError(f"{path} is missing or does not match the manifest's sha256; re-export the model")
 
     return Conditioning.from_manifest(manifest.conditioning, manifest.path.parent, manifest.io, check_hash)
+
+
+def decoder_for(manifest: Manifest, unet: ArtifactEntry) -> str:
+    """The decoder artifact to run beside a UNet engine: the TensorRT plan beside a plan (when built), else the
+    FP32 ONNX decoder."""
+    if unet.kind == "tensorrt" and DECODER_PLAN_NAME in manifest.artifacts:
+        return DECODER_PLAN_NAME
+    return manifest.decoder_artifact
 
 
 class Pipeline:
@@ -103,9 +111,9 @@ class Pipeline:
         runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=cache)
         decoder = None
         try:
-            if manifest.decoder:  # a latent model: its decoder beside it (ONNX Runtime on the CPU for an ONNX decoder)
-                decoder = open_engine(manifest.path.parent / manifest.decoder_artifact, device="cpu" if device == "auto"
-                                      else device, threads=threads, cache_dir=cache, role="decoder")[0]
+            if manifest.decoder:  # a latent model: its decoder beside it
+                decoder = open_engine(manifest.path.parent / decoder_for(manifest, entry), device=device, threads=threads,
+                                      cache_dir=cache, role="decoder")[0]
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
                        read_conditioning(manifest), decoder)
         except BaseException:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from runtime import Pipeline
+from runtime.errors import InputError
 from runtime.steps import COLUMNS, FORMAT, as_arrays, plan
 from runtime.trajectory import Trajectory
 from tests.conftest import ROOT
@@ -157,3 +158,14 @@ def test_cli_errors_are_one_line(args, fragment, demo_engine, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
     assert not (tmp_path / "plan.json").exists()
+
+
+@pytest.mark.parametrize("scheduler,config", [("pndm", {}), ("cm", {"_class_name": "CMStochasticIterativeScheduler"}),
+                                              ("sde-ve", {"_class_name": "ScoreSdeVeScheduler"}),
+                                              ("ddpm", {"variance_type": "learned_range"})])
+def test_samplers_a_plan_cannot_express_are_refused_in_one_line(scheduler, config):
+    """PNDM's multistep combinations, score-SDE's norms, consistency models' input scaling and a per-pixel
+    learned variance are not the plan's linear form: refused, and the native loop never sees them."""
+    with pytest.raises(InputError) as info:
+        plan(scheduler, config, 10)
+    assert "plan" in str(info.value) and "\n" not in str(info.value)

@@ -130,8 +130,8 @@ def test_the_profile_covers_every_conditional_input(monkeypatch):
 
 
 def test_a_latent_model_plan_runs_with_its_onnx_decoder_on_stand_ins(ldm_engine, tmp_path, monkeypatch):
-    """STAND-INS: a latent model's UNet goes through FP16 and the plan build like any other; the plan's manifest
-    keeps the decoder section, and the pipeline decodes the plan's latents with decoder.onnx (ONNX Runtime)."""
+    """STAND-INS: a latent model's UNet and decoder go through FP16 (each gated) and the plan build; the manifest
+    keeps the decoder section and lists both plans, and a plan's pipeline decodes with decoder.plan."""
     import shutil
 
     from export.fp16 import main as fp16_main
@@ -143,7 +143,9 @@ def test_a_latent_model_plan_runs_with_its_onnx_decoder_on_stand_ins(ldm_engine,
     trt_standin.install(monkeypatch)
     assert build(folder) == 0
     manifest = read_manifest(folder / "manifest.json")
-    assert {"unet.plan", "decoder.onnx"} <= set(manifest.artifacts) and manifest.decoder_artifact == "decoder.onnx"
+    assert {"unet.plan", "decoder.plan", "decoder.fp16.onnx", "decoder.onnx"} <= set(manifest.artifacts)
+    assert manifest.artifact("decoder.fp16.onnx").build["gate"]["image_psnr_db"] >= 35
+    assert manifest.artifact("decoder.plan").source == "decoder.fp16.onnx" and manifest.decoder_artifact == "decoder.onnx"
     with Pipeline.load(folder / "unet.plan") as pipe:
-        assert pipe.runner.entry.kind == "tensorrt" and pipe.decoder.entry.kind == "onnx"
+        assert pipe.runner.entry.kind == "tensorrt" and pipe.decoder.entry.kind == "tensorrt"  # decoder.plan
         assert pipe.image_shape == (16, 16, 3) and pipe(batch=2, steps=3, seed=0).shape == (2, 16, 16, 3)

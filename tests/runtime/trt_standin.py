@@ -6,7 +6,7 @@ modules let ``export.trt``'s main and ``TrtRunner`` run end to end anyway:
 * ``tensorrt``: only classes, members and enum values whose names appear in every TensorRT release we
   support (``shared/reference/tensorrt-api/``; :func:`public_names` is checked against those lists). A
   "plan" is JSON describing the engine's tensors; "execute" computes a known function of the inputs:
-  ``noise_pred = 0.5 * sample + timestep / 1000``.
+  ``noise_pred = 0.5 * sample + timestep / 1000`` (a latent decoder: ``image = 0.5 * latents``, nearest-upsampled).
 * ``cuda.bindings.runtime``: device memory is host memory (``cudaMalloc`` hands out the address of a
   numpy buffer, copies are ``memmove``), calls return cuda-python's ``(error, value)`` tuples.
 * ``polygraphy.backend.trt``: records the loaders' arguments and returns a plan for the ONNX model's
@@ -160,11 +160,20 @@ class IExecutionContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         assert isinstance(stream_handle, int), "TensorRT takes the stream as an integer handle"
-        shape = self._shapes["sample"]
-        n = int(np.prod(shape))
 
         def view(name, count):
             return np.ctypeslib.as_array(ctypes.cast(self._addresses[name], ctypes.POINTER(ctypes.c_float)), (count,))
+
+        if "latents" in self._shapes:  # a latent model's decoder: image = 0.5 * the latents, nearest-upsampled
+            shape = self._shapes["latents"]
+            latents = view("latents", int(np.prod(shape))).reshape(shape)
+            image_shape = tuple(self._engine._tensor("image")["max"])
+            factor = image_shape[2] // shape[2]
+            image = view("image", shape[0] * int(np.prod(image_shape[1:]))).reshape(shape[0], *image_shape[1:])
+            image[...] = np.float32(0.5) * latents.repeat(factor, axis=2).repeat(factor, axis=3)
+            return True
+        shape = self._shapes["sample"]
+        n = int(np.prod(shape))
 
         sample = view("sample", n).reshape(shape)
         t = view("timestep", shape[0])
@@ -238,8 +247,15 @@ def make_polygraphy(faults: Faults, calls: dict) -> dict[str, types.ModuleType]:
                 {"name": name, "mode": "INPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi}
                 for name, (lo, opt, hi) in profile.items()
             ]
-            lo, opt, hi = profile["sample"]
-            tensors.append({"name": "noise_pred", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi})
+            if "latents" in profile:  # a decoder: its image's shape from the ONNX file being built
+                import onnx
+
+                dims = [d.dim_value for d in onnx.load(calls["network"]["path"]).graph.output[0].type.tensor_type.shape.dim][1:]
+                lo, opt, hi = ((p[0], *dims) for p in profile["latents"])
+                tensors.append({"name": "image", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi})
+            else:
+                lo, opt, hi = profile["sample"]
+                tensors.append({"name": "noise_pred", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi})
             for t in tensors:
                 t.update(faults.plan_override.get(t["name"], {}))
             return json.dumps({"tensors": tensors}).encode()
