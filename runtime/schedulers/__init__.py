@@ -1,11 +1,15 @@
 """Samplers as precomputed numpy tables and pure step functions, selected by name.
 
-Each sampler lives in one module (``ddpm``, ``ddim``, ``dpmpp``) that declares its diffusers config
-keys and defaults, its table builder and its step, and registers them (:func:`config.register`);
-adding a sampler is adding a module and importing it here. Every table has ``timesteps``,
+Each sampler lives in one module (``ddpm``, ``ddim``, ``dpmpp``, ``pndm``, ``cm``, ``sde_ve``) that
+declares its diffusers config keys and defaults, its table builder and its step, and registers them
+(:func:`config.register`); adding a sampler is adding a module and importing it here. Tables mix in
+:class:`config.StepTable`, whose defaults (initial noise scale 1, the sample as the engine's input, the
+table's timestep as the engine's, data in [-1, 1]) a sampler overrides where it differs (consistency
+models scale the input and feed ``250 ln sigma``; score-SDE feeds sigma and ends in [0, 1]). Every table has ``timesteps``,
 ``num_steps`` and ``needs_noise(i)``; every step has one signature, ``step(table, i, model_output,
 sample, noise, state, out=None) -> (sample, state)``, where ``state`` is what a step carries to the
-next (DPM-Solver++'s previous data prediction; nothing for DDPM and DDIM). Steps are pure: they never
+next (DPM-Solver++'s previous data prediction, PNDM's previous noise predictions; nothing for DDPM,
+DDIM, consistency models and score-SDE). Steps are pure: they never
 write into their inputs. ``out`` is optional working space the caller owns, two float32 arrays of the
 sample's shape that alias no input; a sampler that can use it (DDPM) writes its result into
 ``out[0]`` and returns it.
