@@ -24,7 +24,7 @@ from .memory import run_measured
 from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
-REPEATS = {"quick": 3, "full": 3}
+REPEATS = {"quick": 3, "full": 2}
 
 # CompVis/ldm-celebahq-256: UNet2DModel's own defaults (they were written for it) on 64x64x3 latents, and its VQ-f4.
 LDM_UNET = dict(sample_size=64, in_channels=3, out_channels=3)
