@@ -34,27 +34,12 @@ VQ_F4 = dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512), 
 
 
 def configs(mode: str) -> dict:
-    from export.reference import CT_LSUN_256_SCHEDULER, LDM_SCHEDULER, LSUN_256_CM_CONFIG, TINY_CM_CONFIG, TINY_LDM_UNET_CONFIG, TINY_VQ_CONFIG
+    from export.reference import CT_LSUN_256_SCHEDULER, LSUN_256_CM_CONFIG, TINY_CM_CONFIG, TINY_LDM_UNET_CONFIG, TINY_VQ_CONFIG
 
     if mode == "full":
-        return {"cm": {**LSUN_256_CM_CONFIG}, "cm_scheduler": CT_LSUN_256_SCHEDULER, "ldm_unet": LDM_UNET, "vq": VQ_F4,
-                "ldm_scheduler": LDM_SCHEDULER}
+        return {"cm": {**LSUN_256_CM_CONFIG}, "cm_scheduler": CT_LSUN_256_SCHEDULER, "ldm_unet": LDM_UNET, "vq": VQ_F4}
     return {"cm": {**TINY_CM_CONFIG, "num_class_embeds": None, "sample_size": 64}, "cm_scheduler": CT_LSUN_256_SCHEDULER,
-            "ldm_unet": TINY_LDM_UNET_CONFIG, "vq": TINY_VQ_CONFIG, "ldm_scheduler": LDM_SCHEDULER}
-
-
-def save_ldm_folder(folder: Path, cfg: dict) -> Path:
-    import diffusers
-    import torch
-
-    from export.reference import save_model
-
-    save_model(folder / "unet", cfg["ldm_unet"], cfg["ldm_scheduler"], scheduler_class="DDIMScheduler")
-    (folder / "scheduler").mkdir()
-    (folder / "unet" / "scheduler_config.json").rename(folder / "scheduler" / "scheduler_config.json")
-    torch.manual_seed(1)
-    diffusers.VQModel(**cfg["vq"]).save_pretrained(folder / "vqvae")
-    return folder
+            "ldm_unet": TINY_LDM_UNET_CONFIG, "vq": TINY_VQ_CONFIG}
 
 
 def export_measured(model: Path, out: Path) -> tuple[float, float]:
@@ -76,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
     require("bench.family", {"torch": "export", "diffusers": "export", "onnx": "export"})
-    from export.reference import save_model
+    from export.reference import save_ldm, save_model
     from runtime import Pipeline
 
     cfg, repeats = configs(args.mode), REPEATS[args.mode]
@@ -100,7 +85,7 @@ def main(argv=None) -> int:
                     f"{call.cell(1, 's')} |")
         for label, calls in (("DDPM 1000", 1000), ("DPM-Solver++ 2M 25", 25)):
             rows.append(f"| reference config, {label}: {calls} calls at that median | {calls * call.median:.1f} s per image |")
-        ldm = save_ldm_folder(work / "ldm", cfg)
+        ldm = save_ldm(work / "ldm", calm=None, unet_config=cfg["ldm_unet"], autoencoder_config=cfg["vq"])
         unet_params, vq_params = params(ldm / "unet"), params(ldm / "vqvae", "VQModel")
         gb, seconds = export_measured(ldm, work / "ldm_engines")
         rows.append(f"| latent diffusion folder (UNet {unet_params:.1f}M + VQ decoder of a {vq_params:.1f}M VQModel): "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +76,8 @@ class DecoderCase:
 
     latents: np.ndarray
     reference: np.ndarray
-    timesteps = np.zeros(0, dtype=np.float32)  # no timestep: the gate's report leaves it empty
-    conditioning: dict = None  # noqa: RUF009
+    timesteps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # none: the report leaves it empty
+    conditioning: dict = field(default_factory=dict)  # none
 
     @property
     def batch(self) -> int:
@@ -119,7 +119,7 @@ def export_decoder(decoder: DecoderSource, latent: UNetIO, path: Path, opset: in
         # latents as the sampler leaves them: scaled by scaling_factor around the autoencoder's own range
         z = (rng.standard_normal(latent.sample.concrete(batch)) * decoder.scaling_factor).astype(np.float32)
         with torch.no_grad():
-            cases.append(DecoderCase(z, module(torch.from_numpy(z)).numpy(), conditioning={}))
+            cases.append(DecoderCase(z, module(torch.from_numpy(z)).numpy()))
     io = UNetIO.for_decoder(tuple(latent.sample.shape[1:]), tuple(cases[0].reference.shape[1:]))
     log.info("exporting the %s decoder (%.1fM parameters) to ONNX opset %d", decoder.class_name,
              sum(p.numel() for p in vae.parameters()) / 1e6, opset)

@@ -177,19 +177,21 @@ LDM_SCHEDULER = dict(beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_l
                      clip_sample=False, set_alpha_to_one=False)  # ldm-celebahq-256's DDIMScheduler
 
 
-def save_ldm(folder: Path, seed: int = 0, calm: float | None = 0.1, autoencoder: str = "VQModel") -> Path:
-    """A latent-diffusion pipeline folder (``LDMPipeline.save_pretrained``): unet/ (calmed: DDIM at eta 0 is
-    deterministic), vqvae/ (or vae/ with ``autoencoder="AutoencoderKL"``), scheduler/."""
+def save_ldm(folder: Path, seed: int = 0, calm: float | None = 0.1, autoencoder: str = "VQModel",
+             unet_config: dict | None = None, autoencoder_config: dict | None = None) -> Path:
+    """A latent-diffusion pipeline folder (``LDMPipeline.save_pretrained``): unet/ (calmed by default: DDIM at eta
+    0 is deterministic), vqvae/ (or vae/ with ``autoencoder="AutoencoderKL"``), scheduler/; the tiny configs
+    unless ``unet_config`` / ``autoencoder_config`` are given."""
     import diffusers
     import torch
 
-    save_model(folder / "unet", TINY_LDM_UNET_CONFIG, LDM_SCHEDULER, seed, calm=calm, scheduler_class="DDIMScheduler")
+    save_model(folder / "unet", unet_config or TINY_LDM_UNET_CONFIG, LDM_SCHEDULER, seed, calm=calm,
+               scheduler_class="DDIMScheduler")
     (folder / "unet" / "scheduler_config.json").rename(folder / "scheduler_config.tmp")
     (folder / "scheduler").mkdir()
     (folder / "scheduler_config.tmp").rename(folder / "scheduler" / "scheduler_config.json")
     torch.manual_seed(seed + 1)
-    if autoencoder == "VQModel":
-        diffusers.VQModel(**TINY_VQ_CONFIG).save_pretrained(folder / "vqvae")
-    else:
-        diffusers.AutoencoderKL(**TINY_KL_CONFIG).save_pretrained(folder / "vae")
+    tiny = TINY_VQ_CONFIG if autoencoder == "VQModel" else TINY_KL_CONFIG
+    getattr(diffusers, autoencoder)(**(autoencoder_config or tiny)).save_pretrained(
+        folder / ("vqvae" if autoencoder == "VQModel" else "vae"))
     return folder

@@ -37,10 +37,6 @@ class CMTable(StepTable):
     noise_coeff: np.ndarray  # float32 [K]: s_noise is applied first, then sqrt(sigma_hat^2 - sigma_min^2)
 
     @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    @property
     def init_noise_sigma(self) -> float:
         return self.config.sigma_max
 

@@ -78,12 +78,17 @@ class Sampler:
 
 
 class StepTable:
-    """What a sampling loop reads of every table besides ``timesteps``, ``num_steps`` and ``needs_noise(i)``,
+    """What a sampling loop reads of every table besides ``timesteps`` (one per UNet call) and ``needs_noise(i)``,
     with the values of the DDPM family; a sampler's table overrides what differs (mixed into its dataclass)."""
 
     init_noise_sigma = 1.0  # the initial sample is init_noise_sigma * z
     unit_data = False  # the final sample's range: [-1, 1] (False) or [0, 1] (score-SDE: True)
     learned_variance = False  # whether the step takes the model's predicted variance too
+
+    @property
+    def num_steps(self) -> int:
+        """UNet calls in the loop: one per timestep."""
+        return len(self.timesteps)
 
     @property
     def inference_steps(self) -> int:

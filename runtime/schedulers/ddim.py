@@ -34,10 +34,6 @@ class DDIMTable(StepTable):
     direction_coeff: np.ndarray  # sqrt(1 - alpha_prev - std²)
     noise_std: np.ndarray  # eta * sqrt(variance)
 
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
     def needs_noise(self, i: int) -> bool:
         """diffusers draws noise at every step when eta > 0 (even where the variance is 0)."""
         return self.eta > 0

@@ -45,10 +45,6 @@ class DDPMTable(StepTable):
         """Whether the step takes the model's predicted variance (the output's second half of channels)."""
         return self.config.variance_type in LEARNED
 
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
     def needs_noise(self, i: int) -> bool:
         """diffusers draws variance noise only when the timestep is above 0."""
         return bool(self.timesteps[i] > 0)

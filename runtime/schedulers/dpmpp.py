@@ -35,10 +35,6 @@ class DPMTable(StepTable):
     half_x0_coeff: np.ndarray  # float32 [K]: 0.5 * x0_coeff
     inv_r: np.ndarray  # float32 [K]: h / h_prev (1 / r0), 0 where first order
 
-    @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
     def needs_noise(self, i: int) -> bool:
         return False
 

@@ -40,10 +40,6 @@ class PNDMTable(StepTable):
     sqrt_beta: np.ndarray  # float32 [calls]: sqrt(1 - a_t), for v-prediction
 
     @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    @property
     def inference_steps(self) -> int:
         return self.k
 

@@ -38,10 +38,6 @@ class SdeVeTable(StepTable):
     unit_data = True
 
     @property
-    def num_steps(self) -> int:
-        return len(self.timesteps)
-
-    @property
     def inference_steps(self) -> int:
         return self.k
 

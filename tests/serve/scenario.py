@@ -617,13 +617,18 @@ BAD_CONDITIONS = [
 ]
 
 
-def conditioned(engine: str, out: Path) -> dict:
-    """Conditioned requests (labels, embeddings, guidance) over HTTP: images, refusals, the model description."""
+def start_described(engine: str) -> tuple[str, dict]:
+    """A small service for one model: (its URL, a report holding its /v1/models answer)."""
     config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
                            metrics_port=free_port())
     url = start(config, num_cpus=2)
     with httpx.Client(timeout=60) as client:
-        report: dict = {"models": client.get(f"{url}/v1/models").json()}
+        return url, {"models": client.get(f"{url}/v1/models").json()}
+
+
+def conditioned(engine: str, out: Path) -> dict:
+    """Conditioned requests (labels, embeddings, guidance) over HTTP: images, refusals, the model description."""
+    url, report = start_described(engine)
     responses = asyncio.run(post_all(url, CONDITIONED))
     report["served"] = [{"status": r["status"], "files": save_images(r, out, f"cond{i}") if r["status"] == 200 else [],
                          "body": r["content"][:300].decode("utf-8", "replace") if r["status"] != 200 else ""}
@@ -638,11 +643,7 @@ LATENT_REQUESTS = [{"seed": 1, "steps": 5, "count": 2, "format": "json"}, {"seed
 
 def latent(engine: str, out: Path) -> dict:
     """A latent-diffusion engine (UNet + decoder) over HTTP: the model description's image shape, decoded images."""
-    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
-                           metrics_port=free_port())
-    url = start(config, num_cpus=2)
-    with httpx.Client(timeout=60) as client:
-        report: dict = {"models": client.get(f"{url}/v1/models").json()}
+    url, report = start_described(engine)
     responses = asyncio.run(post_all(url, LATENT_REQUESTS))
     report["served"] = [{"status": r["status"], "files": save_images(r, out, f"latent{i}") if r["status"] == 200 else []}
                         for i, r in enumerate(responses)]
