@@ -1,6 +1,7 @@
 """Samplers as precomputed numpy tables and pure step functions, selected by name.
 
-Each sampler lives in one module (``ddpm``, ``ddim``, ``dpmpp``, ``pndm``, ``cm``, ``sde_ve``) that
+Each sampler lives in one module (``ddpm``, ``ddim``, ``dpmpp``, ``unipc``, ``pndm``, ``cm``,
+``sde_ve``) that
 declares its diffusers config keys and defaults, its table builder and its step, and registers them
 (:func:`config.register`); adding a sampler is adding a module and importing it here. Tables mix in
 :class:`config.StepTable`, whose defaults (initial noise scale 1, the sample as the engine's input, the
@@ -24,6 +25,7 @@ from ..errors import InputError
 from . import ddpm  # noqa: F401, I001
 from . import ddim  # noqa: F401
 from . import dpmpp  # noqa: F401
+from . import unipc  # noqa: F401
 from . import pndm  # noqa: F401
 from . import cm  # noqa: F401
 from . import sde_ve  # noqa: F401
@@ -35,9 +37,13 @@ SCHEDULERS = tuple(SAMPLERS)
 
 
 def scheduler_name_for(raw: dict[str, Any]) -> str:
-    """The sampler a config was written for (its ``_class_name``), DDPM when unknown."""
-    by_class = {s.diffusers_class: name for name, s in SAMPLERS.items()}
-    return by_class.get(raw.get("_class_name"), "ddpm")
+    """The sampler a config was written for (its ``_class_name``; of a class's samplers the one whose implied
+    keys it has, e.g. solver_order 3: dpmpp-3m, else the first), DDPM when unknown."""
+    named = [s for s in SAMPLERS.values() if s.diffusers_class == raw.get("_class_name")]
+    for s in named:
+        if all(raw.get(key, s.keys.get(key, value)) == value for key, value in s.implied.items()):
+            return s.name
+    return named[0].name if named else "ddpm"
 
 
 def get_sampler(name: str) -> Sampler:

@@ -68,10 +68,11 @@ class Sampler:
     timestep_kind: str = "step"  # what it feeds the engine's timestep (runtime.io_spec.TIMESTEP_KINDS)
     make_table_from_timesteps: Callable[..., Any] | None = None  # (config, timesteps): steps given outright
     common_keys: bool = True  # whether it takes COMMON's noise-schedule keys (the sigma-based samplers do not)
+    implied: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return {**(COMMON if self.common_keys else {}), **self.keys, **self.fixed}
+        return {**(COMMON if self.common_keys else {}), **self.keys, **self.fixed, **self.implied}
 
     def steps_for(self, config: SchedulerConfig) -> int:
         return config.num_train_timesteps if self.default_steps is None else self.default_steps
@@ -134,13 +135,14 @@ class SchedulerConfig:
         if unknown:
             raise SchedulerConfigError(f"{scheduler} takes no {', '.join(unknown)}; its keys are {', '.join(defaults)}")
         merged = {**defaults, **values}
-        for key, want in sampler.fixed.items():
+        for key, want in {**sampler.fixed, **sampler.implied}.items():
             if merged[key] != want:
                 raise SchedulerConfigError(
                     f"scheduler config {key}={merged[key]!r}: {scheduler} implements {sampler.diffusers_class} with {key}={want!r}"
                 )
         if merged.get("trained_betas") is not None:
             merged["trained_betas"] = tuple(float(b) for b in merged["trained_betas"])
+        merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}  # hashable (disable_corrector)
         object.__setattr__(self, "scheduler", scheduler)
         object.__setattr__(self, "_values", merged)
         _validate_common(self)
@@ -170,8 +172,9 @@ class SchedulerConfig:
         """``raw`` (diffusers keys, any scheduler's) as ``scheduler`` would take it through ``from_config``."""
         if not isinstance(raw, dict):
             raise SchedulerConfigError("a scheduler config must be a JSON object")
-        defaults = _sampler(scheduler).defaults
-        return cls(scheduler, **{k: v for k, v in raw.items() if k in defaults})
+        sampler = _sampler(scheduler)
+        defaults = sampler.defaults
+        return cls(scheduler, **{k: v for k, v in raw.items() if k in defaults and k not in sampler.implied})
 
     @classmethod
     def from_file(cls, path: str | Path, scheduler: str = "ddpm") -> SchedulerConfig:
@@ -179,7 +182,7 @@ class SchedulerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The effective config as diffusers keys, with ``_class_name`` (infinite values left out: not JSON)."""
-        out = {k: (list(v) if k == "trained_betas" and v is not None else v) for k, v in self._values.items()
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._values.items()
                if not (isinstance(v, float) and math.isinf(v))}
         return {"_class_name": _sampler(self.scheduler).diffusers_class, **out}
 

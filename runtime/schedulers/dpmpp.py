@@ -1,26 +1,31 @@
-"""DPM-Solver++ 2M as data plus a pure step function, equal to diffusers' ``DPMSolverMultistepScheduler``
-with its defaults (algorithm_type dpmsolver++, solver_order 2, midpoint, lower_order_final, final
-sigma zero).
+"""DPM-Solver++ (2M and 3M) as data plus a pure step function, equal to diffusers'
+``DPMSolverMultistepScheduler`` with ``algorithm_type="dpmsolver++"`` and ``solver_type="midpoint"``:
+``solver_order`` 1, 2 or 3 (the sampler's name sets it: ``dpmpp-2m``, ``dpmpp-3m``), ``lower_order_final``,
+``euler_at_final``, ``final_sigmas_type`` "zero" or "sigma_min", Karras sigmas and every timestep spacing.
 
-The multistep solver needs the previous step's data prediction; :func:`dpmpp_step` takes it as an
-argument and returns the new one, so the step stays a pure function. Step 0 and the last step are
-first order (the last because the final sigma is zero), the others second order.
+The multistep solver needs the previous steps' data predictions; :func:`dpmpp_step` takes them as an
+argument (the state: the last ``order - 1`` of them, newest first) and returns the new state, so the step
+stays a pure function. Each step's order is in the table: it warms up from first order at step 0, and
+ends lower where diffusers does (the last step first order with a final sigma of zero, the last two
+capped under 15 steps with ``lower_order_final``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-import math
-
-from ..errors import InputError, SchedulerConfigError
-from .config import Sampler, SchedulerConfig, StepTable, register
+from ..errors import SchedulerConfigError
+from .config import Sampler, SchedulerConfig, StepTable, choice, register
 from .prediction import to_x0
-from .tables import alphas_cumprod, check_steps, f32_exp, f32_log, spaced_timesteps
+from .sigmas import FINAL_SIGMAS, sigma_schedule
+from .tables import f32_exp
 
 F32 = np.float32
+# diffusers lowers the final orders only for short runs
+LOWER_ORDER_FINAL_BELOW = 15
 
 
 @dataclass(frozen=True)
@@ -29,127 +34,171 @@ class DPMTable(StepTable):
     timesteps: np.ndarray  # int64 [K]
     alpha: np.ndarray  # float32 [K]: alpha_t of each step's own sigma (for the data prediction)
     sigma: np.ndarray  # float32 [K]
-    second_order: np.ndarray  # bool [K]
+    order: np.ndarray  # int8 [K]: 1, 2 or 3
     sample_coeff: np.ndarray  # float32 [K]: sigma_next / sigma
     x0_coeff: np.ndarray  # float32 [K]: alpha_next * (exp(-h) - 1)
-    half_x0_coeff: np.ndarray  # float32 [K]: 0.5 * x0_coeff
+    half_x0_coeff: np.ndarray  # float32 [K]: 0.5 * x0_coeff (second order, midpoint)
     inv_r: np.ndarray  # float32 [K]: h / h_prev (1 / r0), 0 where first order
+    inv_r1: np.ndarray  # float32 [K]: 1 / r1 = h / h_prev2 (third order; 0 elsewhere)
+    d1_coeff: np.ndarray  # float32 [K]: r0 / (r0 + r1) (third order)
+    d2_coeff: np.ndarray  # float32 [K]: 1 / (r0 + r1) (third order)
+    c1: np.ndarray  # float32 [K]: alpha_next * ((exp(-h) - 1) / h + 1) (third order)
+    c2: np.ndarray  # float32 [K]: alpha_next * ((exp(-h) - 1 + h) / h^2 - 0.5) (third order)
 
     def needs_noise(self, i: int) -> bool:
         return False
 
-
-def _spaced(config: SchedulerConfig, k: int) -> np.ndarray:
-    """``DPMSolverMultistepScheduler.set_timesteps``: K+1 points, the last dropped."""
-    return spaced_timesteps(config, k, points=k + 1)
-
-
-def _usable(config: SchedulerConfig, ts: np.ndarray) -> bool:
-    return len(np.unique(ts)) == len(ts) and 0 <= ts.min() and ts.max() < config.num_train_timesteps
+    @property
+    def second_order(self) -> np.ndarray:
+        return self.order == 2
 
 
-def dpm_timesteps(config: SchedulerConfig, num_inference_steps: int) -> np.ndarray:
-    """Descending int64 timesteps; refused where they repeat (the solver would divide by zero)."""
-    k = check_steps(num_inference_steps, config.num_train_timesteps)
-    ts = _spaced(config, k)
-    if not _usable(config, ts):
-        most = max((j for j in range(1, k) if _usable(config, _spaced(config, j))), default=0)
-        raise InputError(
-            f"dpmpp-2m with {k} steps and timestep_spacing={config.timestep_spacing!r} repeats or leaves the "
-            f"timestep range (the solver would divide by zero); use at most {most} steps"
-        )
-    return np.ascontiguousarray(ts)
+def step_orders(k: int, solver_order: int, lower_order_final: bool, last_first_order: bool) -> np.ndarray:
+    """Each step's order: warm-up (step i has at most i + 1), then ``solver_order``; with lower_order_final
+    under 15 steps the last step is first order and the one before at most second; ``last_first_order``
+    (a final sigma of zero, or euler_at_final) makes the last step first order regardless."""
+    order = np.minimum(np.arange(k) + 1, solver_order)
+    short = lower_order_final and k < LOWER_ORDER_FINAL_BELOW
+    if k >= 2 and short:
+        order[k - 2] = min(order[k - 2], 2)
+    if short or last_first_order:
+        order[k - 1] = 1
+    return order.astype(np.int8)
 
 
-def dpmpp_table(config: SchedulerConfig, num_inference_steps: int) -> DPMTable:
-    ts = dpm_timesteps(config, num_inference_steps)
-    ac = alphas_cumprod(config)
+def dpmpp_table(config: SchedulerConfig, num_inference_steps: int, order: int | None = None) -> DPMTable:
+    """The table of ``set_timesteps(num_inference_steps)``; ``order``: the solver order (default: the
+    config's ``solver_order``)."""
+    solver_order = config.solver_order if order is None else order
+    name = f"dpmpp-{solver_order}m"
+    sched = sigma_schedule(config, num_inference_steps, name)
+    alpha, sigma, lam = sched.alpha, sched.sigma, sched.lam
+    k = len(sched.timesteps)
     one = F32(1.0)
-    sigmas = np.append(np.sqrt((one - ac) / ac)[ts], F32(0.0)).astype(F32)
-    alpha = (one / np.sqrt(sigmas * sigmas + one)).astype(F32)
-    sigma = (sigmas * alpha).astype(F32)
-    lam = f32_log(alpha) - f32_log(sigma)  # +inf at the final sigma 0
-    k = len(ts)
-    h = lam[1:] - lam[:-1]
-    x0_coeff = (alpha[1:] * (f32_exp(-h) - one)).astype(F32)
+    h = (lam[1:] - lam[:-1]).astype(F32)
+    em1 = (f32_exp(-h) - one).astype(F32)  # exp(-h) - 1
+    x0_coeff = (alpha[1:] * em1).astype(F32)
     with np.errstate(divide="ignore", invalid="ignore"):
         sample_coeff = (sigma[1:] / sigma[:-1]).astype(F32)
-    second = np.zeros(k, dtype=bool)
-    second[1 : k - 1] = True  # first order at the first step and (final sigma zero) the last
-    inv_r = np.zeros(k, dtype=F32)
-    if k > 2:
-        r = (lam[1 : k - 1] - lam[0 : k - 2]) / h[1 : k - 1]
-        inv_r[1 : k - 1] = one / r
+    orders = step_orders(k, solver_order, config.lower_order_final,
+                         config.euler_at_final or config.final_sigmas_type == "zero")
+    zeros = np.zeros(k, dtype=F32)
+    inv_r, inv_r1, d1_coeff, d2_coeff, c1, c2 = (zeros.copy() for _ in range(6))
+    for i in np.flatnonzero(orders >= 2):
+        r0 = F32((lam[i] - lam[i - 1]) / h[i])
+        inv_r[i] = one / r0
+        if orders[i] == 3:
+            r1 = F32((lam[i - 1] - lam[i - 2]) / h[i])
+            inv_r1[i] = one / r1
+            d1_coeff[i] = r0 / F32(r0 + r1)
+            d2_coeff[i] = one / F32(r0 + r1)
+            c1[i] = alpha[i + 1] * F32(em1[i] / h[i] + one)
+            c2[i] = alpha[i + 1] * F32(F32(F32(em1[i] + h[i]) / F32(h[i] * h[i])) - F32(0.5))
     return DPMTable(
         config=config,
-        timesteps=ts,
+        timesteps=sched.timesteps,
         alpha=alpha[:k],
         sigma=sigma[:k],
-        second_order=second,
+        order=orders,
         sample_coeff=sample_coeff,
         x0_coeff=x0_coeff,
         half_x0_coeff=(F32(0.5) * x0_coeff).astype(F32),
         inv_r=inv_r,
+        inv_r1=inv_r1,
+        d1_coeff=d1_coeff,
+        d2_coeff=d2_coeff,
+        c1=c1,
+        c2=c2,
     )
 
 
 def dpmpp_step(
-    table: DPMTable, i: int, model_output: np.ndarray, sample: np.ndarray, prev_x0: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """One DPM-Solver++ 2M step. Returns (next sample, this step's data prediction for the next step).
+    table: DPMTable, i: int, model_output: np.ndarray, sample: np.ndarray, history: tuple[np.ndarray, ...] | None
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """One DPM-Solver++ step. ``history``: the previous steps' data predictions, newest first (None at
+    step 0). Returns (next sample, the history for the next step).
 
-    Lu et al. 2022 (DPM-Solver++), algorithm 2, with diffusers' midpoint form of the second-order term."""
+    Lu et al. 2022 (DPM-Solver++), algorithm 2, with diffusers' midpoint form of the second-order term
+    and its third-order multistep update, in torch's order of operations."""
     # (1) the data prediction x0 from the model output (runtime.schedulers.prediction)
     x0 = to_x0(table.config.prediction_type, model_output, sample, table.alpha[i], table.sigma[i])
+    order = int(table.order[i])
+    previous = history or ()
+    if len(previous) < order - 1:
+        raise ValueError(f"step {i} is of order {order} and needs the {order - 1} previous data predictions")
     # (2) first order (DPM-Solver++ 1, eq. 5): x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0
     x = table.sample_coeff[i] * sample - table.x0_coeff[i] * x0
-    if table.second_order[i]:  # (3) + the multistep correction: D1 = (x0 - x0_prev) / r0, times -0.5 alpha_t (e^{-h} - 1)
-        if prev_x0 is None:
-            raise ValueError(f"step {i} is second order and needs the previous data prediction")
-        d1 = table.inv_r[i] * (x0 - prev_x0)
+    if order == 2:  # (3) + the multistep correction: D1 = (x0 - x0_prev) / r0, times -0.5 alpha_t (e^{-h} - 1)
+        d1 = table.inv_r[i] * (x0 - previous[0])
         x = x - table.half_x0_coeff[i] * d1
-    return x, x0
+    elif order == 3:  # (4) third order: D1 and D2 from two backward differences
+        d1_0 = table.inv_r[i] * (x0 - previous[0])
+        d1_1 = table.inv_r1[i] * (previous[0] - previous[1])
+        d1 = d1_0 + table.d1_coeff[i] * (d1_0 - d1_1)
+        d2 = table.d2_coeff[i] * (d1_0 - d1_1)
+        x = (x + table.c1[i] * d1) - table.c2[i] * d2
+    keep = max(int(table.order.max()) - 1, 1)
+    return x, (x0, *previous)[:keep]
 
 
-# What this runtime implements of DPM-Solver: the second-order multistep DPM-Solver++ (midpoint),
-# which are also diffusers' defaults; other values of these keys are refused.
+# What this runtime implements of DPM-Solver: the multistep DPM-Solver++ (midpoint, diffusers' default)
+# with the sigma options below; other values of these keys are refused.
 FIXED = {
-    "solver_order": 2,
     "algorithm_type": "dpmsolver++",
     "solver_type": "midpoint",
-    "final_sigmas_type": "zero",
     "lambda_min_clipped": -math.inf,
-    "use_karras_sigmas": False,
     "use_exponential_sigmas": False,
     "use_beta_sigmas": False,
     "use_lu_lambdas": False,
     "use_flow_sigmas": False,
     "use_dynamic_shifting": False,
 }
+KEYS = {
+    "timestep_spacing": "linspace",
+    "variance_type": None,
+    "lower_order_final": True,
+    "euler_at_final": False,
+    "final_sigmas_type": "zero",
+    "use_karras_sigmas": False,
+}
 
 
 def _plan_row(table: DPMTable, i: int) -> dict:
+    if table.order[i] > 2:
+        raise SchedulerConfigError("third-order DPM-Solver++ steps cannot be written as a plan (the plan carries one "
+                                   "previous data prediction); use dpmpp-2m for a plan")
     row = dict(sa=table.alpha[i], sb=table.sigma[i], clip=False, c_x0=-table.x0_coeff[i], c_x=table.sample_coeff[i])
-    if table.second_order[i]:
+    if table.order[i] == 2:
         row.update(c_d=-table.half_x0_coeff[i], c_r=table.inv_r[i])
     return row
+
+
+def validate_sigma_options(config: SchedulerConfig) -> None:
+    """The keys DPM-Solver++ and UniPC share."""
+    choice("final_sigmas_type", config.final_sigmas_type, FINAL_SIGMAS)
 
 
 def _validate(config: SchedulerConfig) -> None:
     if config.variance_type in ("learned", "learned_range"):
         raise SchedulerConfigError("learned variances need a model with twice the output channels; not supported")
+    validate_sigma_options(config)
 
 
-SAMPLER = register(
-    Sampler(
-        name="dpmpp-2m",
-        diffusers_class="DPMSolverMultistepScheduler",
-        keys={"timestep_spacing": "linspace", "variance_type": None, "lower_order_final": True, "euler_at_final": False},
-        fixed=FIXED,
-        make_table=lambda config, steps, eta: dpmpp_table(config, steps),
-        step=lambda table, i, m, x, z, state, out=None: dpmpp_step(table, i, m, x, state),
-        default_steps=25,
-        validate=_validate,
-        plan_row=_plan_row,
+def _register(order: int) -> Sampler:
+    return register(
+        Sampler(
+            name=f"dpmpp-{order}m",
+            diffusers_class="DPMSolverMultistepScheduler",
+            keys=KEYS,
+            fixed=FIXED,
+            implied={"solver_order": order},
+            make_table=lambda config, steps, eta: dpmpp_table(config, steps),
+            step=lambda table, i, m, x, z, state, out=None: dpmpp_step(table, i, m, x, state),
+            default_steps=25,
+            validate=_validate,
+            plan_row=_plan_row if order <= 2 else None,
+        )
     )
-)
+
+
+SAMPLERS = (_register(2), _register(3))
