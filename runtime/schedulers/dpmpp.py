@@ -82,6 +82,7 @@ def dpmpp_table(config: SchedulerConfig, num_inference_steps: int, order: int | 
         sample_coeff = (sigma[1:] / sigma[:-1]).astype(F32)
     orders = step_orders(k, solver_order, config.lower_order_final,
                          config.euler_at_final or config.final_sigmas_type == "zero")
+    orders[h == 0] = 1  # a step of zero length (Karras' last sigma is sigma_min) leaves the sample as it is
     zeros = np.zeros(k, dtype=F32)
     inv_r, inv_r1, d1_coeff, d2_coeff, c1, c2 = (zeros.copy() for _ in range(6))
     for i in np.flatnonzero(orders >= 2):

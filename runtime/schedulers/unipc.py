@@ -98,6 +98,7 @@ def table_for_schedule(config: SchedulerConfig, sched: SigmaSchedule, solver_ord
     steps = np.arange(k)
     cap = np.minimum(solver_order, k - steps) if config.lower_order_final else np.full(k, solver_order)
     orders = np.minimum(cap, steps + 1).astype(np.int8)  # warm-up: step i has i data predictions behind it
+    orders[sched.lam[1:] == sched.lam[:-1]] = 1  # a step of zero length (Karras' own sigma_min) leaves the sample
     if config.final_sigmas_type == "zero" and orders[-1] > 1:
         raise SchedulerConfigError(
             f"unipc-{solver_order}m with lower_order_final false and final_sigmas_type zero takes a step of order "

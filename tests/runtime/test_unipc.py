@@ -29,6 +29,7 @@ CONFIGS = [
     {"final_sigmas_type": "sigma_min"},
     {"use_karras_sigmas": True},
     {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min", "solver_type": "bh1"},
+    {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min", "lower_order_final": False},
     {"lower_order_final": False, "final_sigmas_type": "sigma_min"},
     {"disable_corrector": [0, 2, 3]},
     {"prediction_type": "v_prediction"},
@@ -47,7 +48,12 @@ def compare(reference, table, steps, rtol):
         out = (np.tanh(ours) * 0.5 + rng.standard_normal(ours.shape) * 0.5).astype(np.float32)
         theirs = reference.step(torch.from_numpy(out), t, theirs).prev_sample
         before, sample_before = out.copy(), ours.copy()
+        if torch.isnan(theirs).any() and table.p_cm[i] == 0:
+            # a zero-length last step (Karras' own sigma_min) of order 3, where diffusers divides 0 by 0 (see
+            # test_dpmpp); exactly, the step returns the corrected sample, which diffusers holds as last_sample
+            theirs = reference.last_sample
         nxt, state = unipc_step(table, i, out, ours, state)
+        assert np.isfinite(nxt).all()
         np.testing.assert_array_equal(out, before)  # pure: no input is written
         np.testing.assert_array_equal(ours, sample_before)
         ours = nxt
