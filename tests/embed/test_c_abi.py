@@ -20,7 +20,7 @@ REQUESTS = [
      dict(batch=3, seeds=[7, 8, 9], steps=8, scheduler="dpmpp-2m")),
     ({}, dict()),  # every default: the config's own sampler (DDPM) with all its 1000 steps
 ]
-SCHEDULERS = ("ddpm", "ddim", "dpmpp-2m")
+SCHEDULERS = ("ddpm", "ddim", "dpmpp-2m", "unipc-3m")
 
 pytestmark = pytest.mark.build
 
@@ -52,7 +52,7 @@ def test_images_equal_the_python_api(embed_build, demo_engine, pipe, tmp_path):
 
 
 def test_eight_threads_share_unet_calls_and_equal_serial(embed_build, demo_engine, pipe, tmp_path):
-    requests = [{"seed": k, "steps": 6 + k % 5, "scheduler": SCHEDULERS[k % 3], "count": 1 + k % 2} for k in range(32)]
+    requests = [{"seed": k, "steps": 6 + k % 5, "scheduler": SCHEDULERS[k % len(SCHEDULERS)], "count": 1 + k % 2} for k in range(32)]
     r, lines = driver(embed_build, demo_engine, "threads", tmp_path, 8, *(json.dumps(q) for q in requests))
     assert r.returncode == 0, r.stderr
     shape = (pipe.height, pipe.width, pipe.channels)

@@ -19,6 +19,9 @@ REQUESTS = [
     dict(scheduler="dpmpp-2m", steps=5, seed=6, batch=3, noise="numpy"),
     dict(scheduler="ddpm", steps=20, seeds=[8], batch=1, noise="torch"),
     dict(scheduler="ddim", steps=4, eta=1.0, seed=9, noise="torch"),
+    dict(scheduler="unipc-3m", steps=6, seed=10, batch=2, noise="numpy"),
+    dict(scheduler="dpmpp-3m", steps=7, seed=12, noise="torch"),
+    dict(scheduler="unipc-2m", steps=5, seed=13, noise="numpy"),
 ]
 
 

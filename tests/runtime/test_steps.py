@@ -26,6 +26,8 @@ CASES = [  # (id, scheduler, steps, eta, scheduler config overrides)
     ("ddim-6-eta1-trailing-noclip", "ddim", 6, 1.0, {"timestep_spacing": "trailing", "clip_sample": False}),
     ("dpmpp-2m-10", "dpmpp-2m", 10, 0.0, {}),
     ("dpmpp-2m-3", "dpmpp-2m", 3, 0.0, {}),
+    ("dpmpp-2m-12-karras-sigma_min", "dpmpp-2m", 12, 0.0, {"use_karras_sigmas": True, "final_sigmas_type": "sigma_min"}),
+    ("dpmpp-2m-16-trailing-sigma_min", "dpmpp-2m", 16, 0.0, {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}),
 ]
 FOLDED = [  # DDIM's epsilon folded into c_x and c_m: not the runtime's order of roundings
     ("ddim-8-v", "ddim", 8, 0.0, {"prediction_type": "v_prediction"}),
@@ -162,10 +164,12 @@ def test_cli_errors_are_one_line(args, fragment, demo_engine, tmp_path):
 
 @pytest.mark.parametrize("scheduler,config", [("pndm", {}), ("cm", {"_class_name": "CMStochasticIterativeScheduler"}),
                                               ("sde-ve", {"_class_name": "ScoreSdeVeScheduler"}),
-                                              ("ddpm", {"variance_type": "learned_range"})])
+                                              ("ddpm", {"variance_type": "learned_range"}), ("dpmpp-3m", {}),
+                                              ("unipc-2m", {}), ("unipc-3m", {})])
 def test_samplers_a_plan_cannot_express_are_refused_in_one_line(scheduler, config):
-    """PNDM's multistep combinations, score-SDE's norms, consistency models' input scaling and a per-pixel
-    learned variance are not the plan's linear form: refused, and the native loop never sees them."""
+    """PNDM's multistep combinations, score-SDE's norms, consistency models' input scaling, a per-pixel
+    learned variance, and the multistep solvers that carry more than one previous data prediction (DPM-Solver++
+    3M) or a corrected sample (UniPC) are not the plan's linear form: refused, and the native loop never sees them."""
     with pytest.raises(InputError) as info:
         plan(scheduler, config, 10)
     assert "plan" in str(info.value) and "\n" not in str(info.value)

@@ -61,6 +61,8 @@ MIXED = [
     {"seed": 4, "steps": 8, "scheduler": "ddim", "eta": 0.5, "count": 3, "per_image_seeds": True},
     {"seed": 5, "steps": 9, "scheduler": "dpmpp-2m", "format": "json"},
     {"seed": 6, "steps": 11, "scheduler": "ddim", "noise": "torch", "count": 2},
+    {"seed": 7, "steps": 6, "scheduler": "unipc-3m", "count": 2},
+    {"seed": 8, "steps": 7, "scheduler": "dpmpp-3m", "format": "json"},
 ]
 BAD = [
     ("not json", "{seed: 1"),
