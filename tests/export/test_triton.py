@@ -105,7 +105,7 @@ def test_listens_on_loopback_only(server):
 def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_engine, tmp_path):
     requests = [
         {"seed": k, "steps": 8 + k % 4, "scheduler": ("ddim", "dpmpp-2m", "ddpm", "unipc-3m")[k % 4], "count": 1 + k % 2,
-         **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 3 == 0 else {}),
+         **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 4 == 0 else {}),  # ddim's
          **({"per_image_seeds": True} if k % 4 == 3 else {}), **({"timeout_s": 300.0} if k % 5 == 0 else {})}
         for k in range(12)
     ]
