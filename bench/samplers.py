@@ -25,6 +25,7 @@ import numpy as np
 
 from . import machine
 from runtime.cli import require, run
+from runtime.images import to_unit_range
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "dpmpp-2m", "dpmpp-3m", "unipc-2m", "unipc-3m")
@@ -58,15 +59,12 @@ def methods(cfg: dict) -> list[tuple[str, int]]:
     return [(s, n) for s in SAMPLERS for n in cfg["steps"]] + [BASELINE]
 
 
-def to_unit(x: np.ndarray) -> np.ndarray:
-    return np.clip(x.astype(np.float64) / 2 + 0.5, 0, 1)
-
-
 def error(x: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """(RMSE, PSNR in dB) of the final images in [0, 1]: the median image's. The median, not the pooled RMSE: a
     trained model's probability-flow ODE sends a few seeds to another digit under a small perturbation (any
     step count, the reference's own included), and those few images would dominate a pooled figure."""
-    per_image = np.sqrt(np.mean((to_unit(x) - to_unit(reference)) ** 2, axis=tuple(range(1, x.ndim))))
+    diff = to_unit_range(x).astype(np.float64) - to_unit_range(reference)
+    per_image = np.sqrt(np.mean(diff ** 2, axis=tuple(range(1, x.ndim))))
     rmse = float(np.median(per_image))
     return rmse, (float("inf") if rmse == 0 else 20 * np.log10(1 / rmse))
 

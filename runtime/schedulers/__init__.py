@@ -37,11 +37,12 @@ SCHEDULERS = tuple(SAMPLERS)
 
 
 def scheduler_name_for(raw: dict[str, Any]) -> str:
-    """The sampler a config was written for (its ``_class_name``; of a class's samplers the one whose implied
-    keys it has, e.g. solver_order 3: dpmpp-3m, else the first), DDPM when unknown."""
+    """The sampler a config was written for (its ``_class_name``; of a class's samplers the first whose implied
+    keys it has or lacks, e.g. solver_order 3: dpmpp-3m; none: dpmpp-2m, registered first, diffusers' default
+    order), DDPM when unknown."""
     named = [s for s in SAMPLERS.values() if s.diffusers_class == raw.get("_class_name")]
     for s in named:
-        if all(raw.get(key, s.keys.get(key, value)) == value for key, value in s.implied.items()):
+        if all(raw.get(key, value) == value for key, value in s.implied.items()):
             return s.name
     return named[0].name if named else "ddpm"
 

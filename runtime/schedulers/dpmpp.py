@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SchedulerConfigError
-from .config import Sampler, SchedulerConfig, StepTable, choice, register
+from .config import Sampler, SchedulerConfig, StepTable, register
 from .prediction import to_x0
-from .sigmas import FINAL_SIGMAS, sigma_schedule
+from .sigmas import sigma_schedule, validate_sigma_options
 from .tables import f32_exp
 
 F32 = np.float32
@@ -47,10 +47,6 @@ class DPMTable(StepTable):
 
     def needs_noise(self, i: int) -> bool:
         return False
-
-    @property
-    def second_order(self) -> np.ndarray:
-        return self.order == 2
 
 
 def step_orders(k: int, solver_order: int, lower_order_final: bool, last_first_order: bool) -> np.ndarray:
@@ -172,11 +168,6 @@ def _plan_row(table: DPMTable, i: int) -> dict:
     if table.order[i] == 2:
         row.update(c_d=-table.half_x0_coeff[i], c_r=table.inv_r[i])
     return row
-
-
-def validate_sigma_options(config: SchedulerConfig) -> None:
-    """The keys DPM-Solver++ and UniPC share."""
-    choice("final_sigmas_type", config.final_sigmas_type, FINAL_SIGMAS)
 
 
 def _validate(config: SchedulerConfig) -> None:

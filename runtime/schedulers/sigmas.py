@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .config import SchedulerConfig
+from .config import SchedulerConfig, choice
 from .tables import alphas_cumprod, check_steps, f32_log, spaced_timesteps
 
 F32 = np.float32
@@ -40,6 +40,11 @@ class SigmaSchedule:
     alpha: np.ndarray
     sigma: np.ndarray
     lam: np.ndarray
+
+
+def validate_sigma_options(config: SchedulerConfig) -> None:
+    """The keys of this module both samplers take (their own keys they check themselves)."""
+    choice("final_sigmas_type", config.final_sigmas_type, FINAL_SIGMAS)
 
 
 def training_alphas_cumprod(config: SchedulerConfig) -> np.ndarray:
@@ -96,7 +101,7 @@ def sigma_schedule(config: SchedulerConfig, num_inference_steps: int, sampler: s
     sigma_min = train_sigmas[0]
     if config.use_karras_sigmas:
         sigmas = karras_sigmas(train_sigmas, k)
-        t = np.array([_sigma_to_t(s, f32_log(train_sigmas)) for s in sigmas])
+        t = _sigma_to_t(sigmas, f32_log(train_sigmas))  # each sigma's column on its own, as diffusers' per-sigma calls
         # diffusers rounds, but for the cosine schedule DPM-Solver keeps the fraction, truncated to int64
         keep_fraction = not karras_final_is_own and config.beta_schedule == "squaredcos_cap_v2"
         ts = (np.trunc(t) if keep_fraction else np.round(t)).astype(np.int64)

@@ -20,9 +20,8 @@ import numpy as np
 
 from ..errors import SchedulerConfigError
 from .config import Sampler, SchedulerConfig, StepTable, choice, register
-from .dpmpp import validate_sigma_options
 from .prediction import to_x0
-from .sigmas import SigmaSchedule, sigma_schedule
+from .sigmas import SigmaSchedule, sigma_schedule, validate_sigma_options
 
 F32 = np.float32
 SOLVER_TYPES = ("bh1", "bh2")

@@ -3,7 +3,7 @@ rebuilt in numpy, to reproduce the golden values of its full-loop tests with thi
 
 import numpy as np
 
-from runtime.schedulers import build_table
+from runtime.schedulers import build_table, scheduler_name_for
 
 # SchedulerCommonTest.dummy_sample_deter: arange(4 * 3 * 8 * 8) / 768 laid out (3, 8, 8, 4), batch first
 N = 4 * 3 * 8 * 8
@@ -26,3 +26,8 @@ def full_loop(scheduler: str, config: dict, steps: int = 10) -> np.ndarray:
     for i, t in enumerate(table.timesteps):
         sample, state = sampler.step(table, i, dummy_model(sample, t), sample, None, state)
     return sample
+
+
+def full_loop_mean(config: dict) -> float:
+    """The suite's golden figure: mean |sample| after ``full_loop`` with the sampler the config names."""
+    return float(np.mean(np.abs(full_loop(scheduler_name_for(config), config))))

@@ -129,7 +129,7 @@ def test_plan_columns_are_the_tables(demo_engine):
     assert not p["noise"].any() and (p["c_d"] == 0).all()
     _, dpm = build_table("dpmpp-2m", config, 10, 0.0)
     p = as_arrays(plan("dpmpp-2m", config, 10))
-    assert (p["c_d"] != 0).tolist() == dpm.second_order.tolist()
+    assert (p["c_d"] != 0).tolist() == (dpm.order == 2).tolist()
 
 
 def steps_cli(*args):
