@@ -79,8 +79,10 @@ def _example_tokens(io: UNetIO) -> int | None:
                       "use a fixed length or a range reaching 3")
 
 
-def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
-    """Traces ``unet`` with torch.onnx's exporter (torch.export based); returns whether weights went to external data."""
+def export_onnx(unet, io: UNetIO, path: Path, opset: int, module=None) -> bool:
+    """Traces ``unet`` (or ``module``, a graph computed from it whose forward takes ``io``'s inputs: sample and
+    timestep positionally, the others by name) with torch.onnx's exporter (torch.export based); returns whether
+    weights went to external data."""
     import torch
 
     dims = {"batch": torch.export.Dim("batch", min=1, max=1024)}
@@ -94,7 +96,7 @@ def export_onnx(unet, io: UNetIO, path: Path, opset: int) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _forward_module(unet),
+            module if module is not None else _forward_module(unet),
             (example[SAMPLE], example[TIMESTEP]),
             str(path),
             kwargs={spec.name: example[spec.name] for spec in io.conditioning_inputs},

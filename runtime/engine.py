@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import EngineError
+from .feature_cache import ROLES, CacheGraph
 from .manifest import ArtifactEntry, Manifest, artifact_entry, check_hashes
 from .runners import Runner, RunnerOptions, runner_class
 
@@ -13,11 +15,14 @@ ENGINE_SUFFIXES = (".onnx", ".plan", ".xml")
 
 
 def open_engine(
-    path: str | Path, device: str = "auto", threads: int | None = None, cache_dir: Path | None = None, role: str = "unet"
+    path: str | Path, device: str = "auto", threads: int | None = None, cache_dir: Path | None = None, role: str = "unet",
+    like: ArtifactEntry | None = None,
 ) -> tuple[Runner, Manifest, ArtifactEntry]:
     """Checks ``path`` against its manifest and returns its active runner, the manifest and the
     artifact's entry. ``cache_dir``: the per-machine cache of optimized engines (None: off). ``role``:
-    "unet", or "decoder" for a latent model's decoder (its own I/O declaration, from the manifest).
+    "unet", "decoder" for a latent model's decoder (its own I/O declaration, from the manifest), or "full" /
+    "shallow" for a feature-reuse graph (:mod:`runtime.feature_cache`). ``like``: run the artifact with this
+    entry's backend and precision instead of its own (OpenVINO running the ONNX feature-reuse graphs).
 
     The sha256 of the engine is computed on a helper thread while the backend loads it (both release
     the GIL), which takes the hash off the cold-start path; the runner is handed out only once the hash
@@ -30,9 +35,13 @@ def open_engine(
     if path.suffix not in ENGINE_SUFFIXES:
         raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model, a TensorRT plan or an OpenVINO model)")
     manifest, entry = artifact_entry(path)
-    backend = runner_class(entry.kind)
-    io = manifest.io if role == "unet" else manifest.decoder_io
-    runner = backend(path, io, entry, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
+    if role in ROLES:
+        io = manifest.io.with_feature(role, CacheGraph.from_entry(entry, f"manifest {manifest.path}, artifact {path.name!r}").feature_shape)
+    else:
+        io = manifest.io if role == "unet" else manifest.decoder_io
+    run_as = entry if like is None else replace(entry, kind=like.kind, precision=like.precision)
+    backend = runner_class(run_as.kind)
+    runner = backend(path, io, run_as, RunnerOptions(device=device, threads=threads, cache_dir=cache_dir))
     cache = runner.cache
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
         # A cache entry made from this very file (the same size, mtime, ctime and inode as when it was hashed) stands in

@@ -19,7 +19,7 @@ is a dynamic axis (and a TensorRT profile dimension); :class:`SequenceRange` rec
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 SAMPLE = "sample"
@@ -29,6 +29,7 @@ LATENTS = "latents"  # a latent-diffusion decoder's input: the sampler's final s
 IMAGE = "image"  # its output, in [-1, 1] like a pixel-space sample
 CLASS_LABELS = "class_labels"
 ENCODER_HIDDEN_STATES = "encoder_hidden_states"
+DEEP_FEATURE = "deep_feature"  # feature reuse: the full graph's cached deep feature, the shallow graph's input
 BATCH = "batch"  # name of the dynamic leading axis
 SEQUENCE = "sequence"  # name of encoder_hidden_states' dynamic token axis (when the length is a range)
 
@@ -182,6 +183,16 @@ class UNetIO:
         same declaration type, so every runner runs it as it runs the UNet."""
         return cls(inputs=(TensorSpec(LATENTS, "float32", (BATCH, *latent_shape)),),
                    outputs=(TensorSpec(IMAGE, "float32", (BATCH, *image_shape)),))
+
+    def with_feature(self, role: str, shape: tuple[int, ...]) -> UNetIO:
+        """A feature-reuse graph's I/O (:mod:`runtime.feature_cache`): the UNet's, plus ``deep_feature [batch,
+        *shape]`` as a second output (``role`` "full") or as a last input ("shallow")."""
+        feature = TensorSpec(DEEP_FEATURE, "float32", (BATCH, *(int(d) for d in shape)))
+        if role == "full":
+            return replace(self, outputs=(*self.outputs, feature))
+        if role == "shallow":
+            return replace(self, inputs=(*self.inputs, feature))
+        raise ValueError(f"a feature-reuse graph is 'full' or 'shallow', not {role!r}")
 
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)

@@ -16,6 +16,7 @@ from .denoiser import Denoiser
 from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
+from .feature_cache import FeatureCache, full_steps, graphs_for, no_graphs_error
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
@@ -62,15 +63,18 @@ class Pipeline:
     """
 
     def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None,
-                 conditioning: Conditioning | None = None, decoder: Runner | None = None):
+                 conditioning: Conditioning | None = None, decoder: Runner | None = None,
+                 feature_cache: FeatureCache | None = None):
         """Wraps an active ``runner``; :meth:`load` is the usual way in.
 
         ``scheduler_config`` is a diffusers scheduler config dict (any scheduler's keys); each
         sampler takes from it what diffusers' ``from_config`` would. ``conditioning``: what a
         conditional engine's labels and unconditional inputs are (the manifest's; default: none declared).
         ``decoder``: a latent model's decoder (an active runner), which turns the final sample into the image.
+        ``feature_cache``: the engine's feature-reuse graphs (opened by the first request with a cache schedule).
         """
         self.runner = runner
+        self.feature_cache = feature_cache
         self.decoder = decoder
         self.conditioning = conditioning or Conditioning()
         self.engine_sha256 = engine_sha256
@@ -114,8 +118,13 @@ class Pipeline:
             if manifest.decoder:  # a latent model: its decoder beside it
                 decoder = open_engine(manifest.path.parent / decoder_for(manifest, entry), device=device, threads=threads,
                                       cache_dir=cache, role="decoder")[0]
+            graphs = graphs_for(manifest, entry)
+            feature_cache = None if graphs is None else FeatureCache(
+                manifest.path.parent, graphs, entry,
+                lambda path, role, like: open_engine(path, device=device, threads=threads, cache_dir=cache, role=role,
+                                                     like=like)[0])
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
-                       read_conditioning(manifest), decoder)
+                       read_conditioning(manifest), decoder, feature_cache)
         except BaseException:
             runner.deactivate()
             if decoder is not None:
@@ -126,6 +135,8 @@ class Pipeline:
         self.runner.deactivate()
         if self.decoder is not None:
             self.decoder.deactivate()
+        if self.feature_cache is not None:
+            self.feature_cache.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -167,7 +178,21 @@ class Pipeline:
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
         sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
-        return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict())
+        full = full_steps(table.num_steps, request.cache_interval, request.cache_full_steps)
+        return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
+                               None if full is None else tuple(sorted(full)))
+
+    def cache_schedule(self, request: SampleRequest, num_steps: int) -> frozenset[int] | None:
+        """The steps of ``request`` that run the full graph (None: no feature reuse); opens the feature-reuse
+        graphs on first use."""
+        full = full_steps(num_steps, request.cache_interval, request.cache_full_steps)
+        if full is not None:
+            if self.feature_cache is None:
+                raise no_graphs_error(self.runner.path.parent)
+            runners = self.feature_cache.open()
+            if not self.denoiser.reuse:
+                self.denoiser.reuse = {role: Denoiser(runner) for role, runner in runners.items()}
+        return full
 
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                    **fields: Any) -> Trajectory:
@@ -177,9 +202,10 @@ class Pipeline:
         rows = request_rows(self.runner.io, self.conditioning, request)
         self.runner.check_batch(request.count * rows.per_image)  # the engine's batch profile
         sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
+        full = self.cache_schedule(request, table.num_steps)
         return Trajectory(sampler, table, self.noise_source(request),
                           (request.count, self.channels, self.height, self.width), rows.inputs, progress,
-                          rows.guidance_scale, decode=self.decode if self.decoder is not None else None)
+                          rows.guidance_scale, decode=self.decode if self.decoder is not None else None, full_steps=full)
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:

@@ -95,14 +95,14 @@ def _is_whole(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
-def class_label_list(text: str) -> tuple[int, ...]:
-    """``--class-labels 3`` or ``0,1,2``."""
+def whole_number_list(text: str) -> tuple[int, ...]:
+    """``--class-labels 3`` or ``0,1,2`` (also ``--timesteps``, ``--cache-full-steps``)."""
     try:
         labels = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
     if any(x < 0 for x in labels):
-        raise argparse.ArgumentTypeError(f"class labels are >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0, got {text!r}")
     return labels
 
 
@@ -163,6 +163,7 @@ class SamplerSettings:
     steps: int
     eta: float
     config: Mapping[str, Any]  # the sampler's scheduler config (diffusers keys), as used
+    full_steps: tuple[int, ...] | None = None  # feature reuse: the steps that ran the full UNet (None: all)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class SampleRequest:
     timesteps: tuple[int, ...] | None = request_field(
         None, "the steps outright, descending indices of the training discretisation (consistency models, as "
         "ConsistencyModelPipeline's timesteps=; instead of steps); on the command line: 22,0",
-        json=(list, type(None)), cli=class_label_list, triton="TYPE_INT64", triton_dims=(-1,),
+        json=(list, type(None)), cli=whole_number_list, triton="TYPE_INT64", triton_dims=(-1,),
         limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
     eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,
                                cli=non_negative_number, triton="TYPE_FP32", limits={"minimum": 0})
@@ -205,7 +206,7 @@ class SampleRequest:
         json=(*NUMBER, type(None)), triton="TYPE_FP32", aliases=("timeout",), limits={"exclusiveMinimum": 0})
     class_labels: tuple[int, ...] | None = request_field(
         None, "class label of each image, or one for all (a class-conditional model, or one with a label embedding "
-        "table); on the command line: 3 or 0,1,2", json=(list, int, type(None)), cli=class_label_list,
+        "table); on the command line: 3 or 0,1,2", json=(list, int, type(None)), cli=whole_number_list,
         triton="TYPE_INT64", triton_dims=(-1,), limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
     embeddings: np.ndarray | None = request_field(
         None, "a cross-attention model's condition: [sequence, dim] for all images or [count, sequence, dim] "
@@ -221,6 +222,16 @@ class SampleRequest:
     conditioning: Mapping[str, np.ndarray] | None = request_field(
         None, "the engine's conditioning inputs outright, one row per image (instead of class_labels / embeddings)",
         json=None, compare=False)
+    cache_interval: int | None = request_field(
+        None, "feature reuse (DeepCache): run the full UNet every N-th step and only its outer blocks, on the deep "
+        "feature kept from the last full step, in between (needs the engine folder's graphs from export.deepcache; "
+        "default: none, every step full)", json=(int, type(None)), cli=whole_number(1), triton="TYPE_INT32",
+        limits={"minimum": 1})
+    cache_full_steps: tuple[int, ...] | None = request_field(
+        None, "feature reuse with a non-uniform schedule: the step indices (from 0) that run the full UNet, ascending "
+        "(step 0 always does); instead of cache_interval; on the command line: 0,1,2,4,8", json=(list, type(None)),
+        cli=whole_number_list, triton="TYPE_INT64", triton_dims=(-1,),
+        limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
 
     def __post_init__(self):
         count = self.count
@@ -274,6 +285,17 @@ class SampleRequest:
         object.__setattr__(self, "guidance_scale", check_guidance_scale(self.guidance_scale))
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
+        if self.cache_interval is not None and (not _is_whole(self.cache_interval) or self.cache_interval < 1):
+            raise InputError(f"cache_interval must be a whole number of at least 1 (1: no feature reuse), got "
+                             f"{brief(self.cache_interval)}")
+        steps = self.cache_full_steps
+        if steps is not None:
+            if isinstance(steps, (str, bytes)) or not isinstance(steps, (Sequence, np.ndarray)) or len(steps) == 0 \
+                    or not all(_is_whole(x) and x >= 0 for x in steps) or any(a >= b for a, b in zip(steps, steps[1:])):
+                raise InputError(f"cache_full_steps must be ascending step indices >= 0, got {brief(steps)}")
+            if self.cache_interval is not None:
+                raise InputError("give cache_interval or cache_full_steps, not both")
+            object.__setattr__(self, "cache_full_steps", tuple(int(x) for x in steps))
 
     # what the request means ----------------------------------------------------------------------
     @property
@@ -446,6 +468,7 @@ class SampleResult:
             "noise": request.noise,
             "steps": str(settings.steps),
             "scheduler": json.dumps({**settings.config, "eta": settings.eta}, sort_keys=True),
+            **({"feature_cache_full_steps": ",".join(map(str, settings.full_steps))} if settings.full_steps else {}),
             **self._conditioning_metadata(index),
             "engine": self.engine,
             "engine_sha256": str(self.engine_sha256),

@@ -30,10 +30,12 @@ from .conditioning import guide
 from .denoiser import Denoiser
 from .errors import EngineError
 from .images import to_uint8, to_unit_range
+from .io_spec import DEEP_FEATURE, NOISE_PRED
 from .noise import NoiseSource
 from .schedulers import Sampler
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
+PLAIN = "plain"  # a step that runs the engine itself (no feature reuse)
 
 
 class Trajectory:
@@ -53,11 +55,15 @@ class Trajectory:
         progress: ProgressFn | None = None,
         guidance_scale: float | None = None,
         decode: Callable[[np.ndarray], np.ndarray] | None = None,
+        full_steps: frozenset[int] | None = None,
     ):
         """``conditioning``: the engine's conditioning inputs for this trajectory's engine rows (two per
         image with ``guidance_scale``: unconditional rows first). ``decode``: a latent model's decoder
-        (final sample → image in [-1, 1])."""
+        (final sample → image in [-1, 1]). ``full_steps``: feature reuse's cache schedule, the steps that run
+        the full graph (the others run the shallow one; None: every step runs the plain engine)."""
         self.decode = decode
+        self.full_steps = full_steps
+        self.feature: np.ndarray | None = None  # the deep feature of the last full step, one row per engine row
         self.sampler = sampler
         self.table = table
         self.source = source
@@ -105,6 +111,12 @@ class Trajectory:
         x = self.x if divisor is None else self.x / divisor
         return x if self.guidance_scale is None else np.concatenate([x, x])
 
+    def graph(self) -> str:
+        """The graph this step runs: PLAIN (the engine), or feature reuse's "full" or "shallow" graph."""
+        if self.full_steps is None:
+            return PLAIN
+        return "full" if self.feature is None or self.step_index in self.full_steps else "shallow"
+
     def timesteps(self) -> np.ndarray:
         return np.full(self.rows, self.table.model_timestep(self.step_index), dtype=np.float32)
 
@@ -142,6 +154,8 @@ class Trajectory:
         if self._x is self._spare[0]:  # the step wrote into our buffer: the old sample is the next one
             self._spare = (old, self._spare[1])
         self.step_index = i + 1
+        if self.done:
+            self.feature = None
         if self.progress is not None:
             self.progress(self.step_index, self.table.num_steps)
 
@@ -159,11 +173,12 @@ def _gather(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def call_groups(trajectories: Sequence[Trajectory]) -> list[list[Trajectory]]:
-    """The trajectories that can share one engine call: all of them, unless their conditioning rows differ
-    in shape (token counts on a dynamic sequence axis); then one group per shape, in first-seen order."""
+    """The trajectories that can share one engine call: all of them, unless they need different graphs
+    (feature reuse's full and shallow steps) or their conditioning rows differ in shape (token counts on a
+    dynamic sequence axis); then one group per graph and shape, in first-seen order."""
     groups: dict[tuple, list[Trajectory]] = {}
     for tr in trajectories:
-        key = tuple((name, value.shape[1:]) for name, value in sorted(tr.conditioning.items()))
+        key = (tr.graph(), *((name, value.shape[1:]) for name, value in sorted(tr.conditioning.items())))
         groups.setdefault(key, []).append(tr)
     return list(groups.values())
 
@@ -190,18 +205,24 @@ def advance(
     x = _gather([tr.model_input() for tr in trajectories])
     t = _gather([tr.timesteps() for tr in trajectories])
     names = denoiser.conditioning_names
-    conditioning = {name: _gather([tr.conditioning[name] for tr in trajectories]) for name in names}
+    inputs = {name: _gather([tr.conditioning[name] for tr in trajectories]) for name in names}
+    graph = trajectories[0].graph()
+    if graph == "shallow":
+        inputs[DEEP_FEATURE] = _gather([tr.feature for tr in trajectories])
     try:
-        eps = denoiser(x, t, conditioning)
+        outputs = (denoiser if graph == PLAIN else denoiser.reuse[graph]).outputs(x, t, inputs)
     except BaseException:
         for draw in draws:
             if draw is not None:
                 draw.cancel()
         raise
+    eps, features = outputs[NOISE_PRED], outputs.get(DEEP_FEATURE)
     failed: list[tuple[Trajectory, BaseException]] = []
     start = 0
     for tr, draw in zip(trajectories, draws):
         rows = eps[start : start + tr.rows]
+        if features is not None:
+            tr.feature = features[start : start + tr.rows].copy()  # its own: the batch's array is not kept alive
         start += tr.rows
         noise = draw.result() if draw is not None else tr.step_noise() if tr.needs_noise() else None
         if not np.isfinite(rows).all():

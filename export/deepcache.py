@@ -1,0 +1,243 @@
+"""``python -m export.deepcache``: feature-reuse graphs (DeepCache) beside the UNet, parity-gated.
+
+DeepCache (Ma et al., CVPR 2024) observes that a U-Net's deep features change little between adjacent
+denoising steps: a *full* step runs the whole UNet and keeps the input of one of the outer up blocks
+(the *deep feature*); the next steps run only the *shallow* part around it (``conv_in``, the outer
+down blocks, those up blocks fed the kept feature, the output head), until the next full step.
+Branch ``B`` (0: the outermost) cuts at down block ``B`` / up block ``n - 1 - B``: the shallow graph runs
+down blocks ``0..B`` and up blocks ``n-1-B..n-1``; the deeper the branch, the more a shallow step
+costs and the less it departs from the full UNet.
+
+This stage writes, from the model the folder's ``unet.onnx`` was exported from (its weights' sha256 is
+checked against the manifest):
+
+* ``unet.cache-full.onnx``: the UNet's inputs → ``noise_pred`` and ``deep_feature [batch, C, H, W]``;
+* ``unet.cache-shallow.onnx``: the UNet's inputs and ``deep_feature`` → ``noise_pred``.
+
+Gates, before anything is written: in PyTorch the split computation must be the UNet (the full graph's
+prediction, and the shallow graph's fed the feature of the same input, equal ``UNet2DModel.forward``
+within FP32 rounding), then ONNX Runtime must reproduce PyTorch's split graphs at batch 1 and 3 (the
+shallow graph fed a feature kept at another timestep, as in use) within the export's parity tolerance.
+Each graph's manifest entry (derived from ``unet.onnx``) records its role, branch and feature shape; the
+runtime (:mod:`runtime.feature_cache`) runs them for requests that ask for a cache schedule, on ONNX
+Runtime beside ``unet.onnx`` and on OpenVINO beside ``unet.ov.xml`` (at that engine's precision).
+
+``UNet2DModel`` only (unconditional or class-conditional), without score-SDE skip blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.atomic import publish
+from runtime.cli import ArgumentParser, run, setup_logging
+from runtime.errors import DeployError, GateError
+from runtime.feature_cache import FULL_NAME, ROLES, SHALLOW_NAME, CacheGraph
+from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, UNetIO
+from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+
+from . import load
+from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .child import call_in_child
+from .gates import FP32_PARITY_ATOL, PARITY_BATCHES, ParityCase, check_parity
+from .onnx import DEFAULT_OPSET, export_onnx
+
+PROG = "export.deepcache"
+# The split computation against UNet2DModel.forward in PyTorch: the same operations on the same values, so equal
+# up to the kernels' choice of summation order between batch shapes (measured 0 at batch 1 and 3 on the digits
+# and cat-256 configs); relative to the output's magnitude.
+SPLIT_RTOL = 1e-5
+
+log = logging.getLogger(PROG)
+
+
+def check_branch(unet_config: dict, branch: int) -> None:
+    """Refuses, in one line, a model or branch the split cannot serve."""
+    if unet_config.get("_class_name") != "UNet2DModel":
+        raise DeployError(f"feature reuse splits a UNet2DModel; this model is a {unet_config.get('_class_name')}")
+    blocks = list(unet_config.get("down_block_types", ()))
+    if any("Skip" in name for name in [*blocks, *unet_config.get("up_block_types", ())]):
+        raise DeployError("feature reuse does not split score-SDE skip blocks (they carry a second sample between blocks)")
+    if not 0 <= branch <= len(blocks) - 2:
+        raise DeployError(f"--branch must be in 0..{len(blocks) - 2} for this model's {len(blocks)} down blocks "
+                          f"(the deepest branch still leaves the last down block, the mid block and the first up block "
+                          f"to the full steps), got {branch}")
+
+
+def split_module(unet, branch: int, role: str):
+    """The UNet's forward split at ``branch`` as a module: "full" returns (noise_pred, deep_feature), "shallow"
+    takes ``deep_feature`` and returns noise_pred. Operation for operation ``UNet2DModel.forward`` (diffusers
+    0.3x), so the full graph's prediction is the UNet's."""
+    import torch
+
+    n = len(unet.up_blocks)
+    cut = n - 1 - branch  # the first up block the shallow graph runs
+    consumed = sum(len(block.resnets) for block in unet.up_blocks[cut:])  # skip connections those up blocks take
+
+    class Split(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep, class_labels=None, deep_feature=None):
+            u = self.unet
+            if u.config.center_input_sample:
+                sample = 2 * sample - 1.0
+            timesteps = timestep * torch.ones(sample.shape[0], dtype=timestep.dtype, device=timestep.device)
+            emb = u.time_embedding(u.time_proj(timesteps).to(dtype=u.dtype))
+            if u.class_embedding is not None:
+                labels = u.time_proj(class_labels) if u.config.class_embed_type == "timestep" else class_labels
+                emb = emb + u.class_embedding(labels).to(dtype=u.dtype)
+            h = u.conv_in(sample)
+            res = (h,)
+            for block in u.down_blocks[: branch + 1] if role == "shallow" else u.down_blocks:
+                h, more = block(hidden_states=h, temb=emb)
+                res += more
+            if role == "full":
+                if u.mid_block is not None:
+                    h = u.mid_block(h, emb)
+                for block in u.up_blocks[:cut]:
+                    h = block(h, res[-len(block.resnets):], emb)
+                    res = res[: -len(block.resnets)]
+                feature = h
+            else:
+                h, res = deep_feature, res[:consumed]
+            for block in u.up_blocks[cut:]:
+                h = block(h, res[-len(block.resnets):], emb)
+                res = res[: -len(block.resnets)]
+            out = u.conv_out(u.conv_act(u.conv_norm_out(h)))
+            if u.config.time_embedding_type == "fourier":
+                out = out / timesteps.reshape((out.shape[0], *([1] * len(out.shape[1:]))))
+            return (out, feature) if role == "full" else out
+
+    return Split()
+
+
+@dataclass(frozen=True)
+class SplitCases:
+    """The gates' inputs and PyTorch's outputs for both graphs, and the split check's figures."""
+
+    feature_shape: tuple[int, ...]
+    full: list[ParityCase]  # reference: the noise prediction
+    features: list[ParityCase]  # the same inputs, reference: the deep feature
+    shallow: list[ParityCase]  # conditioning includes a deep feature kept at other timesteps
+    split_error: float  # max relative difference of the split computation to UNet2DModel.forward
+
+
+def split_references(unet, io: UNetIO, branch: int, seed: int = 0) -> SplitCases:
+    import torch
+
+    full, shallow = split_module(unet, branch, "full").eval(), split_module(unet, branch, "shallow").eval()
+    rng = np.random.default_rng(seed)
+    cases: dict[str, list] = {"full": [], "features": [], "shallow": []}
+    split_error = 0.0
+    for batch in PARITY_BATCHES:
+        x = rng.standard_normal(io.sample.concrete(batch), dtype=np.float32)
+        t = io.timestep_feed(io.timestep.spread(batch))
+        later = io.timestep_feed(io.timestep.spread(batch + 2)[1:-1][::-1].copy())  # other timesteps than the feature's
+        x_later = rng.standard_normal(io.sample.concrete(batch), dtype=np.float32)
+        conditioning = io.example_conditioning(batch, rng)
+        kwargs = {k: torch.from_numpy(v) for k, v in conditioning.items()}
+        with torch.no_grad():
+            unet_out = unet(torch.from_numpy(x), torch.from_numpy(t), return_dict=False, **kwargs)[0]
+            noise, feature = full(torch.from_numpy(x), torch.from_numpy(t), **kwargs)
+            same = shallow(torch.from_numpy(x), torch.from_numpy(t), deep_feature=feature, **kwargs)
+            moved = shallow(torch.from_numpy(x_later), torch.from_numpy(later), deep_feature=feature, **kwargs)
+        scale = max(1.0, float(unet_out.abs().max()))
+        split_error = max(split_error, float((noise - unet_out).abs().max()) / scale, float((same - unet_out).abs().max()) / scale)
+        cases["full"].append(ParityCase(x, t, noise.numpy(), conditioning))
+        cases["features"].append(ParityCase(x, t, feature.numpy(), conditioning))
+        cases["shallow"].append(ParityCase(x_later, later, moved.numpy(), {**conditioning, DEEP_FEATURE: feature.numpy()}))
+    if not split_error <= SPLIT_RTOL:
+        raise GateError(f"the split computation differs from UNet2DModel.forward by {split_error:.3g} of the output "
+                        f"(tolerance {SPLIT_RTOL:g}): this diffusers version's forward is not the one export.deepcache "
+                        "splits; report it with the diffusers version")
+    return SplitCases(tuple(feature.shape[1:]), cases["full"], cases["features"], cases["shallow"], split_error)
+
+
+def _torch_stage(model: load.ModelSource, io: UNetIO, branch: int, folder: Path, opset: int) -> SplitCases:
+    """In a child process: PyTorch's references, then both graphs traced into ``folder``."""
+    unet = load.load_unet(model)
+    cases = split_references(unet, io, branch)
+    for role in ROLES:
+        graph_io = io.with_feature(role, cases.feature_shape)
+        log.info("exporting the %s graph (branch %d, deep feature %s)", role, branch, list(cases.feature_shape))
+        if export_onnx(unet, graph_io, folder / CacheGraph.file_name(role), opset, module=split_module(unet, branch, role)):
+            raise DeployError("the model is too large for a self-contained ONNX file; feature reuse does not split "
+                              "models past 1.5 GB of weights")
+    import onnx
+
+    for role in ROLES:
+        onnx.checker.check_model(str(folder / CacheGraph.file_name(role)), full_check=False)
+    return cases
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="the hub id or folder the engines folder's unet.onnx was exported from")
+    p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
+    p.add_argument("--branch", type=int, default=0, help="where the shallow graph cuts: 0 (default, the outermost "
+                   "blocks: cheapest shallow steps) .. down blocks - 2")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--tolerance", type=float, default=FP32_PARITY_ATOL,
+                   help=f"parity gate max abs error (default {FP32_PARITY_ATOL:g})")
+    p.add_argument("--allow-pickle", action="store_true", help="accept a pickle .bin checkpoint (runs code from the file)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    folder = Path(args.engines)
+    _, manifest, fp32_entry = verified_fp32(folder)
+    model = load.resolve(args.model, allow_pickle=args.allow_pickle)
+    if load.weights_sha256(model) != manifest.model.get("weights_sha256"):
+        raise DeployError(f"{args.model} is not the model {folder / ONNX_NAME} was exported from (its weights' sha256 "
+                          f"differs from the manifest's); pass that model, or re-export {folder} from this one")
+    check_branch(model.config, args.branch)
+    io = manifest.io
+    remove_leftovers(folder)
+    started = time.perf_counter()
+    with staging(folder, "deepcache") as work:
+        cases = call_in_child("the PyTorch export of the feature-reuse graphs", _torch_stage, model, io, args.branch,
+                              work, args.opset)
+        log.info("parity gate: both graphs in ONNX Runtime vs PyTorch's split computation at batch 1 and 3")
+        parity = {
+            "full": check_parity(work / FULL_NAME, cases.full, atol=args.tolerance),
+            "feature": check_parity(work / FULL_NAME, cases.features, atol=args.tolerance, output=DEEP_FEATURE),
+            "shallow": check_parity(work / SHALLOW_NAME, cases.shallow, atol=args.tolerance, output=NOISE_PRED),
+        }
+        entries = {}
+        for role in ROLES:
+            path = work / CacheGraph.file_name(role)
+            graph = CacheGraph(role=role, branch=args.branch, feature_shape=cases.feature_shape, engine=ONNX_NAME)
+            gates = {k: [r.to_dict() for r in v] for k, v in parity.items() if (k == "shallow") == (role == "shallow")}
+            entries[path.name] = ArtifactEntry(
+                kind="onnx", precision="fp32", sha256=sha256_file(path), bytes=path.stat().st_size, source=ONNX_NAME,
+                source_sha256=fp32_entry.sha256,
+                build={**graph.to_build(), "opset": args.opset, "split_error": cases.split_error,
+                       "parity": {"tolerance": args.tolerance, **gates}, "tools": tool_versions()})
+        for name in entries:  # the shallow graph last: a reader finding it finds its full graph
+            publish(work / name, folder / name)
+    (first, entry), *more = sorted(entries.items(), key=lambda kv: kv[0] == SHALLOW_NAME)
+    update_artifact(folder, manifest.base(), first, entry, dict(more))
+    worst = max(r.max_abs_error for results in parity.values() for r in results)
+    print(f"wrote {folder / FULL_NAME} and {folder / SHALLOW_NAME} (branch {args.branch}, deep feature "
+          f"{list(cases.feature_shape)}) in {time.perf_counter() - started:.1f} s; max abs error vs PyTorch {worst:.2e} "
+          f"(tolerance {args.tolerance:g}); split vs UNet2DModel.forward {cases.split_error:.1e}")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()
