@@ -16,8 +16,9 @@ from pathlib import Path
 import embed.triton
 from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import DeployError
 from runtime.conditioning import declared_files
+from runtime.errors import DeployError, InputError
+from runtime.feature_cache import CacheGraph, graphs_for
 from runtime.manifest import MANIFEST_NAME, verify_artifact
 from runtime.requests import SampleRequest
 
@@ -123,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         (version / "engine").mkdir(parents=True)
         shutil.copy2(Path(embed.triton.__file__).parent / "model.py", version / "model.py")
         decoder = [manifest.decoder_artifact] if manifest.decoder else []  # a latent model's decoder
-        needed = [*entry.external_data, *declared_files(manifest.conditioning), *decoder, MANIFEST_NAME]
+        try:  # the feature-reuse graphs, when built for this engine (requests' cache schedules)
+            reuse = [CacheGraph.file_name(role) for role in graphs_for(manifest, entry) or ()]
+        except InputError:  # built, but not for this engine's backend: requests with a schedule are refused
+            reuse = []
+        needed = [*entry.external_data, *declared_files(manifest.conditioning), *decoder, *reuse, MANIFEST_NAME]
         for file in [engine, *(folder / name for name in needed)]:
             shutil.copy2(file, version / "engine" / file.name)
         (staging / args.name / "config.pbtxt").write_text(config_pbtxt(

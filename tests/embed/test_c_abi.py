@@ -1,6 +1,6 @@
 """libddpm_runtime (embed/include/ddpm_runtime.h) driven from C++ (tests/embed/c_abi_check.cpp): images equal
 to the Python API's, concurrent callers sharing UNet calls, bad inputs answered with a code and one line,
-flat memory over many calls. The trained demo model's engine (tests/conftest.py) is the engine."""
+flat memory over many calls. The trained demo model's engine with its feature-reuse graphs (tests/conftest.py) is the engine."""
 
 import json
 import subprocess
@@ -18,6 +18,8 @@ REQUESTS = [
      dict(seed=5, steps=10, scheduler="ddim", eta=0.5, noise="torch")),
     ({"seed": 7, "count": 3, "steps": 8, "scheduler": "dpmpp-2m", "per_image_seeds": True},
      dict(batch=3, seeds=[7, 8, 9], steps=8, scheduler="dpmpp-2m")),
+    ({"seed": 4, "steps": 9, "scheduler": "dpmpp-2m", "cache_interval": 3},  # feature reuse (the engine has its graphs)
+     dict(seed=4, steps=9, scheduler="dpmpp-2m", cache_interval=3)),
     ({}, dict()),  # every default: the config's own sampler (DDPM) with all its 1000 steps
 ]
 SCHEDULERS = ("ddpm", "ddim", "dpmpp-2m", "unipc-3m")
@@ -36,13 +38,13 @@ def images_from(path, count, shape):
 
 
 @pytest.fixture(scope="module")
-def pipe(demo_engine):
-    with Pipeline.load(demo_engine, device="cpu") as p:
+def pipe(demo_cache_engine):
+    with Pipeline.load(demo_cache_engine, device="cpu") as p:
         yield p
 
 
-def test_images_equal_the_python_api(embed_build, demo_engine, pipe, tmp_path):
-    r, lines = driver(embed_build, demo_engine, "images", tmp_path, *(json.dumps(req) for req, _ in REQUESTS))
+def test_images_equal_the_python_api(embed_build, demo_cache_engine, pipe, tmp_path):
+    r, lines = driver(embed_build, demo_cache_engine, "images", tmp_path, *(json.dumps(req) for req, _ in REQUESTS))
     assert r.returncode == 0, r.stderr
     shape = (pipe.height, pipe.width, pipe.channels)
     for i, (request, kwargs) in enumerate(REQUESTS):
@@ -51,9 +53,9 @@ def test_images_equal_the_python_api(embed_build, demo_engine, pipe, tmp_path):
         np.testing.assert_array_equal(got, expected, err_msg=json.dumps(request))
 
 
-def test_eight_threads_share_unet_calls_and_equal_serial(embed_build, demo_engine, pipe, tmp_path):
+def test_eight_threads_share_unet_calls_and_equal_serial(embed_build, demo_cache_engine, pipe, tmp_path):
     requests = [{"seed": k, "steps": 6 + k % 5, "scheduler": SCHEDULERS[k % len(SCHEDULERS)], "count": 1 + k % 2} for k in range(32)]
-    r, lines = driver(embed_build, demo_engine, "threads", tmp_path, 8, *(json.dumps(q) for q in requests))
+    r, lines = driver(embed_build, demo_cache_engine, "threads", tmp_path, 8, *(json.dumps(q) for q in requests))
     assert r.returncode == 0, r.stderr
     shape = (pipe.height, pipe.width, pipe.channels)
     for k, q in enumerate(requests):
@@ -66,8 +68,8 @@ def test_eight_threads_share_unet_calls_and_equal_serial(embed_build, demo_engin
     assert stats["engine_calls"] < steps and stats["mean_batch"] > 1.5
 
 
-def test_bad_inputs_give_a_code_and_one_line(embed_build, demo_engine):
-    r, lines = driver(embed_build, demo_engine, "errors")
+def test_bad_inputs_give_a_code_and_one_line(embed_build, demo_cache_engine):
+    r, lines = driver(embed_build, demo_cache_engine, "errors")
     assert r.returncode == 0, r.stderr
     got = {line["case"]: (line["code"], line["message"]) for line in lines}
     expected = {
@@ -103,8 +105,8 @@ CALLS = 200
 RSS_GROWTH_LIMIT_KB = 4096  # after warm-up; one call's images are 256 bytes, its trajectory a few kB
 
 
-def test_resident_memory_stays_flat_over_200_calls(embed_build, demo_engine):
-    r, lines = driver(embed_build, demo_engine, "memory", CALLS, json.dumps({"steps": 5, "count": 2, "scheduler": "ddim"}))
+def test_resident_memory_stays_flat_over_200_calls(embed_build, demo_cache_engine):
+    r, lines = driver(embed_build, demo_cache_engine, "memory", CALLS, json.dumps({"steps": 5, "count": 2, "scheduler": "ddim"}))
     assert r.returncode == 0, r.stderr
     rss = [line["rss_kb"] for line in lines if "rss_kb" in line]
     assert len(rss) == CALLS and all(line["code"] == 0 for line in lines if "rss_kb" in line)

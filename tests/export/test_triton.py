@@ -29,12 +29,12 @@ pytestmark = pytest.mark.service
 
 
 @pytest.fixture(scope="module")
-def server(demo_engine, xattn_engine, ldm_engine, tmp_path_factory):
+def server(demo_cache_engine, xattn_engine, ldm_engine, tmp_path_factory):
     if not (SERVER / "bin" / "tritonserver").is_file():
         pytest.skip(f"no Triton server in {VENV} (`make triton-deps` installs nvidia-pytriton there)")
     work = tmp_path_factory.mktemp("triton")
     repo = work / "model_repository"
-    for engine, name in ((demo_engine, MODEL), (xattn_engine, CONDITIONAL), (ldm_engine, LATENT)):
+    for engine, name in ((demo_cache_engine, MODEL), (xattn_engine, CONDITIONAL), (ldm_engine, LATENT)):
         r = subprocess.run([sys.executable, "-m", "export.triton", "--engines", str(engine.parent), "--out", str(work / name),
                             "--name", name, "--max-batch", str(MAX_BATCH)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -102,18 +102,20 @@ def test_listens_on_loopback_only(server):
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1") for a in addresses), addresses
 
 
-def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_engine, tmp_path):
+def test_concurrent_requests_are_batched_and_equal_the_offline_cli(server, demo_cache_engine, tmp_path):
+    """Mixed samplers, seeds, noise kinds and cache schedules (feature reuse: the repository carries the graphs)."""
     requests = [
         {"seed": k, "steps": 8 + k % 4, "scheduler": ("ddim", "dpmpp-2m", "ddpm", "unipc-3m")[k % 4], "count": 1 + k % 2,
          **({"noise": "torch"} if k % 4 == 1 else {}), **({"eta": 0.5} if k % 4 == 0 else {}),  # ddim's
-         **({"per_image_seeds": True} if k % 4 == 3 else {}), **({"timeout_s": 300.0} if k % 5 == 0 else {})}
+         **({"per_image_seeds": True} if k % 4 == 3 else {}), **({"timeout_s": 300.0} if k % 5 == 0 else {}),
+         **({"cache_interval": 3} if k % 3 == 1 else {"cache_full_steps": [0, 1, 4]} if k % 6 == 2 else {})}
         for k in range(12)
     ]
     result = client(server, requests, tmp_path / "served")
     for i, request in enumerate(requests):
         assert "file" in result["responses"][str(i)], result["responses"][str(i)]
         served = np.load(result["responses"][str(i)]["file"])
-        offline = np.stack([pixels for pixels, _ in sample_offline(demo_engine, request, tmp_path / f"cli{i}")])
+        offline = np.stack([pixels for pixels, _ in sample_offline(demo_cache_engine, request, tmp_path / f"cli{i}")])
         np.testing.assert_array_equal(served, offline, err_msg=json.dumps(request))
     with urllib.request.urlopen(f"http://127.0.0.1:{server['ports']['metrics']}/metrics", timeout=10) as resp:
         metrics = dict(re.findall(rf'^(ddpm_unet_\w+)\{{[^}}]*model="{MODEL}"[^}}]*\}} (\S+)$', resp.read().decode(), re.M))
@@ -134,6 +136,7 @@ BAD = [
     ({"eta": -1.0, "scheduler": "ddim"}, "eta must be"),
     ({"timeout_s": -1.0}, "timeout_s must be"),
     ({"steps": 1000, "timeout_s": 0.05}, "did not finish within its timeout"),
+    ({"steps": 5, "cache_full_steps": [0, 7]}, "names step 7, but the request has 5 steps"),
 ]
 
 

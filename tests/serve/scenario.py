@@ -63,6 +63,8 @@ MIXED = [
     {"seed": 6, "steps": 11, "scheduler": "ddim", "noise": "torch", "count": 2},
     {"seed": 7, "steps": 6, "scheduler": "unipc-3m", "count": 2},
     {"seed": 8, "steps": 7, "scheduler": "dpmpp-3m", "format": "json"},
+    {"seed": 9, "steps": 10, "scheduler": "dpmpp-2m", "cache_interval": 3},  # feature reuse: the engine has its graphs
+    {"seed": 10, "steps": 8, "scheduler": "unipc-3m", "count": 2, "cache_full_steps": [0, 1, 4], "format": "json"},
 ]
 BAD = [
     ("not json", "{seed: 1"),

@@ -29,18 +29,18 @@ def run_scenario(name, engine, out, tmp_path, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def basic(demo_engine, tmp_path_factory):
+def basic(demo_cache_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_basic")
-    return run_scenario("basic", demo_engine, tmp / "out", tmp), tmp
+    return run_scenario("basic", demo_cache_engine, tmp / "out", tmp), tmp
 
 
-def test_images_equal_runtime_sample_offline(basic, demo_engine, tmp_path):
+def test_images_equal_runtime_sample_offline(basic, demo_cache_engine, tmp_path):
     report, _ = basic
     for i, (request, served) in enumerate(zip(MIXED, report["mixed"])):
         assert served["status"] == 200, (request, served)
         assert served["type"].startswith("image/png" if request.get("count", 1) == 1 and request.get("format") != "json"
                                          else "application/json")
-        expected = sample_offline(demo_engine, request, tmp_path / f"cli{i}")
+        expected = sample_offline(demo_cache_engine, request, tmp_path / f"cli{i}")
         got = [read_png(p) for p in served["files"]]
         assert len(got) == len(expected)
         for (pixels, text), (want_pixels, want_text) in zip(got, expected):
@@ -87,11 +87,11 @@ def test_a_client_that_disconnects_is_cancelled(basic):
     assert report["disconnect"]["cancelled"] == 1 and report["disconnect"]["in_flight"] == 0, report["disconnect"]
 
 
-def test_health_models_and_metrics(basic, demo_engine):
+def test_health_models_and_metrics(basic, demo_cache_engine):
     report, _ = basic
     assert report["healthz"] == [200]
     model = report["models"]["models"][0]
-    manifest = json.loads((demo_engine.parent / "manifest.json").read_text())
+    manifest = json.loads((demo_cache_engine.parent / "manifest.json").read_text())
     assert model["sha256"] == manifest["artifacts"]["unet.onnx"]["sha256"] and model["image"] == [16, 16, 1]
     for series in ("ray_ddpm_batch_rows_bucket", "ray_ddpm_step_seconds_bucket", "ray_ddpm_queue_length",
                    "ray_ddpm_requests_total", "ray_ddpm_http_requests_total"):
