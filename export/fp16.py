@@ -23,6 +23,7 @@ import logging
 import sys
 import time
 import warnings
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,11 @@ from runtime.errors import GateError
 from runtime.io_spec import UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.atomic import publish
+from runtime.feature_cache import ROLES, CacheGraph, graphs_for
 
 from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
 from .child import call_in_child
-from .gates import FP16_MIN_IMAGE_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr
+from .gates import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr
 
 PROG = "export.fp16"
 FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax", "Sin", "Cos")
@@ -73,10 +75,27 @@ def fp32_node_names(model) -> list[str]:
     return sorted(keep)
 
 
+def detach_outputs(model) -> None:
+    """Gives each graph output that other nodes also consume (a feature-reuse full graph's deep_feature) an Identity
+    of its own: the converter's ``keep_io_types`` casts an output back to FP32 in place, and the nodes reading the
+    same tensor would then mix FP32 and FP16 inputs (ONNX Runtime refuses the model)."""
+    from onnx import helper
+
+    consumed = {name for node in model.graph.node for name in node.input}
+    for output in model.graph.output:
+        if output.name in consumed:
+            inner = f"{output.name}_inner"
+            for node in model.graph.node:
+                node.input[:] = [inner if n == output.name else n for n in node.input]
+                node.output[:] = [inner if n == output.name else n for n in node.output]
+            model.graph.node.append(helper.make_node("Identity", [inner], [output.name], name=f"{output.name}_output"))
+
+
 def convert(model):
     """(the mixed-precision model, the names of the nodes kept FP32 besides the blocked op types)."""
     from onnxconverter_common import float16
 
+    detach_outputs(model)
     kept = fp32_node_names(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -137,6 +156,66 @@ def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: f
     return {"min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB, "images": DECODER_GATE_IMAGES, "image_psnr_db": worst}
 
 
+REUSE_GATE_INTERVAL = 2  # the feature-reuse gate's sampling run: full and shallow steps alternate
+
+
+def feature_cache_gate(unet32: Path, unet16: Path, names32: dict[str, str], names16: dict[str, str], folder: Path,
+                       work: Path, graph: CacheGraph, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
+    """The FP16 feature-reuse graphs against the FP32 ones: each graph's noise prediction over the gate's timesteps
+    (the shallow graph fed its own precision's feature of the same input), then a sampling run with a cache
+    schedule, FP16 UNet and graphs against FP32. Raises GateError below the FP16 gate's thresholds."""
+    from runtime.feature_cache import FeatureCache, GraphPair
+    from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, SAMPLE, TIMESTEP
+    from runtime.pipeline import Pipeline
+    from runtime.runners import RunnerOptions
+    from runtime.runners.ort import OrtRunner
+    from runtime.schedulers import SchedulerConfig, scheduler_name_for
+
+    from .gates import GATE_SAMPLING_STEPS, accuracy_timesteps
+
+    cpu = RunnerOptions(device="cpu")
+    ios = {role: io.with_feature(role, graph.feature_shape) for role in ROLES}
+    ts = accuracy_timesteps(io, SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
+                            .num_train_timesteps)
+    rng = np.random.default_rng(GATE_SEED)
+    x = rng.standard_normal(io.sample.concrete(1), dtype=np.float32)
+    conditioning = io.example_conditioning(1, rng)
+    outputs, images = {}, {}
+    for label, unet, names, where in (("fp32", unet32, names32, folder), ("fp16", unet16, names16, work)):
+        runners = {role: OrtRunner(where / names[role], ios[role], options=cpu).activate() for role in ROLES}
+        try:
+            per_t = []
+            for t in ts:
+                full = runners["full"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning})
+                shallow = runners["shallow"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning,
+                                                    DEEP_FEATURE: full[DEEP_FEATURE]})
+                per_t.append((full[NOISE_PRED], shallow[NOISE_PRED]))
+            outputs[label] = per_t
+            cache = FeatureCache(GraphPair(names, graph), lambda name, role, like: runners[role])
+            with OrtRunner(unet, io, options=cpu) as runner:
+                images[label] = Pipeline(runner, scheduler_config, feature_cache=cache).run(
+                    steps=GATE_SAMPLING_STEPS, seed=GATE_SEED, conditioning=conditioning or None,
+                    cache_interval=REUSE_GATE_INTERVAL).unit_images()
+        finally:
+            for runner in runners.values():
+                runner.deactivate()
+    per_t = []
+    for t, (ref_full, ref_shallow), (got_full, got_shallow) in zip(ts, outputs["fp32"], outputs["fp16"]):
+        if not (np.isfinite(got_full).all() and np.isfinite(got_shallow).all()):
+            raise GateError(f"FP16 feature-reuse gate failed: NaN/Inf at timestep {t.item()}; nothing was written")
+        per_t.append({"timestep": t.item(), "full_psnr_db": psnr(ref_full, got_full), "shallow_psnr_db": psnr(ref_shallow, got_shallow)})
+    worst = min(min(r["full_psnr_db"], r["shallow_psnr_db"]) for r in per_t)
+    image_psnr = psnr(images["fp32"], images["fp16"], peak=1.0)
+    log.info("FP16 feature-reuse graphs: worst prediction PSNR %.1f dB, %d-step image PSNR %.1f dB (cache interval %d)",
+             worst, GATE_SAMPLING_STEPS, image_psnr, REUSE_GATE_INTERVAL)
+    if worst < FP16_MIN_PSNR_DB or image_psnr < FP16_MIN_IMAGE_PSNR_DB:
+        raise GateError(f"FP16 feature-reuse gate failed: prediction PSNR {worst:.1f} dB (min {FP16_MIN_PSNR_DB}), image "
+                        f"PSNR {image_psnr:.1f} dB (min {FP16_MIN_IMAGE_PSNR_DB}) vs FP32; nothing was written")
+    return {"min_psnr_db": FP16_MIN_PSNR_DB, "min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB, "noise_prediction": per_t,
+            "sampling": {"steps": GATE_SAMPLING_STEPS, "cache_interval": REUSE_GATE_INTERVAL, "seed": GATE_SEED,
+                         "image_psnr_db": image_psnr}}
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", default="engines", help=f"folder with {ONNX_NAME} and manifest.json (default engines/)")
@@ -181,6 +260,26 @@ def main(argv: list[str] | None = None) -> int:
                 build={"role": "decoder", "fp32_ops": list(FP32_OPS), "gate": decoder_gated})
             publish(decoder16, folder / DECODER_FP16_NAME)
             also = f"; decoder {folder / DECODER_FP16_NAME}: image PSNR {decoder_gated['image_psnr_db']:.1f} dB vs FP32"
+        pair = graphs_for(manifest, ONNX_NAME, fp32_entry)
+        if pair is not None:  # the feature-reuse graphs: converted and gated with the UNet, for unet.fp16.onnx
+            names16 = {role: CacheGraph.file_name(role, ".fp16.onnx") for role in ROLES}
+            for role in ROLES:
+                verify_artifact(folder / pair.names[role])
+                call_in_child(f"the FP16 conversion of the {role} graph", convert_file, folder / pair.names[role],
+                              work / names16[role])
+            reuse_gate = feature_cache_gate(fp32_path, tmp, pair.names, names16, folder, work, pair.graph, manifest.io,
+                                            manifest.scheduler_config)
+            for role in ROLES:
+                source = manifest.artifact(pair.names[role])
+                more[names16[role]] = ArtifactEntry(
+                    kind="onnx", precision="fp16-mixed", sha256=sha256_file(work / names16[role]),
+                    bytes=(work / names16[role]).stat().st_size, source=pair.names[role], source_sha256=source.sha256,
+                    build={**replace(pair.graph, role=role, engine=FP16_NAME).to_build(), "fp32_ops": list(FP32_OPS),
+                           "gate": reuse_gate})
+            for role in ROLES:
+                publish(work / names16[role], folder / names16[role])
+            also += (f"; feature-reuse graphs {', '.join(names16.values())}: image PSNR "
+                     f"{reuse_gate['sampling']['image_psnr_db']:.1f} dB vs FP32 (cache interval {REUSE_GATE_INTERVAL})")
         publish(tmp, folder / FP16_NAME)
     update_artifact(folder, manifest.base(), FP16_NAME, entry, more)
     print(f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "

@@ -18,7 +18,7 @@ from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.conditioning import declared_files
 from runtime.errors import DeployError, InputError
-from runtime.feature_cache import CacheGraph, graphs_for
+from runtime.feature_cache import graphs_for
 from runtime.manifest import MANIFEST_NAME, verify_artifact
 from runtime.requests import SampleRequest
 
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(Path(embed.triton.__file__).parent / "model.py", version / "model.py")
         decoder = [manifest.decoder_artifact] if manifest.decoder else []  # a latent model's decoder
         try:  # the feature-reuse graphs, when built for this engine (requests' cache schedules)
-            reuse = [CacheGraph.file_name(role) for role in graphs_for(manifest, entry) or ()]
+            pair = graphs_for(manifest, name, entry)
+            reuse = [] if pair is None else list(pair.names.values())
         except InputError:  # built, but not for this engine's backend: requests with a schedule are refused
             reuse = []
         needed = [*entry.external_data, *declared_files(manifest.conditioning), *decoder, *reuse, MANIFEST_NAME]

@@ -8,6 +8,9 @@ input with a batch axis, from the same I/O declaration the ONNX export used. A t
 reused across builds. The plan is written atomically and recorded in the manifest with the
 TensorRT version, GPU name and compute capability, profile, precision and sha256.
 
+A latent model's FP16 decoder gets ``decoder.plan``, and the FP16 feature-reuse graphs (``export.deepcache``, then
+``export.fp16``) get ``unet.cache-full.plan`` and ``unet.cache-shallow.plan``, with the same profile.
+
 Exits 4 with a message when TensorRT or a GPU is missing; the ONNX models run on ONNX Runtime.
 """
 
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from runtime.atomic import atomic_path
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import BackendUnavailableError, DeployError, first_line
+from runtime.feature_cache import ROLES, CacheGraph, graphs_for
 from runtime.io_spec import BatchProfile, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
@@ -128,9 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     if DECODER_FP16_NAME in manifest.artifacts:  # a latent model's FP16 decoder: its plan first, then the UNet's
         verify_artifact(folder / DECODER_FP16_NAME)
         more[DECODER_PLAN_NAME] = write_plan(DECODER_FP16_NAME, manifest.decoder_io, DECODER_PLAN_NAME)
+    pair = graphs_for(manifest, FP16_NAME, manifest.artifact(FP16_NAME))
+    if pair is not None:  # the FP16 feature-reuse graphs: their plans, for unet.plan (same profile)
+        for role in ROLES:
+            verify_artifact(folder / pair.names[role])
+            name = CacheGraph.file_name(role, ".plan")
+            built = write_plan(pair.names[role], manifest.io.with_feature(role, pair.graph.feature_shape), name)
+            more[name] = replace(built, build={**built.build, **replace(pair.graph, role=role, engine=PLAN_NAME).to_build()})
     entry = write_plan(FP16_NAME, manifest.io, PLAN_NAME)
     update_artifact(folder, manifest.base(), PLAN_NAME, entry, more)
-    also = f" (and {folder / DECODER_PLAN_NAME})" if more else ""
+    also = f" (and {', '.join(str(folder / name) for name in more)})" if more else ""
     print(f"wrote {folder / PLAN_NAME}{also} ({entry.bytes / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -9,15 +9,16 @@ always full. A trajectory keeps its own rows' feature (:class:`runtime.trajector
 requests with and without a schedule, at any steps, share engine calls: the batcher groups the rows
 of one step by the graph they need (:func:`runtime.trajectory.call_groups`).
 
-The graphs run on the backend and precision of the engine they serve: ONNX Runtime beside
-``unet.onnx``, OpenVINO (reading the ONNX graphs) beside ``unet.ov.xml``. A request without a schedule
-runs the plain engine, exactly as before.
+The graphs serve the engine they were built for: ``unet.onnx`` (``export.deepcache``), ``unet.fp16.onnx``
+(``export.fp16`` converts and gates them with the UNet) and ``unet.plan`` (``export.trt`` builds their
+plans); an OpenVINO engine converted from ``unet.onnx`` runs the FP32 graphs at its own precision. A
+request without a schedule runs the plain engine, exactly as before.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,8 @@ from .errors import InputError, ManifestError
 from .manifest import ArtifactEntry, Manifest
 
 ROLES = ("full", "shallow")
-FULL_NAME, SHALLOW_NAME = "unet.cache-full.onnx", "unet.cache-shallow.onnx"
+FULL_NAME, SHALLOW_NAME = "unet.cache-full.onnx", "unet.cache-shallow.onnx"  # export.deepcache's (FP32)
 BUILD_KEY = "feature_cache"  # the manifest entry's build key describing a feature-reuse graph
-SERVED_KINDS = ("onnx", "openvino")  # the engines whose backend runs the (FP32 ONNX) graphs
 HOW_TO_BUILD = "build them with `python -m export.deepcache --model MODEL --engines DIR`"
 
 
@@ -39,11 +39,12 @@ class CacheGraph:
     role: str  # "full" or "shallow"
     branch: int  # where the shallow graph cuts (0: the outermost blocks)
     feature_shape: tuple[int, ...]  # deep_feature per row: [C, H, W]
-    engine: str  # the engine it was split from (unet.onnx)
+    engine: str  # the engine it serves (unet.onnx; unet.fp16.onnx, unet.plan for the converted graphs)
 
     @staticmethod
-    def file_name(role: str) -> str:
-        return FULL_NAME if role == "full" else SHALLOW_NAME
+    def file_name(role: str, suffix: str = ".onnx") -> str:
+        """The graph's file name: ``unet.cache-full.onnx`` (``suffix`` ".fp16.onnx", ".plan": the converted ones)."""
+        return f"unet.cache-{role}{suffix}"
 
     def to_build(self) -> dict[str, Any]:
         return {BUILD_KEY: {"role": self.role, "branch": self.branch, "feature_shape": list(self.feature_shape),
@@ -61,26 +62,44 @@ class CacheGraph:
         return graph
 
 
-def graphs_for(manifest: Manifest, engine: ArtifactEntry) -> dict[str, tuple[CacheGraph, ArtifactEntry]] | None:
-    """The full and shallow graphs that serve ``engine`` (None: the folder has none for it; refused in one line
-    when the engine's backend or precision cannot run them)."""
-    found = {}
+@dataclass(frozen=True)
+class GraphPair:
+    """The full and shallow graphs that serve one engine: their artifact names, and how to run them."""
+
+    names: dict[str, str]  # role -> artifact file name
+    graph: CacheGraph  # the full graph's record (branch, feature shape, engine)
+    like: ArtifactEntry | None = None  # run them with this entry's backend and precision (None: their own)
+
+
+def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> GraphPair | None:
+    """The feature-reuse graphs that serve the engine ``engine_name`` (None: the folder has none). Graphs serve
+    the engine they were built for (``export.deepcache``: unet.onnx; ``export.fp16``: unet.fp16.onnx;
+    ``export.trt``: unet.plan); an OpenVINO engine converted from unet.onnx runs unet.onnx's graphs at its own
+    precision. Graphs built for other engines only are refused in one line."""
+    pairs: dict[str, dict[str, tuple[str, CacheGraph]]] = {}
     for name, entry in manifest.artifacts.items():
         if BUILD_KEY in entry.build:
             graph = CacheGraph.from_entry(entry, f"manifest {manifest.path}, artifact {name!r}")
-            found[graph.role] = (graph, entry)
-    if set(found) != set(ROLES):
+            pairs.setdefault(graph.engine, {})[graph.role] = (name, graph)
+    pairs = {k: v for k, v in pairs.items() if set(v) == set(ROLES)}
+    if not pairs:
         return None
-    source = manifest.artifacts.get(found["full"][0].engine)
-    if source is None or engine.kind not in SERVED_KINDS or engine.precision == "fp16" or not (
-            engine.sha256 == source.sha256 or engine.source_sha256 == source.sha256):
-        raise InputError(f"the feature-reuse graphs in {manifest.path.parent} serve {found['full'][0].engine} and its "
-                         f"OpenVINO form, not this {engine.kind} {engine.precision} engine; load one of those for cache "
-                         "schedules")
-    if found["full"][0].branch != found["shallow"][0].branch or found["full"][0].feature_shape != found["shallow"][0].feature_shape:
+    like = None
+    chosen = pairs.get(engine_name)
+    if chosen is None and engine.kind == "openvino":
+        chosen = next((pair for served, pair in pairs.items() if served in manifest.artifacts
+                       and manifest.artifacts[served].sha256 == engine.source_sha256
+                       and manifest.artifacts[served].precision == "fp32"), None)
+        like = replace(engine, profile=None)
+    if chosen is None:
+        raise InputError(f"the feature-reuse graphs in {manifest.path.parent} serve {', '.join(sorted(pairs))}, not "
+                         f"{engine_name}; load one of those for cache schedules, or build them for it (export.fp16 and "
+                         "export.trt convert the graphs with the engine)")
+    (full_name, full), (shallow_name, shallow) = chosen["full"], chosen["shallow"]
+    if (full.branch, full.feature_shape) != (shallow.branch, shallow.feature_shape):
         raise ManifestError(f"the feature-reuse graphs in {manifest.path.parent} were built for different branches; "
                             f"{HOW_TO_BUILD}")
-    return found
+    return GraphPair({"full": full_name, "shallow": shallow_name}, full, like)
 
 
 def full_steps(num_steps: int, interval: int | None, steps: Sequence[int] | None) -> frozenset[int] | None:
@@ -101,29 +120,26 @@ def full_steps(num_steps: int, interval: int | None, steps: Sequence[int] | None
 class FeatureCache:
     """The two graphs' runners for one engine, opened on first use (a request with a schedule)."""
 
-    def __init__(self, folder: Path, graphs: dict[str, tuple[CacheGraph, ArtifactEntry]], engine: ArtifactEntry,
-                 open_graph):
-        """``open_graph(path, role, like)`` opens one graph (runtime.engine.open_engine with the pipeline's options)."""
-        self.folder = folder
-        self.graphs = graphs
-        self.engine = engine
+    def __init__(self, pair: GraphPair, open_graph: Callable[[str, str, ArtifactEntry | None], Any]):
+        """``open_graph(artifact name, role, like)`` opens one graph as an active runner (the pipeline's:
+        runtime.engine.open_engine with its options)."""
+        self.pair = pair
         self._open_graph = open_graph
         self.runners: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @property
     def branch(self) -> int:
-        return self.graphs["full"][0].branch
+        return self.pair.graph.branch
 
     def open(self) -> dict[str, Any]:
         """The active runners by role (opened once; thread-safe)."""
         with self._lock:
             if not self.runners:
-                like = None if self.engine.kind == "onnx" else replace(self.engine, profile=None)
                 opened = {}
                 try:
                     for role in ROLES:
-                        opened[role] = self._open_graph(self.folder / CacheGraph.file_name(role), role, like)
+                        opened[role] = self._open_graph(self.pair.names[role], role, self.pair.like)
                 except BaseException:
                     for runner in opened.values():
                         runner.deactivate()

@@ -118,11 +118,10 @@ class Pipeline:
             if manifest.decoder:  # a latent model: its decoder beside it
                 decoder = open_engine(manifest.path.parent / decoder_for(manifest, entry), device=device, threads=threads,
                                       cache_dir=cache, role="decoder")[0]
-            graphs = graphs_for(manifest, entry)
-            feature_cache = None if graphs is None else FeatureCache(
-                manifest.path.parent, graphs, entry,
-                lambda path, role, like: open_engine(path, device=device, threads=threads, cache_dir=cache, role=role,
-                                                     like=like)[0])
+            pair = graphs_for(manifest, Path(engine).name, entry)
+            feature_cache = None if pair is None else FeatureCache(
+                pair, lambda name, role, like: open_engine(manifest.path.parent / name, device=device, threads=threads,
+                                                           cache_dir=cache, role=role, like=like)[0])
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
                        read_conditioning(manifest), decoder, feature_cache)
         except BaseException:

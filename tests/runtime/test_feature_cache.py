@@ -108,13 +108,15 @@ def test_an_engine_without_graphs_refuses_a_schedule(tiny_engine):
 def test_graphs_serve_unet_onnx_and_its_openvino_form_only(class_cache_engine):
     manifest = read_manifest(class_cache_engine.parent / "manifest.json")
     fp32 = manifest.artifact("unet.onnx")
-    assert set(graphs_for(manifest, fp32)) == {"full", "shallow"}
+    pair = graphs_for(manifest, "unet.onnx", fp32)
+    assert pair.names == {"full": "unet.cache-full.onnx", "shallow": "unet.cache-shallow.onnx"} and pair.like is None
     openvino = replace(fp32, kind="openvino", sha256="1" * 64, source="unet.onnx", source_sha256=fp32.sha256)
-    assert graphs_for(manifest, openvino) is not None
-    for other in (replace(openvino, kind="onnx", precision="fp16"), replace(openvino, kind="tensorrt", precision="fp16"),
-                  replace(openvino, source_sha256="2" * 64)):
-        with pytest.raises(InputError, match="serve unet.onnx and its OpenVINO form"):
-            graphs_for(manifest, other)
+    assert graphs_for(manifest, "unet.ov.xml", openvino).like.kind == "openvino"
+    for name, other in (("unet.fp16.onnx", replace(openvino, kind="onnx", precision="fp16")),
+                        ("unet.plan", replace(openvino, kind="tensorrt", precision="fp16")),
+                        ("unet.ov.xml", replace(openvino, source_sha256="2" * 64))):
+        with pytest.raises(InputError, match=f"serve unet.onnx, not {name}"):
+            graphs_for(manifest, name, other)
 
 
 def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):

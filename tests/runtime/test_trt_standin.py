@@ -149,3 +149,46 @@ def test_a_latent_model_plan_runs_with_its_onnx_decoder_on_stand_ins(ldm_engine,
     with Pipeline.load(folder / "unet.plan") as pipe:
         assert pipe.runner.entry.kind == "tensorrt" and pipe.decoder.entry.kind == "tensorrt"  # decoder.plan
         assert pipe.image_shape == (16, 16, 3) and pipe(batch=2, steps=3, seed=0).shape == (2, 16, 16, 3)
+
+
+def test_feature_reuse_graphs_through_fp16_and_plans_on_stand_ins(class_cache_engine, tmp_path, monkeypatch):
+    """The feature-reuse graphs go through FP16 (gated with a cache schedule against FP32) and the plan build with the
+    UNet; unet.plan's pipeline runs their plans. STAND-INS check the wiring only: the full plan's deep_feature output
+    is its timestep / 1000, the shallow plan adds the kept feature, so a shallow step shows which full step's feature
+    reached it."""
+    import shutil
+
+    from export.fp16 import main as fp16_main
+    from runtime import Pipeline
+    from runtime.io_spec import DEEP_FEATURE, NOISE_PRED
+    from runtime.manifest import read_manifest
+
+    folder = Path(shutil.copytree(class_cache_engine.parent, tmp_path / "engines"))
+    assert fp16_main(["--engines", str(folder)]) == 0
+    manifest = read_manifest(folder / "manifest.json")
+    for role in ("full", "shallow"):
+        entry = manifest.artifact(f"unet.cache-{role}.fp16.onnx")
+        assert entry.source == f"unet.cache-{role}.onnx" and entry.build["feature_cache"]["engine"] == "unet.fp16.onnx"
+        gate = entry.build["gate"]
+        assert gate["sampling"]["image_psnr_db"] >= 35 and gate["sampling"]["cache_interval"] == 2
+        assert min(min(r["full_psnr_db"], r["shallow_psnr_db"]) for r in gate["noise_prediction"]) >= 35
+    calls = trt_standin.install(monkeypatch)
+    assert build(folder) == 0
+    assert calls["network"]["path"] == str(folder / "unet.fp16.onnx")  # the UNet's plan last
+    manifest = read_manifest(folder / "manifest.json")
+    for role in ("full", "shallow"):
+        entry = manifest.artifact(f"unet.cache-{role}.plan")
+        assert entry.kind == "tensorrt" and entry.source == f"unet.cache-{role}.fp16.onnx" and entry.profile.max == 4
+        assert entry.build["feature_cache"] == {"role": role, "branch": 0, "feature_shape": [32, 8, 8], "engine": "unet.plan"}
+    with Pipeline.load(folder / "unet.plan") as pipe:
+        plain = pipe.denoise(count=2, steps=5, seed=0, class_labels=[1, 2])
+        reused = pipe.denoise(count=2, steps=5, seed=0, class_labels=[1, 2], cache_interval=2)
+        runners = pipe.feature_cache.runners
+        assert {r.entry.kind for r in runners.values()} == {"tensorrt"} and not np.array_equal(plain, reused)
+        x = np.ones((2, 3, 8, 8), np.float32)
+        labels = np.array([1, 2], np.int64)
+        full = runners["full"].infer({"sample": x, "timestep": np.array([100.0, 900.0], np.float32), "class_labels": labels})
+        np.testing.assert_array_equal(full[DEEP_FEATURE][:, 0, 0, 0], np.float32([0.1, 0.9]))
+        shallow = runners["shallow"].infer({"sample": x, "timestep": np.array([50.0, 50.0], np.float32),
+                                            "class_labels": labels, DEEP_FEATURE: full[DEEP_FEATURE]})
+        np.testing.assert_array_equal(shallow[NOISE_PRED][:, 0, 0, 0], np.float32([0.6, 1.4]))

@@ -6,7 +6,9 @@ modules let ``export.trt``'s main and ``TrtRunner`` run end to end anyway:
 * ``tensorrt``: only classes, members and enum values whose names appear in every TensorRT release we
   support (``shared/reference/tensorrt-api/``; :func:`public_names` is checked against those lists). A
   "plan" is JSON describing the engine's tensors; "execute" computes a known function of the inputs:
-  ``noise_pred = 0.5 * sample + timestep / 1000`` (a latent decoder: ``image = 0.5 * latents``, nearest-upsampled).
+  ``noise_pred = 0.5 * sample + timestep / 1000`` (a latent decoder: ``image = 0.5 * latents``, nearest-upsampled;
+  a feature-reuse full graph also outputs ``deep_feature = timestep / 1000``, and a shallow graph gives
+  ``0.5 * sample + deep_feature[:, 0, 0, 0]``: the timestep of the full step that kept the feature).
 * ``cuda.bindings.runtime``: device memory is host memory (``cudaMalloc`` hands out the address of a
   numpy buffer, copies are ``memmove``), calls return cuda-python's ``(error, value)`` tuples.
 * ``polygraphy.backend.trt``: records the loaders' arguments and returns a plan for the ONNX model's
@@ -178,7 +180,17 @@ class IExecutionContext:
         sample = view("sample", n).reshape(shape)
         t = view("timestep", shape[0])
         out = view("noise_pred", n).reshape(shape)
+        names = {t["name"] for t in self._engine._tensors}
+        if "deep_feature" in self._shapes:  # a feature-reuse shallow graph: the kept feature's first value for t / 1000
+            feature_shape = self._shapes["deep_feature"]
+            kept = view("deep_feature", int(np.prod(feature_shape))).reshape(feature_shape)[:, 0, 0, 0]
+            out[...] = np.float32(0.5) * sample + kept[:, None, None, None]
+            return True
         out[...] = np.float32(0.5) * sample + (t / np.float32(1000))[:, None, None, None]
+        if "deep_feature" in names:  # a feature-reuse full graph: the feature is t / 1000 everywhere
+            feature_shape = (shape[0], *self._engine._tensor("deep_feature")["max"][1:])
+            feature = view("deep_feature", int(np.prod(feature_shape))).reshape(feature_shape)
+            feature[...] = (t / np.float32(1000))[:, None, None, None]
         return True
 
 
@@ -243,19 +255,27 @@ def make_polygraphy(faults: Faults, calls: dict) -> dict[str, types.ModuleType]:
             if faults.build_error:
                 raise PolygraphyException(faults.build_error)
             (profile,) = calls["config"]["profiles"]
+            import onnx
+
+            graph = onnx.load(calls["network"]["path"], load_external_data=False).graph
+            int64 = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.INT64}
             tensors = [
-                {"name": name, "mode": "INPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi}
+                {"name": name, "mode": "INPUT", "dtype": "INT64" if name in int64 else "FLOAT", "min": lo, "opt": opt, "max": hi}
                 for name, (lo, opt, hi) in profile.items()
             ]
             if "latents" in profile:  # a decoder: its image's shape from the ONNX file being built
-                import onnx
-
-                dims = [d.dim_value for d in onnx.load(calls["network"]["path"]).graph.output[0].type.tensor_type.shape.dim][1:]
+                dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:]
                 lo, opt, hi = ((p[0], *dims) for p in profile["latents"])
                 tensors.append({"name": "image", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi})
             else:
                 lo, opt, hi = profile["sample"]
                 tensors.append({"name": "noise_pred", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt, "max": hi})
+                for output in graph.output:
+                    if output.name == "deep_feature":  # a feature-reuse full graph's second output
+                        dims = [d.dim_value for d in output.type.tensor_type.shape.dim][1:]
+                        lo, opt, hi = ((p[0], *dims) for p in profile["sample"])
+                        tensors.append({"name": "deep_feature", "mode": "OUTPUT", "dtype": "FLOAT", "min": lo, "opt": opt,
+                                        "max": hi})
             for t in tensors:
                 t.update(faults.plan_override.get(t["name"], {}))
             return json.dumps({"tensors": tensors}).encode()
