@@ -178,8 +178,8 @@ def main(argv=None) -> int:
                                     "scipy": "test"})
     cfg = MODES[args.mode]
     started = time.time()
-    rows, floor = digits_rows(cfg)
     seconds, calls = reference_timing(args.mode, cfg["timed"])
+    rows, floor = digits_rows(cfg)
     config_name = "google/ddpm-cat-256 config" if args.mode == "full" else "quick config (64x64)"
     out = Path(args.out)
     plot(rows, floor, out / f"bench-feature-cache-{args.mode}.png")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from runtime.errors import DeployError, GateError
 from runtime.feature_cache import FULL_NAME, ROLES, SHALLOW_NAME, CacheGraph
 from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
 from . import load
 from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"differs from the manifest's); pass that model, or re-export {folder} from this one")
     check_branch(model.config, args.branch)
     io = manifest.io
+    if io.timestep is None:  # a manifest written before timestep domains were declared: training steps
+        raw = manifest.scheduler_config
+        io = replace(io, timestep=io.timestep_domain(SchedulerConfig.from_dict(raw, scheduler_name_for(raw)).num_train_timesteps))
     remove_leftovers(folder)
     started = time.perf_counter()
     with staging(folder, "deepcache") as work:

@@ -36,7 +36,8 @@ def open_engine(
         raise EngineError(f"engine {path} must end in {' or '.join(ENGINE_SUFFIXES)} (an ONNX model, a TensorRT plan or an OpenVINO model)")
     manifest, entry = artifact_entry(path)
     if role in ROLES:
-        io = manifest.io.with_feature(role, CacheGraph.from_entry(entry, f"manifest {manifest.path}, artifact {path.name!r}").feature_shape)
+        graph = CacheGraph.from_entry(entry, f"manifest {manifest.path}, artifact {path.name!r}")
+        io = manifest.io.with_feature(role, graph.feature_shape)
     else:
         io = manifest.io if role == "unet" else manifest.decoder_io
     run_as = entry if like is None else replace(entry, kind=like.kind, precision=like.precision)

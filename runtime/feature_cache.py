@@ -128,10 +128,6 @@ class FeatureCache:
         self.runners: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    @property
-    def branch(self) -> int:
-        return self.pair.graph.branch
-
     def open(self) -> dict[str, Any]:
         """The active runners by role (opened once; thread-safe)."""
         with self._lock:

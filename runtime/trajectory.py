@@ -8,9 +8,12 @@ own sampler step. The engine takes one timestep per image, so requests at differ
 different samplers and step counts, share every call. A guided trajectory (classifier-free
 guidance) gives the engine two rows per image, its unconditional and its conditional one, and
 combines their outputs (:func:`runtime.conditioning.guide`) before its step; guided and unguided
-requests, at any scales, share calls like any others. Only requests whose conditioning rows differ
-in shape (cross-attention conditions of different token counts, on an engine with a dynamic
-sequence axis) cannot be concatenated: :func:`call_groups` splits those into one call per shape.
+requests, at any scales, share calls like any others. With feature reuse (:mod:`runtime.feature_cache`)
+a trajectory's step runs the full graph (which also returns the deep feature the trajectory keeps) or
+the shallow graph (fed that feature), per its cache schedule. Requests whose step needs another graph,
+or whose conditioning rows differ in shape (cross-attention conditions of different token counts, on
+an engine with a dynamic sequence axis), cannot be concatenated: :func:`call_groups` splits those into
+one call per graph and shape.
 
 On ONNX Runtime (CPU) the UNet is batch-invariant (a row's output does not depend on the other rows),
 so a trajectory advanced among others gives the same image, bit for bit, as the same request alone;

@@ -55,7 +55,8 @@ DDPM_API int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width
  * with any of "count" (alias "batch"), "seed", "seeds" (one per image), "per_image_seeds", "steps",
  * "scheduler" (a name of runtime.schedulers.SCHEDULERS: "ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc-2m",
  * "unipc-3m", ...), "eta", "noise" ("numpy"|"torch"), "timeout_s" (default: the
- * handle's option). Writes count images, uint8 [count, height, width, channels], into out. */
+ * handle's option), "cache_interval" or "cache_full_steps" (feature reuse: needs the engine folder's graphs from
+ * `python -m export.deepcache`). Writes count images, uint8 [count, height, width, channels], into out. */
 DDPM_API int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len);
 
 /* The handle's batching statistics as a JSON object ({"engine_calls", "rows", "mean_batch", "completed",
