@@ -16,6 +16,7 @@ Exits 4 with a message when TensorRT or a GPU is missing; the ONNX models run on
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import replace
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from runtime.atomic import atomic_path
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import BackendUnavailableError, DeployError, first_line
+from runtime.errors import BackendUnavailableError, DeployError, InputError, first_line
 from runtime.feature_cache import ROLES, CacheGraph, graphs_for
 from runtime.io_spec import BatchProfile, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
@@ -32,6 +33,7 @@ from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
 from .artifacts import DECODER_FP16_NAME, DECODER_PLAN_NAME, FP16_NAME, PLAN_NAME
 
 PROG = "export.trt"
+log = logging.getLogger(PROG)
 TIMING_CACHE_NAME = "timing.cache"
 MIN_TENSORRT = (10, 12)
 
@@ -133,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     if DECODER_FP16_NAME in manifest.artifacts:  # a latent model's FP16 decoder: its plan first, then the UNet's
         verify_artifact(folder / DECODER_FP16_NAME)
         more[DECODER_PLAN_NAME] = write_plan(DECODER_FP16_NAME, manifest.decoder_io, DECODER_PLAN_NAME)
-    pair = graphs_for(manifest, FP16_NAME, manifest.artifact(FP16_NAME))
+    try:
+        pair = graphs_for(manifest, FP16_NAME, manifest.artifact(FP16_NAME))
+    except InputError:  # graphs for unet.onnx only: the plan is built, cache schedules are refused on it
+        log.warning("the feature-reuse graphs in %s are not converted to FP16; run `python -m export.fp16 --engines %s` "
+                    "again, then this, for cache schedules on unet.plan", folder, folder)
+        pair = None
     if pair is not None:  # the FP16 feature-reuse graphs: their plans, for unet.plan (same profile)
         for role in ROLES:
             verify_artifact(folder / pair.names[role])

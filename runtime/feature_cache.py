@@ -120,16 +120,21 @@ def full_steps(num_steps: int, interval: int | None, steps: Sequence[int] | None
 class FeatureCache:
     """The two graphs' runners for one engine, opened on first use (a request with a schedule)."""
 
-    def __init__(self, pair: GraphPair, open_graph: Callable[[str, str, ArtifactEntry | None], Any]):
+    def __init__(self, pair: GraphPair | None, open_graph: Callable[[str, str, ArtifactEntry | None], Any],
+                 refusal: InputError | None = None):
         """``open_graph(artifact name, role, like)`` opens one graph as an active runner (the pipeline's:
-        runtime.engine.open_engine with its options)."""
+        runtime.engine.open_engine with its options). Without a ``pair``, :meth:`open` raises ``refusal`` (why the
+        folder's graphs cannot serve this engine)."""
         self.pair = pair
+        self.refusal = refusal
         self._open_graph = open_graph
         self.runners: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def open(self) -> dict[str, Any]:
         """The active runners by role (opened once; thread-safe)."""
+        if self.pair is None:
+            raise self.refusal
         with self._lock:
             if not self.runners:
                 opened = {}

@@ -118,10 +118,13 @@ class Pipeline:
             if manifest.decoder:  # a latent model: its decoder beside it
                 decoder = open_engine(manifest.path.parent / decoder_for(manifest, entry), device=device, threads=threads,
                                       cache_dir=cache, role="decoder")[0]
-            pair = graphs_for(manifest, Path(engine).name, entry)
-            feature_cache = None if pair is None else FeatureCache(
+            try:
+                pair, refusal = graphs_for(manifest, Path(engine).name, entry), None
+            except InputError as exc:  # graphs for other engines only: refused when a request asks for a schedule
+                pair, refusal = None, exc
+            feature_cache = None if pair is None and refusal is None else FeatureCache(
                 pair, lambda name, role, like: open_engine(manifest.path.parent / name, device=device, threads=threads,
-                                                           cache_dir=cache, role=role, like=like)[0])
+                                                           cache_dir=cache, role=role, like=like)[0], refusal)
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
                        read_conditioning(manifest), decoder, feature_cache)
         except BaseException:

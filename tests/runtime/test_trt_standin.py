@@ -192,3 +192,17 @@ def test_feature_reuse_graphs_through_fp16_and_plans_on_stand_ins(class_cache_en
         shallow = runners["shallow"].infer({"sample": x, "timestep": np.array([50.0, 50.0], np.float32),
                                             "class_labels": labels, DEEP_FEATURE: full[DEEP_FEATURE]})
         np.testing.assert_array_equal(shallow[NOISE_PRED][:, 0, 0, 0], np.float32([0.6, 1.4]))
+    # graphs for unet.onnx only (feature reuse exported after the FP16 stage): the plan is built, with a warning, and
+    # cache schedules on it are refused in one line
+    from runtime.errors import InputError
+    from runtime.manifest import update_artifact
+
+    for role in ("full", "shallow"):
+        (folder / f"unet.cache-{role}.fp16.onnx").unlink()
+        (folder / f"unet.cache-{role}.plan").unlink()
+    update_artifact(folder, manifest.base(), "unet.fp16.onnx", manifest.artifact("unet.fp16.onnx"))
+    assert build(folder) == 0
+    assert not any("cache" in name and not name.endswith(".onnx") for name in read_manifest(folder / "manifest.json").artifacts)
+    with Pipeline.load(folder / "unet.plan") as pipe:
+        with pytest.raises(InputError, match="serve unet.onnx, not unet.plan"):
+            pipe.denoise(count=1, steps=3, class_labels=[0], cache_interval=2)
