@@ -39,7 +39,7 @@ from runtime.atomic import publish
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
 from runtime.feature_cache import FULL_NAME, ROLES, SHALLOW_NAME, CacheGraph
-from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, UNetIO
+from runtime.io_spec import DEEP_FEATURE, UNetIO
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         parity = {
             "full": check_parity(work / FULL_NAME, cases.full, atol=args.tolerance),
             "feature": check_parity(work / FULL_NAME, cases.features, atol=args.tolerance, output=DEEP_FEATURE),
-            "shallow": check_parity(work / SHALLOW_NAME, cases.shallow, atol=args.tolerance, output=NOISE_PRED),
+            "shallow": check_parity(work / SHALLOW_NAME, cases.shallow, atol=args.tolerance),
         }
         entries = {}
         for role in ROLES:

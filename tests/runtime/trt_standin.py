@@ -180,7 +180,7 @@ class IExecutionContext:
         sample = view("sample", n).reshape(shape)
         t = view("timestep", shape[0])
         out = view("noise_pred", n).reshape(shape)
-        names = {t["name"] for t in self._engine._tensors}
+        names = {tensor["name"] for tensor in self._engine._tensors}
         if "deep_feature" in self._shapes:  # a feature-reuse shallow graph: the kept feature's first value for t / 1000
             feature_shape = self._shapes["deep_feature"]
             kept = view("deep_feature", int(np.prod(feature_shape))).reshape(feature_shape)[:, 0, 0, 0]
