@@ -8,14 +8,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    match = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    return set(match.group(1).split()) if match else set()
+from runtime.cpu import cpu_flags
 
 
 def cpu_model() -> str:

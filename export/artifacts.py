@@ -24,6 +24,7 @@ from runtime.manifest import DECODER_PLAN_NAME, verify_artifact  # noqa: F401 (r
 
 ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact derives from
 FP16_NAME = "unet.fp16.onnx"  # export.fp16
+INT8_NAME = "unet.int8.onnx"  # export.int8
 OV_NAME, OV_WEIGHTS = "unet.ov.xml", "unet.ov.bin"  # export.bf16 (OpenVINO IR)
 PLAN_NAME = "unet.plan"  # export.trt
 DECODER_NAME = "decoder.onnx"  # export.onnx, for a latent-diffusion folder (export.decoder)

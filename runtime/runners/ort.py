@@ -1,4 +1,5 @@
-"""ONNX Runtime backend."""
+"""ONNX Runtime backend. An INT8 engine (``export.int8``, precision ``int8``) runs on ONNX Runtime's integer kernels
+on a CPU with VNNI or AMX, and is refused elsewhere (:mod:`runtime.cpu`, exit 4) unless its arithmetic is simulated."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..cpu import SIMULATED, int8_arithmetic
 from ..errors import BackendUnavailableError, EngineError, first_line
 from .base import Runner
 
@@ -59,6 +61,8 @@ def choose_providers(device: str) -> list[str]:
 
 CACHED_MODEL = "model.onnx"
 CACHED_DATA = "model.onnx.data"
+# An INT8 engine computed in FP32 (runtime.cpu.SIMULATED): ONNX Runtime leaves its Q/DQ pairs unfused.
+SIMULATE_INT8 = {"session.disable_quant_qdq": "1"}
 # Saved with the optimized graph: weights already packed for this CPU's kernels (loads in a third of the
 # time), in a data file beside it.
 SAVE_OPTIMIZED = {
@@ -79,9 +83,12 @@ class OrtRunner(Runner):
         self.threads = self.options.threads
         self._session: ort.InferenceSession | None = None
         self.providers = choose_providers(self.options.device)
+        # how an INT8 engine runs on this CPU (runtime.cpu; refused here, as a missing provider is); None: not INT8
+        self.int8 = int8_arithmetic() if self.entry is not None and self.entry.precision == "int8" else None
         self._use_cache("onnxruntime", {
             "backend_version": ort.__version__,
-            "options": {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": self.providers, "saved": SAVE_OPTIMIZED},
+            "options": {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": self.providers, "saved": SAVE_OPTIMIZED,
+                        **({"int8": self.int8} if self.int8 else {})},
         })
 
     def _session_for(self, path: Path, opts: ort.SessionOptions) -> ort.InferenceSession:
@@ -101,6 +108,9 @@ class OrtRunner(Runner):
     def _build(self, staged: Path | None) -> ort.InferenceSession:
         """A session on the engine file, saving its optimized graph into ``staged`` (for the cache) when given."""
         opts = session_options(self.threads)
+        if self.int8 == SIMULATED:
+            for key, value in SIMULATE_INT8.items():
+                opts.add_session_config_entry(key, value)
         if staged is not None:
             opts.optimized_model_filepath = str(staged / CACHED_MODEL)
             for key, value in SAVE_OPTIMIZED.items():

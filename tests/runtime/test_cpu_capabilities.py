@@ -14,19 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from runtime.cpu import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPARISONS = [f"tests/runtime/{name}" for name in
                ("test_tables.py", "test_ddpm.py", "test_ddim.py", "test_dpmpp.py", "test_noise.py")]
 NESTED = "DDPM_DEPLOY_CAPABILITY_RUN"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
 
 
 @pytest.mark.skipif(os.environ.get(NESTED) == "1", reason="already inside a capability run")
