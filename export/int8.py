@@ -18,9 +18,9 @@ in quality (docs/bench-int8-*.md).
 
 The **INT8 gate** is the FP16 one (``export.gates.accuracy_gate``) with INT8's thresholds: noise-prediction PSNR
 over the gate timesteps >= INT8_MIN_PSNR_DB and the image PSNR of INT8_GATE_IMAGES 10-step sampling runs (pooled)
->= INT8_MIN_IMAGE_PSNR_DB against FP32; on failure exit 3 and nothing is written. The manifest entry (``unet.int8.onnx``, kind onnx,
-precision int8) records the figures, the kept layers, the calibration and the arithmetic the gate ran (this CPU's
-VNNI/AMX kernels, or ``simulated``). Exits 4 on a CPU without VNNI or AMX (:mod:`runtime.cpu`: its integer kernels
+>= INT8_MIN_IMAGE_PSNR_DB against FP32; on failure exit 3 and nothing is written. The manifest entry
+(``unet.int8.onnx``, kind onnx, precision int8) records the figures, the kept layers, the calibration and the
+arithmetic the gate ran (this CPU's VNNI/AMX kernels, or ``simulated``). Exits 4 on a CPU without VNNI or AMX (:mod:`runtime.cpu`: its integer kernels
 saturate) unless ``DDPM_DEPLOY_INT8_SIMULATE=1``, where the gate computes the quantized arithmetic in FP32.
 """
 
@@ -102,7 +102,8 @@ class _RecordingRunner(OrtRunner):
         return super()._infer(feed)
 
 
-def calibration_rows(fp32_path: Path, manifest, entry: ArtifactEntry, calibration: Calibration) -> list[dict[str, np.ndarray]]:
+def calibration_rows(fp32_path: Path, manifest, entry: ArtifactEntry,
+                     calibration: Calibration) -> list[dict[str, np.ndarray]]:
     """The calibration inputs, a row each: the UNet inputs of ``calibration.images`` images sampled by the runtime
     from the FP32 engine (a conditional model: a different example condition per image), or standard-normal samples
     at spread timesteps (``source`` "noise")."""

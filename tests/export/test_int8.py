@@ -66,7 +66,7 @@ def test_quantized_layers_read_int8_weights_and_kept_layers_float(int8_engine):
                                                 for i in node.input[:2])]
     assert {node.name for node in layers} - {node.name for node in quantized} == kept
     assert len(quantized) == entry.build["quantization"]["quantized_nodes"] > 0
-    for node in quantized:  # the weight's DequantizeLinear reads an int8 tensor, the activation's a uint8 one
+    for node in quantized:  # the weight's DequantizeLinear reads an int8 tensor, the activation's a QuantizeLinear
         activation, weight = (producer[name].input[0] for name in node.input[:2])
         if weight in weights:
             assert weights[weight].data_type == onnx.TensorProto.INT8
