@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
-from .samplers import ERROR_IMAGES, SPACING, digits_engine, error
+from .samplers import ERROR_IMAGES, SPACING, digits_engine, error, timed_images
 from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,12 +100,8 @@ def digits_quality(cfg: dict, int8: Path) -> tuple[list[dict], float]:
             for scheduler, steps in cfg["digits"]:
                 fields = dict(steps=steps, scheduler=scheduler)
                 pipe(count=2, seeds=[0, 1], **fields)  # warm-up
-                started, out = time.perf_counter(), []
-                for start in range(0, count, 250):
-                    n = min(250, count - start)
-                    out.append(pipe(count=n, seeds=list(range(start, start + n)), **fields))
-                ms = (time.perf_counter() - started) / count * 1e3
-                x = to_model_range(np.concatenate(out))
+                generated, seconds = timed_images(pipe, count, **fields)
+                ms, x = seconds * 1e3, to_model_range(generated)
                 final = pipe.denoise(count=ERROR_IMAGES, seeds=list(range(ERROR_IMAGES)), **fields)
                 fp32_final.setdefault((scheduler, steps), final)
                 rows.append({"precision": precision, "sampler": scheduler, "steps": steps, "ms": ms,

@@ -69,6 +69,16 @@ def error(x: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return rmse, (float("inf") if rmse == 0 else 20 * np.log10(1 / rmse))
 
 
+def timed_images(pipe, count: int, **fields) -> tuple[np.ndarray, float]:
+    """``count`` digits images (uint8) sampled in batches of 250 with per-image seeds 0..count-1, and the seconds per
+    image: the digits benches' quality and time rows."""
+    started, out = time.perf_counter(), []
+    for start in range(0, count, 250):
+        n = min(250, count - start)
+        out.append(pipe(count=n, seeds=list(range(start, start + n)), **fields))
+    return np.concatenate(out), (time.perf_counter() - started) / count
+
+
 def digits_rows(cfg: dict) -> tuple[list[dict], float, tuple[float, float]]:
     """Per method on the digits model: FD, confidence, ms per image (batch 250), RMSE/PSNR against the converged
     reference; the floor at this count; the reference's own error."""
@@ -85,20 +95,12 @@ def digits_rows(cfg: dict) -> tuple[list[dict], float, tuple[float, float]]:
     seeds = list(range(ERROR_IMAGES))
     with Pipeline.load(digits_engine(), device="cpu", cache_dir=None) as pipe:
         pipe.scheduler_config = {**pipe.scheduler_config, **SPACING}
-
-        def images(scheduler: str, steps: int) -> tuple[np.ndarray, float]:
-            started, out = time.perf_counter(), []
-            for start in range(0, count, 250):
-                n = min(250, count - start)
-                out.append(pipe(count=n, steps=steps, scheduler=scheduler, seeds=list(range(start, start + n))))
-            return np.concatenate(out), (time.perf_counter() - started) / count
-
         converged = pipe.denoise(count=ERROR_IMAGES, seeds=seeds, steps=REFERENCE_STEPS, scheduler="dpmpp-2m")
         own = error(pipe.denoise(count=ERROR_IMAGES, seeds=seeds, steps=CHECK_STEPS, scheduler="dpmpp-2m"), converged)
         print(f"digits reference dpmpp-2m {REFERENCE_STEPS}: at {CHECK_STEPS} steps RMSE {own[0]:.2e}", flush=True)
         rows = []
         for scheduler, steps in methods(cfg):
-            generated, seconds = images(scheduler, steps)
+            generated, seconds = timed_images(pipe, count, steps=steps, scheduler=scheduler)
             x = to_model_range(generated)
             rmse, psnr = error(pipe.denoise(count=ERROR_IMAGES, seeds=seeds, steps=steps, scheduler=scheduler), converged)
             rows.append({"sampler": scheduler, "steps": steps, "fd": frechet(clf.features(x), ref),
