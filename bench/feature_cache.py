@@ -121,9 +121,9 @@ def reference_timing(mode: str, timed: list) -> tuple[dict, dict]:
         pipe.denoise(count=1, seed=0, steps=3, scheduler="ddim", cache_interval=2)  # warm-up, opens the graphs
         x = np.random.default_rng(0).standard_normal((1, pipe.channels, pipe.height, pipe.width), dtype=np.float32)
         t = np.array([500.0], dtype=np.float32)
-        feature = pipe.denoiser.reuse["full"].outputs(x, t)[DEEP_FEATURE]
-        runs = {"plain": lambda: pipe.denoiser(x, t), "full": lambda: pipe.denoiser.reuse["full"].outputs(x, t),
-                "shallow": lambda: pipe.denoiser.reuse["shallow"].outputs(x, t, {DEEP_FEATURE: feature})}
+        feature = pipe.denoiser.outputs(x, t, graph="full")[DEEP_FEATURE]
+        runs = {"plain": lambda: pipe.denoiser(x, t), "full": lambda: pipe.denoiser.outputs(x, t, graph="full"),
+                "shallow": lambda: pipe.denoiser.outputs(x, t, {DEEP_FEATURE: feature}, graph="shallow")}
         for name, call in runs.items():
             times = []
             for _ in range(3):

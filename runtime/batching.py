@@ -26,7 +26,7 @@ from typing import Any, Callable
 from .errors import InputError, QueueFullError, RequestCancelledError, RequestTimeoutError
 from .pipeline import Pipeline
 from .requests import SampleRequest, SampleResult, SamplerSettings
-from .trajectory import ProgressFn, Trajectory, advance, call_groups
+from .trajectory import ProgressFn, Trajectory, advance
 
 __all__ = ["QueueFullError", "RequestCancelledError", "RequestTimeoutError", "SampleFuture", "StepBatcher"]
 
@@ -121,7 +121,7 @@ class StepBatcher:
         request = SampleRequest.create(request, **fields)
         trajectory = self.pipeline.trajectory(request, progress)
         if trajectory.rows > self.max_batch:
-            guided = " (guidance takes two rows per image)" if trajectory.guidance_scale is not None else ""
+            guided = " (guidance takes two rows per image)" if trajectory.guidance.active else ""
             raise InputError(
                 f"the request needs {trajectory.rows} rows of a UNet call{guided}, more than this batcher's max_batch "
                 f"{self.max_batch}; split the request"
@@ -257,6 +257,7 @@ class StepBatcher:
             if jobs is None:
                 return
             trajectories = [j.trajectory for j in jobs]
+            calls = len(self.pipeline.denoiser.groups(trajectories))
             started = time.perf_counter()
             try:
                 failed = advance(self.pipeline.denoiser, trajectories, self._noise_pool)
@@ -264,7 +265,7 @@ class StepBatcher:
                 log.warning("engine call failed for %d request(s): %s", len(jobs), exc)
                 failed = [(t, exc) for t in trajectories]
             rows = sum(t.rows for t in trajectories)
-            self.stats.engine_calls += len(call_groups(trajectories))
+            self.stats.engine_calls += calls
             self.stats.rows += rows
             if self.on_call is not None:
                 try:

@@ -11,12 +11,12 @@ files it names (hashed), and read here; it is never guessed:
 * ``unconditional``: ``{"class_label": K}`` (the null class) and/or ``{"embedding": FILE}`` (the null
   embedding ``[sequence, dim]``), what classifier-free guidance and condition-less requests use.
 
-:func:`request_rows` turns a request (``class_labels``, ``embeddings``, ``negative_embeddings``,
-``guidance_scale``; or ``conditioning``, the engine inputs outright) into the engine's conditioning
-inputs. With ``guidance_scale`` > 1 (diffusers' rule) each image takes two rows of the engine call:
-its unconditional row (null class, given negative embeddings, or the null embedding) then its
-conditional one, all unconditional rows first as diffusers' pipelines concatenate them, and
-:func:`guide` combines their outputs exactly as diffusers does before the sampler step.
+:func:`request_rows` turns a request (``class_labels``, ``embeddings``, ``negative_embeddings`` and its
+guidance; or ``conditioning``, the engine inputs outright) into the engine's conditioning inputs. With
+guidance (``SampleRequest.guidance`` active) each image takes two rows of the engine call: its
+unconditional row (null class, given negative embeddings, or the null embedding) then its conditional
+one, all unconditional rows first as diffusers' pipelines concatenate them; the denoiser combines their
+outputs (:meth:`runtime.guidance.Guidance.combine`).
 """
 
 from __future__ import annotations
@@ -144,27 +144,6 @@ def declared_files(section: Mapping[str, Any] | None) -> list[str]:
     return [e["file"] for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)]
 
 
-@dataclass(frozen=True)
-class Rows:
-    """A request's conditioning inputs for its engine rows; ``guidance_scale`` None: one row per image,
-    else two (every image's unconditional row, then every image's conditional row)."""
-
-    inputs: dict[str, np.ndarray]
-    guidance_scale: float | None = None
-
-    @property
-    def per_image(self) -> int:
-        return 1 if self.guidance_scale is None else 2
-
-
-def guide(output: np.ndarray, scale: float) -> np.ndarray:
-    """Classifier-free guidance on [2n, ...] model output (unconditional rows first): diffusers'
-    ``uncond + scale * (cond - uncond)``, in float32, in that order."""
-    n = len(output) // 2
-    uncond, cond = output[:n], output[n:]
-    return uncond + np.float32(scale) * (cond - uncond)
-
-
 def _per_image(arr: np.ndarray, count: int, what: str) -> np.ndarray:
     """[sequence, dim] or [1 | count, sequence, dim] → [count, sequence, dim]."""
     if arr.ndim == 2:
@@ -174,23 +153,23 @@ def _per_image(arr: np.ndarray, count: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(arr, (count, *arr.shape[1:])))
 
 
-def request_rows(io: UNetIO, conditioning: Conditioning, request) -> Rows:
-    """The engine's conditioning inputs for ``request`` (a :class:`runtime.requests.SampleRequest`),
-    checked against the engine; raises InputError with one line."""
+def request_rows(io: UNetIO, conditioning: Conditioning, request) -> dict[str, np.ndarray]:
+    """The engine's conditioning inputs for ``request``'s engine rows (a :class:`runtime.requests.SampleRequest`;
+    two rows per image when its guidance is active), checked against the engine; raises InputError with one line."""
     count = request.count
     names = {t.name for t in io.conditioning_inputs}
-    guided = request.guidance_scale > 1
+    guided = request.guidance.active
     labels, embeddings, negative = request.class_labels, request.embeddings, request.negative_embeddings
     high_level = [n for n, v in (("class_labels", labels), ("embeddings", embeddings),
                                  ("negative_embeddings", negative)) if v is not None]
     if request.conditioning is not None:
         if high_level or guided:
             raise InputError(f"give conditioning (the engine's inputs) or {', '.join(high_level or ['guidance_scale'])}, not both")
-        return Rows(_engine_inputs(io, request.conditioning, count))
+        return _engine_inputs(io, request.conditioning, count)
     if not names:
         if high_level or guided:
             raise InputError(f"this model is unconditional: it takes no {(high_level or ['guidance_scale'])[0]}")
-        return Rows({})
+        return {}
     if guided and labels is None and embeddings is None:
         raise InputError("guidance_scale > 1 needs a condition to steer towards: give class_labels or embeddings")
     for name, value in (("embeddings", embeddings), ("negative_embeddings", negative)):
@@ -243,8 +222,8 @@ def request_rows(io: UNetIO, conditioning: Conditioning, request) -> Rows:
                     f"negative_embeddings have {uncond[ENCODER_HIDDEN_STATES].shape[1]} tokens and the condition "
                     f"{cond[ENCODER_HIDDEN_STATES].shape[1]}; guidance runs both in one engine call: give equal lengths")
     if not guided:
-        return Rows(cond)
-    return Rows({name: np.concatenate([uncond[name], cond[name]]) for name in cond}, float(request.guidance_scale))
+        return cond
+    return {name: np.concatenate([uncond[name], cond[name]]) for name in cond}
 
 
 def _checked_embeddings(io: UNetIO, value: np.ndarray, count: int, what: str) -> np.ndarray:

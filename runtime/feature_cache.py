@@ -7,7 +7,7 @@ only, fed that feature). A request's **cache schedule** names the steps that run
 schedule); the other steps run the shallow graph with the feature of the last full step. Step 0 is
 always full. A trajectory keeps its own rows' feature (:class:`runtime.trajectory.Trajectory`), so
 requests with and without a schedule, at any steps, share engine calls: the batcher groups the rows
-of one step by the graph they need (:func:`runtime.trajectory.call_groups`).
+of one step by the graph they need (:meth:`runtime.denoiser.Denoiser.groups`).
 
 The graphs serve the engine they were built for: ``unet.onnx`` (``export.deepcache``), ``unet.fp16.onnx``
 (``export.fp16`` converts and gates them with the UNet) and ``unet.plan`` (``export.trt`` builds their

@@ -16,7 +16,7 @@ from .denoiser import Denoiser
 from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
-from .feature_cache import FeatureCache, full_steps, graphs_for, no_graphs_error
+from .feature_cache import FeatureCache, full_steps, graphs_for
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
@@ -86,7 +86,7 @@ class Pipeline:
         self.table(self.default_scheduler, min(10, SchedulerConfig.from_dict(self.scheduler_config, self.default_scheduler)
                                               .num_train_timesteps))
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
-        self.denoiser = Denoiser(runner)
+        self.denoiser = Denoiser(runner, feature_cache)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -184,30 +184,19 @@ class Pipeline:
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
                                None if full is None else tuple(sorted(full)))
 
-    def cache_schedule(self, request: SampleRequest, num_steps: int) -> frozenset[int] | None:
-        """The steps of ``request`` that run the full graph (None: no feature reuse); opens the feature-reuse
-        graphs on first use."""
-        full = full_steps(num_steps, request.cache_interval, request.cache_full_steps)
-        if full is not None:
-            if self.feature_cache is None:
-                raise no_graphs_error(self.runner.path.parent)
-            runners = self.feature_cache.open()
-            if not self.denoiser.reuse:
-                self.denoiser.reuse = {role: Denoiser(runner) for role, runner in runners.items()}
-        return full
-
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                    **fields: Any) -> Trajectory:
         """One request (a :class:`SampleRequest`, or its fields as keywords), checked against this engine
         and ready to advance; nothing is drawn yet."""
         request = SampleRequest.create(request, **fields)
+        guidance = request.guidance
         rows = request_rows(self.runner.io, self.conditioning, request)
-        self.runner.check_batch(request.count * rows.per_image)  # the engine's batch profile
+        self.runner.check_batch(request.count * guidance.rows_per_image)  # the engine's batch profile
         sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
-        full = self.cache_schedule(request, table.num_steps)
+        full = self.denoiser.schedule(table.num_steps, request.cache_interval, request.cache_full_steps)
         return Trajectory(sampler, table, self.noise_source(request),
-                          (request.count, self.channels, self.height, self.width), rows.inputs, progress,
-                          rows.guidance_scale, decode=self.decode if self.decoder is not None else None, full_steps=full)
+                          (request.count, self.channels, self.height, self.width), rows, progress,
+                          guidance, decode=self.decode if self.decoder is not None else None, full_steps=full)
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:
@@ -216,7 +205,7 @@ class Pipeline:
         The request is a :class:`SampleRequest` or its fields as keywords (``count`` or its alias
         ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
         ``noise``, ``timeout_s``; for a conditional model ``class_labels``, ``embeddings``,
-        ``negative_embeddings``, ``guidance_scale``, or ``conditioning``, the engine's inputs outright:
+        ``negative_embeddings``, ``guidance_scale``, ``guidance_rescale``, or ``conditioning``, the engine's inputs outright:
         see :mod:`runtime.conditioning`): ``scheduler`` is one of ``runtime.schedulers.SCHEDULERS`` (default:
         the one the scheduler config was written for); ``steps`` defaults to the sampler's own
         (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with

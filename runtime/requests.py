@@ -34,6 +34,7 @@ import numpy as np
 from . import __version__
 from .cli import non_negative_number, whole_number
 from .errors import InputError, brief
+from .guidance import Guidance
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
 from .schedulers import SCHEDULERS, check_eta, default_steps_help
 
@@ -219,6 +220,11 @@ class SampleRequest:
         1.0, "classifier-free guidance scale, >= 1; above 1 each image runs a conditional and an unconditional "
         "row, combined as diffusers does (default 1: no guidance)", json=NUMBER, cli=float, triton="TYPE_FP32",
         limits={"minimum": 1})
+    guidance_rescale: float = request_field(
+        0.0, "guidance rescale, in [0, 1], with a guidance_scale above 1: the guided prediction's standard deviation "
+        "brought towards the conditional one's by this fraction, against over-exposure (diffusers' guidance_rescale, "
+        "Lin et al. 2023; default 0: off)", json=NUMBER, cli=float, triton="TYPE_FP32",
+        limits={"minimum": 0, "maximum": 1})
     conditioning: Mapping[str, np.ndarray] | None = request_field(
         None, "the engine's conditioning inputs outright, one row per image (instead of class_labels / embeddings)",
         json=None, compare=False)
@@ -283,6 +289,13 @@ class SampleRequest:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _embeddings(getattr(self, name), name))
         object.__setattr__(self, "guidance_scale", check_guidance_scale(self.guidance_scale))
+        rescale = self.guidance_rescale
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float, np.floating, np.integer)) \
+                or not 0 <= float(rescale) <= 1:
+            raise InputError(f"guidance_rescale must be a number in [0, 1] (0: off), got {brief(rescale)}")
+        object.__setattr__(self, "guidance_rescale", float(rescale))
+        if self.guidance_rescale > 0 and self.guidance_scale <= 1:
+            raise InputError("guidance_rescale applies to guided requests only; give a guidance_scale above 1")
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
         if self.cache_interval is not None and (not _is_whole(self.cache_interval) or self.cache_interval < 1):
@@ -298,6 +311,11 @@ class SampleRequest:
             object.__setattr__(self, "cache_full_steps", tuple(int(x) for x in steps))
 
     # what the request means ----------------------------------------------------------------------
+    @property
+    def guidance(self) -> Guidance:
+        """Its classifier-free guidance as one value (:data:`runtime.guidance.NO_GUIDANCE` when unguided)."""
+        return Guidance.of(self.guidance_scale, self.guidance_rescale)
+
     @property
     def image_seeds(self) -> tuple[int, ...] | None:
         """Each image's seed (per-image generators), or None: one generator seeded ``seed`` for all."""
@@ -486,6 +504,9 @@ class SampleResult:
             value = getattr(request, name)
             if value is not None:
                 out[f"{name}_sha256"] = _array_sha256(value[index] if value.ndim == 3 and len(value) > 1 else value.reshape(value.shape[-2:]))
-        if request.guidance_scale != 1:
-            out["guidance_scale"] = repr(request.guidance_scale)
+        guidance = request.guidance
+        if guidance.active:
+            out["guidance_scale"] = repr(guidance.scale)
+        if guidance.rescale > 0:
+            out["guidance_rescale"] = repr(guidance.rescale)
         return out

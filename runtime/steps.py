@@ -52,7 +52,7 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
          guidance_scale: float = 1.0) -> dict[str, Any]:
     """The plan (a JSON-able dict, columns as float lists) of ``scheduler`` for a diffusers scheduler config;
     ``guidance_scale`` > 1: classifier-free guidance (the loop runs each image's unconditional and
-    conditional rows and combines them as :func:`runtime.conditioning.guide` does)."""
+    conditional rows and combines them as :meth:`runtime.guidance.Guidance.combine` does without rescale)."""
     check_guidance_scale(guidance_scale)
     sampler, table = build_table(scheduler, config, steps, eta)
     cfg = table.config

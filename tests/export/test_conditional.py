@@ -156,8 +156,9 @@ def xattn_pipe(xattn_engine):
         yield pipe
 
 
-@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
-def test_guided_cross_attention_equals_stable_diffusion_pipeline(xattn_model, xattn_pipe, scheduler):
+@pytest.mark.parametrize("scheduler, rescale", [*((s, 0.0) for s in SCHEDULERS), ("ddim", 0.7), ("dpmpp-2m", 1.0)])
+def test_guided_cross_attention_equals_stable_diffusion_pipeline(xattn_model, xattn_pipe, scheduler, rescale):
+    """Guidance, and guidance rescale (``guidance_rescale=``: diffusers' rescale_noise_cfg after the combination)."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     rng = np.random.default_rng(1)
@@ -165,15 +166,22 @@ def test_guided_cross_attention_equals_stable_diffusion_pipeline(xattn_model, xa
     negative = rng.standard_normal((2, SEQUENCE_LENGTH, 16)).astype(np.float32)
     steps, scale, seed = STEPS[scheduler], 3.0, 3
     ours = xattn_pipe.denoise(count=2, steps=steps, scheduler=scheduler, seed=seed, noise="torch", embeddings=embeddings,
-                              negative_embeddings=negative, guidance_scale=scale)
+                              negative_embeddings=negative, guidance_scale=scale, guidance_rescale=rescale)
     pipe = StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=UNet2DConditionModel.from_pretrained(xattn_model),
                                    scheduler=diffusers_scheduler(xattn_model, scheduler), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(prompt_embeds=torch.from_numpy(embeddings), negative_prompt_embeds=torch.from_numpy(negative),
-               guidance_scale=scale, num_inference_steps=steps, height=64, width=64,  # 8 latent pixels x vae factor 8
+               guidance_scale=scale, guidance_rescale=rescale, num_inference_steps=steps, height=64, width=64,  # 8 latent pixels x vae factor 8
                generator=torch.manual_seed(seed), output_type="latent").images.numpy()
-    assert_close(ours, ref, f"StableDiffusionPipeline CFG {scale}, {scheduler} {steps} steps")
+    assert_close(ours, ref, f"StableDiffusionPipeline CFG {scale}, rescale {rescale}, {scheduler} {steps} steps")
+    if rescale:  # on this calmed model the rescale moves latents of range ~300 by ~0.4: below assert_close's bound,
+        # so the rescale is held to ours' measured distance from diffusers (~1e-4) instead
+        plain = xattn_pipe.denoise(count=2, steps=steps, scheduler=scheduler, seed=seed, noise="torch",
+                                   embeddings=embeddings, negative_embeddings=negative, guidance_scale=scale)
+        moved, err = float(np.abs(ours - plain).max()), float(np.abs(ours - ref).max())
+        print(f"rescale {rescale} moves the sample by {moved:.3g}, {moved / err:.0f}x ours' distance from diffusers")
+        assert moved > 100 * err
 
 
 def test_label_table_and_null_embedding_are_what_the_pipeline_gets(xattn_model, xattn_pipe):

@@ -6,7 +6,7 @@ arithmetic; the exported engines are compared with diffusers in tests/export/tes
 import numpy as np
 import pytest
 
-from runtime.conditioning import Conditioning, guide, request_rows
+from runtime.conditioning import Conditioning, request_rows
 from runtime.errors import InputError, ManifestError
 from runtime.io_spec import SequenceRange
 from runtime.pipeline import Pipeline
@@ -28,27 +28,27 @@ def test_class_labels_unguided_and_guided():
     io = standin_io(class_labels=True)
     declared = Conditioning(null_class=NULL_CLASS)
     plain = rows(io, declared, count=3, class_labels=[1, 2, 3])
-    assert plain.guidance_scale is None and plain.inputs["class_labels"].tolist() == [1, 2, 3]
+    assert plain["class_labels"].tolist() == [1, 2, 3]
     shared = rows(io, declared, count=2, class_labels=[5])
-    assert shared.inputs["class_labels"].tolist() == [5, 5]
+    assert shared["class_labels"].tolist() == [5, 5]
     guided = rows(io, declared, count=2, class_labels=[1, 2], guidance_scale=4)
-    assert guided.guidance_scale == 4.0 and guided.per_image == 2
-    assert guided.inputs["class_labels"].tolist() == [NULL_CLASS, NULL_CLASS, 1, 2]  # unconditional rows first
-    assert rows(io, declared, count=2).inputs["class_labels"].tolist() == [NULL_CLASS] * 2  # no condition: the null class
+    assert SampleRequest(count=2, class_labels=[1, 2], guidance_scale=4).guidance.rows_per_image == 2
+    assert guided["class_labels"].tolist() == [NULL_CLASS, NULL_CLASS, 1, 2]  # unconditional rows first
+    assert rows(io, declared, count=2)["class_labels"].tolist() == [NULL_CLASS] * 2  # no condition: the null class
 
 
 def test_cross_attention_labels_embeddings_and_negatives():
     io = standin_io(sequence=SEQ)
     declared = Conditioning(labels=("a", "b", "c", "d"), label_embeddings=TABLE, null_embedding=NULL)
     by_label = rows(io, declared, count=2, class_labels=[3, 0])
-    np.testing.assert_array_equal(by_label.inputs["encoder_hidden_states"], TABLE[[3, 0]])
+    np.testing.assert_array_equal(by_label["encoder_hidden_states"], TABLE[[3, 0]])
     given = np.ones((2, DIM), np.float32)
     guided = rows(io, declared, count=2, embeddings=given, guidance_scale=2)
-    np.testing.assert_array_equal(guided.inputs["encoder_hidden_states"], np.stack([NULL, NULL, given, given]))
+    np.testing.assert_array_equal(guided["encoder_hidden_states"], np.stack([NULL, NULL, given, given]))
     negative = np.zeros((2, 2, DIM))
     with_negative = rows(io, declared, count=2, class_labels=[1], negative_embeddings=negative, guidance_scale=2)
-    np.testing.assert_array_equal(with_negative.inputs["encoder_hidden_states"][:2], negative)
-    np.testing.assert_array_equal(with_negative.inputs["encoder_hidden_states"][2:], TABLE[[1, 1]])
+    np.testing.assert_array_equal(with_negative["encoder_hidden_states"][:2], negative)
+    np.testing.assert_array_equal(with_negative["encoder_hidden_states"][2:], TABLE[[1, 1]])
 
 
 # (request fields, engine: "class" | "xattn" | "plain", what the one-line refusal says)
@@ -103,14 +103,6 @@ def test_bad_conditions_are_refused_with_one_line(fields, engine, message):
 def test_the_request_refuses_malformed_conditions(fields, message):
     with pytest.raises(InputError, match=message):
         SampleRequest(**fields)
-
-
-def test_guide_is_diffusers_expression_in_float32():
-    torch = pytest.importorskip("torch")
-    out = np.random.default_rng(0).standard_normal((4, 1, 3, 3)).astype(np.float32)
-    uncond, cond = torch.from_numpy(out).chunk(2)
-    reference = (uncond + 7.5 * (cond - uncond)).numpy()  # StableDiffusionPipeline's line
-    np.testing.assert_array_equal(guide(out, 7.5), reference)
 
 
 def test_guided_trajectory_runs_two_rows_per_image_in_one_call():

@@ -76,8 +76,6 @@ def test_a_failing_progress_callback_fails_its_request_only():
 def test_conditions_of_different_lengths_take_one_call_per_length():
     """On an engine with a dynamic sequence axis, rows of different token counts cannot be concatenated."""
     from runtime.io_spec import SequenceRange
-    from runtime.trajectory import call_groups
-
     runner = StandinUNet(sequence=SequenceRange(2, 3, 4)).activate()
     denoiser = Denoiser(runner)
 
@@ -88,7 +86,7 @@ def test_conditions_of_different_lengths_take_one_call_per_length():
 
     alone = [run_alone(conditioned(n, s), denoiser) for n, s in ((2, 1), (4, 2), (2, 3))]
     together = [conditioned(n, s) for n, s in ((2, 1), (4, 2), (2, 3))]
-    assert [len(g) for g in call_groups(together)] == [2, 1]
+    assert [len(g) for g in denoiser.groups(together)] == [2, 1]
     runner.calls.clear()
     while not all(t.done for t in together):
         assert advance(denoiser, together) == []
