@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -35,44 +34,9 @@ from . import __version__
 from .cli import non_negative_number, whole_number
 from .errors import InputError, brief
 from .guidance import Guidance
+from .json_body import NUMBER, parse_object
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
 from .schedulers import SCHEDULERS, check_eta, default_steps_help
-
-NUMBER = (int, float)
-MAX_JSON_DEPTH = 16  # nesting of arrays and objects; a request needs 2 (conditioning embeddings: 4)
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear, fast)
-_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
-
-
-def json_depth(text: str | bytes) -> int:
-    """How deep arrays and objects nest in JSON text (strings skipped), without parsing it: linear time, in C."""
-    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
-    steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE)
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def parse_object(text: str | bytes, what: str, schema: Mapping[str, type | tuple]) -> dict[str, Any]:
-    """A JSON object whose fields are all in ``schema`` (name → accepted types; bool only where listed).
-    Empty text is an empty object. Raises InputError with one line."""
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise InputError(f"{what} nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise InputError(f"{what} is not valid JSON{where}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{what} must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(schema))
-    if unknown:
-        raise InputError(f"{what} has unknown field(s) {', '.join(unknown)}; known: {', '.join(schema)}")
-    for key, value in data.items():
-        kinds = schema[key] if isinstance(schema[key], tuple) else (schema[key],)
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise InputError(f"{what} field {key!r} has the wrong type ({brief(value)})")
-    return data
-
 
 def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
                   triton: str | None = None, triton_dims: tuple[int, ...] = (1,), aliases: tuple[str, ...] = (),

@@ -1,8 +1,8 @@
-"""The Ray Serve application: engine replicas (each a loaded pipeline + a StepBatcher, so requests from many
-HTTP calls share every UNet call) behind a FastAPI ingress.
+"""The Ray Serve application: engine replicas (each a runtime.host.Host: a loaded pipeline + a StepBatcher, so
+requests from many HTTP calls share every UNet call) behind a FastAPI ingress.
 
-    POST /v1/images   a runtime.requests.SampleRequest as JSON ({count, seed, seeds, per_image_seeds, steps,
-                      scheduler, eta, noise, timeout_s}) and "format"
+    POST /v1/images   a runtime.requests.SampleRequest as JSON (its schema: docs/request.schema.json, and
+                      /openapi.json) and "format"
                       → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
                         PNG with the metadata `runtime.sample` writes; header X-Replica names the replica
     GET  /healthz     → "ok" once an engine replica answers (never needs a key)
@@ -42,10 +42,9 @@ from ray.serve.exceptions import BackPressureError
 from ray.util import metrics
 
 from runtime import __version__
-from runtime.batching import QueueFullError, RequestCancelledError, RequestTimeoutError, StepBatcher
 from runtime.errors import DeployError, InputError, brief, first_line
+from runtime.host import Host
 from runtime.images import encode_png
-from runtime.pipeline import Pipeline
 from runtime.requests import SampleRequest
 from runtime.schedulers import SCHEDULERS
 
@@ -58,24 +57,13 @@ REPLICA_RETRIES = 2  # a request whose replica dies runs again on another one, a
 EXTRA_FIELDS = {"format": str}  # how to answer; the rest of the body is a runtime.requests.SampleRequest
 
 
-def status_for(exc: BaseException) -> int:
-    if isinstance(exc, QueueFullError):
-        return 503
-    if isinstance(exc, RequestTimeoutError):
-        return 504
-    if isinstance(exc, InputError):
-        return 400
-    if isinstance(exc, RequestCancelledError):
-        return 499  # the client is gone; nobody reads this
-    return 500
-
-
 class Engine:
-    """One replica: the engine loaded once, a StepBatcher for every request routed here."""
+    """One replica: the engine's host, loaded once, for every request routed here."""
 
     def __init__(self, config: dict[str, Any]):
         self.config = ServiceConfig(**config)
-        self.pipeline = Pipeline.load(self.config.engine, device=self.config.device, threads=self.config.threads)
+        self.host = Host(self.config.engine, self.config.host_options(), on_call=self._on_call)
+        self.pipeline, self.batcher = self.host.pipeline, self.host.batcher
         self.engine_name = Path(self.config.engine).name
         context = serve.get_replica_context()
         node = ray.get_runtime_context().get_node_id()[:12]
@@ -89,7 +77,6 @@ class Engine:
                                         boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], tag_keys=("replica",))
         for metric in (self.m_requests, self.m_queue, self.m_rows, self.m_step):
             metric.set_default_tags(tags)
-        self.batcher = StepBatcher(self.pipeline, self.config.max_batch, self.config.max_queue, on_call=self._on_call)
 
     def _on_call(self, rows: int, seconds: float) -> None:
         self.m_rows.observe(rows)
@@ -99,9 +86,7 @@ class Engine:
     async def generate(self, request: SampleRequest) -> dict[str, Any]:
         """{"status": 200, "images": uint8 [count, H, W, C], "metadata": [...]} or {"status": 4xx/5xx, "message"}."""
         try:
-            if request.steps is not None and request.steps > self.config.max_steps:
-                raise InputError(f"steps must be at most {self.config.max_steps} on this service, got {request.steps}")
-            future = self.batcher.submit(request)
+            future = self.host.submit(request)
             self.m_queue.set(self.batcher.queue_length)
             try:
                 await asyncio.wrap_future(future)
@@ -111,7 +96,7 @@ class Engine:
                 raise
             result = future.sample_result()
         except DeployError as exc:
-            status = status_for(exc)
+            status = exc.http_status
             self.m_requests.inc(tags={"status": str(status)})
             return {"status": status, "message": first_line(exc), "replica": self.replica}
         self.m_requests.inc(tags={"status": "200"})
@@ -136,7 +121,7 @@ class Engine:
             "max_count": self.config.max_count,
             "max_steps": self.config.max_steps,
             "replica": self.replica,
-            "stats": vars(self.batcher.stats) | {"queue_length": self.batcher.queue_length, "in_flight": self.batcher.in_flight},
+            "stats": self.host.stats(),
         }
 
     def check_health(self) -> None:
@@ -145,9 +130,9 @@ class Engine:
             raise RuntimeError("the step batcher's loop thread has stopped")
 
     def __del__(self):
-        batcher = getattr(self, "batcher", None)
-        if batcher is not None:
-            batcher.close(drain=False)
+        host = getattr(self, "host", None)
+        if host is not None:
+            host.close(drain=False)
 
 
 app = FastAPI(title="ddpm-deploy", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
@@ -213,6 +198,7 @@ class Api:
     def __init__(self, engine, config: dict[str, Any], key_digests: list[bytes], body_limit: int):
         self.engine = engine
         self.config = ServiceConfig(**config)
+        self.host_options = self.config.host_options()
         self.key_digests = list(key_digests)
         self.body_limit = body_limit
         self.in_flight: dict[str, int] = {}  # per key id ("" without keys)
@@ -278,11 +264,8 @@ class Api:
             fmt = extra.get("format", "png" if request.count == 1 else "json")
             if fmt not in ("png", "json") or (fmt == "png" and request.count != 1):
                 raise InputError(f"format must be json, or png for one image; got {brief(fmt)} for count {request.count}")
-            if request.count > self.config.max_count:
-                raise InputError(f"count must be at most {self.config.max_count} on this service, got {request.count}")
-            timeout_s = self.config.timeout_s if request.timeout_s is None else request.timeout_s
-            if not 0 < timeout_s <= self.config.timeout_s:
-                raise InputError(f"timeout_s must be in (0, {self.config.timeout_s}], got {timeout_s}")
+            request = self.host_options.admit(request)  # the replicas' own limits, checked before any routing
+            timeout_s = request.timeout_s
         except InputError as exc:
             return self._answer(started, error(400, first_line(exc)))
         for attempt in range(1 + REPLICA_RETRIES):

@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import InputError
+from runtime.host import HostOptions
 from runtime.io_spec import ENCODER_HIDDEN_STATES, UNetIO
-from runtime.requests import NUMBER, parse_object
+from runtime.json_body import NUMBER, parse_object
+
+
+HOST_FIELDS = ("device", "threads", "cache_dir", "max_batch", "max_queue", "timeout_s", "max_count", "max_steps")
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,12 @@ class ServiceConfig:
     protect_info: bool = True  # with API keys: /metrics and /v1/models need one too (/healthz never does)
     max_in_flight_per_key: int = 8  # with API keys: requests in flight per key and ingress replica; more → 429
     shutdown_grace_s: float = 30.0  # on SIGTERM: new requests get 503, those in flight get this long to finish
+    cache_dir: str | None = "auto"  # each replica's engine cache (runtime.cache; null: none)
 
-    SCHEMA = {"engine": str, "num_replicas": int, "autoscaling": (dict, type(None)), "cpus_per_replica": NUMBER,
-              "gpus_per_replica": NUMBER, "device": str, "threads": (int, type(None)), "max_batch": int, "max_queue": int,
-              "max_count": int, "max_steps": int, "timeout_s": NUMBER, "host": str, "port": int, "metrics_port": int,
+    # the host's options (runtime.host.HostOptions) where the service requires a value, and the service's own
+    SCHEMA = {**HostOptions.SCHEMA, "max_batch": int, "max_count": int, "max_steps": int, "timeout_s": NUMBER,
+              "engine": str, "num_replicas": int, "autoscaling": (dict, type(None)), "cpus_per_replica": NUMBER,
+              "gpus_per_replica": NUMBER, "host": str, "port": int, "metrics_port": int,
               "max_body_bytes": (int, type(None)), "api_keys_file": (str, type(None)), "protect_info": bool,
               "max_in_flight_per_key": int, "shutdown_grace_s": NUMBER}
 
@@ -72,6 +78,10 @@ class ServiceConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def host_options(self) -> HostOptions:
+        """What each engine replica's host opens its engine with and admits (the fields of the same names)."""
+        return HostOptions.from_mapping({name: getattr(self, name) for name in HOST_FIELDS})
 
     def body_limit(self, io: UNetIO) -> int:
         """``max_body_bytes``, or by default what the largest legitimate request to this engine can take: a

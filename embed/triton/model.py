@@ -2,11 +2,11 @@
 
 Written into a model repository by ``python -m export.triton`` as ``<name>/1/model.py``. Each request
 (its inputs are the Triton fields of :class:`runtime.requests.SampleRequest`, all optional) becomes a trajectory in one
-:class:`runtime.batching.StepBatcher` per model instance, so requests in flight share every UNet
+:class:`runtime.host.Host` per model instance, so requests in flight share every UNet
 call; each response is sent from the batcher's completion callback as soon as its images are ready
 (output ``image``: uint8 [count, H, W, C]). Bad requests get an error response with one line. The
-model's parameters (config.pbtxt) name the engine (beside this file), the device, max_batch and
-max_queue. Custom metrics: ddpm_unet_calls, ddpm_unet_rows (their ratio: rows per UNet call).
+model's parameters (config.pbtxt) name the engine (beside this file) and the host's options
+(:class:`runtime.host.HostOptions`: device, max_batch, max_queue, ...). Custom metrics: ddpm_unet_calls, ddpm_unet_rows (their ratio: rows per UNet call).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime import Pipeline
-from runtime.batching import StepBatcher
 from runtime.errors import DeployError, InputError, first_line
+from runtime.host import Host, HostOptions
 from runtime.requests import SampleRequest
 
 log = logging.getLogger("ddpm_deploy.triton")
@@ -49,10 +48,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        engine = Path(args["model_repository"]) / args["model_version"] / params["engine"]
-        self.pipeline = Pipeline.load(engine, device=params.get("device", "auto"))
-        max_batch = int(params["max_batch"]) if params.get("max_batch") else None
-        self.batcher = StepBatcher(self.pipeline, max_batch=max_batch, max_queue=int(params.get("max_queue", "64")))
+        engine = Path(args["model_repository"]) / args["model_version"] / params.pop("engine")
+        self.host = Host(engine, HostOptions.from_strings(params))
         labels = {"model": args["model_name"], "instance": args["model_instance_name"]}
         # The families must outlive their metrics (the backend refuses to set a metric of a deleted family).
         self.families = [
@@ -61,13 +58,13 @@ class TritonPythonModel:
                                ("ddpm_unet_rows", "image rows run, summed over UNet calls"))
         ]
         self.metrics = [family.Metric(labels=labels) for family in self.families]
-        log.info("ddpm-deploy: %s loaded, max_batch %d", engine, self.batcher.max_batch)
+        log.info("ddpm-deploy: %s loaded, max_batch %d", engine, self.host.batcher.max_batch)
 
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
             try:
-                future = self.batcher.submit(SampleRequest.from_triton(partial(_value, request)))
+                future = self.host.submit(SampleRequest.from_triton(partial(_value, request)))
             except DeployError as exc:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(first_line(exc))), flags=FINAL)
                 continue
@@ -88,7 +85,7 @@ class TritonPythonModel:
             log.exception("ddpm-deploy: unexpected error")
             response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {first_line(exc)}"))
         sender.send(response, flags=FINAL)
-        stats = self.batcher.stats
+        stats = self.host.batcher.stats
         try:
             for metric, value in zip(self.metrics, (stats.engine_calls, stats.rows)):
                 metric.set(value)
@@ -96,5 +93,4 @@ class TritonPythonModel:
             log.warning("ddpm-deploy: cannot update metrics: %s", first_line(exc))
 
     def finalize(self):
-        self.batcher.close(drain=True)
-        self.pipeline.close()
+        self.host.close(drain=True)

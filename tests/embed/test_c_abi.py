@@ -116,12 +116,12 @@ def test_resident_memory_stays_flat_over_200_calls(embed_build, demo_cache_engin
 
 
 def test_conditioned_requests_through_the_c_abi(embed_build, xattn_engine, tmp_path):
-    """class_labels, embeddings and guidance_scale in the request JSON: the Python API's images; bad conditions
+    """class_labels, embeddings, guidance_scale and guidance_rescale in the request JSON: the Python API's images; bad conditions
     get the invalid-input code and one line."""
     embeddings = np.linspace(-1, 1, 6 * 16, dtype=np.float32).reshape(6, 16)
     good = [
-        ({"count": 2, "class_labels": [0, 2], "guidance_scale": 3, "steps": 5, "scheduler": "ddim"},
-         dict(count=2, class_labels=[0, 2], guidance_scale=3.0, steps=5, scheduler="ddim")),
+        ({"count": 2, "class_labels": [0, 2], "guidance_scale": 3, "guidance_rescale": 0.7, "steps": 5, "scheduler": "ddim"},
+         dict(count=2, class_labels=[0, 2], guidance_scale=3.0, guidance_rescale=0.7, steps=5, scheduler="ddim")),
         ({"embeddings": embeddings.tolist(), "steps": 4, "scheduler": "dpmpp-2m", "seed": 9},
          dict(embeddings=embeddings, steps=4, scheduler="dpmpp-2m", seed=9)),
     ]
@@ -130,6 +130,7 @@ def test_conditioned_requests_through_the_c_abi(embed_build, xattn_engine, tmp_p
         ({"embeddings": [[1.0] * 16] * 5, "steps": 2}, "must be [6, 16]"),
         ({"embeddings": [[1.0, "x"]], "steps": 2}, "hold numbers"),
         ({"class_labels": [1], "guidance_scale": 0.5, "steps": 2}, "guidance_scale must be"),
+        ({"class_labels": [1], "guidance_rescale": 0.5, "steps": 2}, "guided requests only"),
         ({"class_labels": [1], "negative_embeddings": [[0.0] * 16] * 6, "steps": 2}, "guidance only"),
     ]
     r, lines = driver(embed_build, xattn_engine, "images", tmp_path, *(json.dumps(q) for q, _ in good + bad))

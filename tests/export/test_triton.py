@@ -151,14 +151,14 @@ def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, t
 
 
 def test_conditioned_requests_equal_the_python_api(server, xattn_engine, tmp_path):
-    """class_labels (INT64 [-1]), embeddings (FP32 [-1, -1, -1]) and guidance_scale as Triton inputs."""
+    """class_labels (INT64 [-1]), embeddings (FP32 [-1, -1, -1]), guidance_scale and guidance_rescale as Triton inputs."""
     from runtime import Pipeline
 
     embeddings = np.linspace(-1, 1, 6 * 16, dtype=np.float32).reshape(1, 6, 16)
     requests = [
         {"count": 2, "class_labels": [0, 2], "guidance_scale": 3.0, "steps": 5, "scheduler": "ddim"},
         {"embeddings": embeddings.tolist(), "steps": 4, "scheduler": "dpmpp-2m", "seed": 9},
-        {"class_labels": [1], "guidance_scale": 2.0, "steps": 6, "scheduler": "ddpm", "seed": 4},
+        {"class_labels": [1], "guidance_scale": 2.0, "guidance_rescale": 0.7, "steps": 6, "scheduler": "ddpm", "seed": 4},
     ]
     result = client(server, requests, tmp_path / "served", model=CONDITIONAL)
     with Pipeline.load(xattn_engine, device="cpu") as pipe:

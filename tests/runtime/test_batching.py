@@ -128,11 +128,12 @@ def test_engine_failure_fails_the_rows_in_that_call_and_the_batcher_goes_on(pipe
         np.testing.assert_array_equal(batcher.submit(steps=2, seed=1).result(timeout=30), pipe(steps=2, seed=1))
 
 
-# Guided and unguided requests, at several scales and samplers, share calls; each image equals the request alone.
+# Guided and unguided requests, at several scales (one rescaled) and samplers, share calls; each image equals the
+# request alone.
 CONDITIONED = [
     dict(scheduler="ddim", steps=8, seed=1, class_labels=[0], guidance_scale=3.0),
     dict(scheduler="dpmpp-2m", steps=6, seed=2, class_labels=[1, 2], count=2),  # unguided
-    dict(scheduler="ddpm", steps=10, seed=3, class_labels=[2], guidance_scale=7.5, noise="torch"),
+    dict(scheduler="ddpm", steps=10, seed=3, class_labels=[2], guidance_scale=7.5, guidance_rescale=0.7, noise="torch"),
     dict(scheduler="ddim", steps=5, seed=4, count=2),  # no condition: the null embedding, unguided
     dict(scheduler="ddim", steps=7, seed=5, embeddings=np.full((6, 16), 0.3, np.float32), guidance_scale=1.5),
     dict(scheduler="dpmpp-2m", steps=9, seed=6, class_labels=[1], guidance_scale=2.0, per_image_seeds=True),

@@ -18,7 +18,8 @@ REQUESTS = [
     dict(scheduler="dpmpp-2m", steps=9, seed=1, class_labels=[2], cache_interval=3),
     dict(scheduler="ddim", steps=7, seed=2, class_labels=[0, 1], batch=2, cache_interval=2),
     dict(scheduler="dpmpp-2m", steps=8, seed=3, class_labels=[1]),
-    dict(scheduler="unipc-3m", steps=6, seed=4, class_labels=[3], guidance_scale=2.0, cache_full_steps=[0, 1, 3]),
+    dict(scheduler="unipc-3m", steps=6, seed=4, class_labels=[3], guidance_scale=2.0, guidance_rescale=0.5,
+         cache_full_steps=[0, 1, 3]),
     dict(scheduler="ddpm", steps=10, seeds=[5, 6], batch=2, class_labels=[2, 0], cache_interval=4, noise="torch"),
     dict(scheduler="dpmpp-3m", steps=5, seed=7, class_labels=[0], guidance_scale=3.0),
 ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import InputError
+from runtime.guidance import Guidance
 from runtime.noise import MAX_SEED
 from runtime.requests import SampleRequest, SampleResult, SamplerSettings
 
@@ -168,20 +169,23 @@ def test_any_body_is_a_request_or_one_line_input_error(body):
 
 
 def test_conditioning_fields_arrive_from_every_entry_point(tmp_path):
-    """class_labels, embeddings, negative_embeddings and guidance_scale through JSON, the CLI and Triton."""
+    """class_labels, embeddings, negative_embeddings, guidance_scale and guidance_rescale through JSON, the CLI and
+    Triton."""
     embeddings = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.save(tmp_path / "e.npy", embeddings)
     from_json, _ = SampleRequest.from_json(json.dumps(
-        {"count": 2, "class_labels": [1, 2], "embeddings": embeddings.tolist(), "guidance_scale": 3}))
+        {"count": 2, "class_labels": [1, 2], "embeddings": embeddings.tolist(), "guidance_scale": 3,
+         "guidance_rescale": 0.25}))
     parser = argparse.ArgumentParser()
     SampleRequest.add_arguments(parser)
     from_cli = SampleRequest.from_args(parser.parse_args(
-        ["--count", "2", "--class-labels", "1,2", "--embeddings", str(tmp_path / "e.npy"), "--guidance-scale", "3"]))
+        ["--count", "2", "--class-labels", "1,2", "--embeddings", str(tmp_path / "e.npy"), "--guidance-scale", "3",
+         "--guidance-rescale", "0.25"]))
     triton = {"count": np.int32(2), "class_labels": np.array([1, 2], np.int64), "embeddings": embeddings[None],
-              "guidance_scale": np.float32(3)}
+              "guidance_scale": np.float32(3), "guidance_rescale": np.float32(0.25)}
     from_triton = SampleRequest.from_triton(triton.get)
     for request in (from_json, from_cli, from_triton):
-        assert request.class_labels == (1, 2) and request.guidance_scale == 3.0
+        assert request.class_labels == (1, 2) and request.guidance == Guidance(3.0, 0.25)
         np.testing.assert_array_equal(request.embeddings.reshape(2, 3), embeddings)
         assert request.embeddings.dtype == np.float32
     assert SampleRequest(count=2, class_labels=[1, 2]).cli_args() == ["--count", "2", "--class-labels", "1,2"]

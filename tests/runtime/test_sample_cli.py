@@ -118,8 +118,8 @@ def test_conditioned_sampling_on_the_command_line(xattn_engine, tmp_path):
     np.save(tmp_path / "e.npy", embeddings)
     np.save(tmp_path / "neg.npy", np.zeros((6, 16), np.float32))
     runs = {
-        "labels": (["--count", "2", "--class-labels", "2,0", "--guidance-scale", "3"],
-                   dict(count=2, class_labels=[2, 0], guidance_scale=3.0)),
+        "labels": (["--count", "2", "--class-labels", "2,0", "--guidance-scale", "3", "--guidance-rescale", "0.5"],
+                   dict(count=2, class_labels=[2, 0], guidance_scale=3.0, guidance_rescale=0.5)),
         "embeddings": (["--embeddings", str(tmp_path / "e.npy"), "--negative-embeddings", str(tmp_path / "neg.npy"),
                         "--guidance-scale", "2"],
                        dict(embeddings=embeddings, negative_embeddings=np.zeros((6, 16)), guidance_scale=2.0)),
@@ -134,6 +134,7 @@ def test_conditioned_sampling_on_the_command_line(xattn_engine, tmp_path):
             np.testing.assert_array_equal(np.stack([pixels for pixels, _ in got]), expected)
             text = got[0][1]
             assert text["guidance_scale"] == repr(fields["guidance_scale"])
+            assert text.get("guidance_rescale") == ("0.5" if name == "labels" else None)
             assert text.get("class_label") == ("2" if name == "labels" else None)
             assert ("embeddings_sha256" in text) == (name == "embeddings")
 
@@ -143,6 +144,7 @@ def test_conditioned_sampling_on_the_command_line(xattn_engine, tmp_path):
     (["--class-labels", "a,b"], ("--class-labels", "whole numbers")),
     (["--guidance-scale", "2"], ("needs a condition",)),
     (["--class-labels", "1", "--guidance-scale", "0.5"], ("guidance_scale must be",)),
+    (["--class-labels", "1", "--guidance-rescale", "0.5"], ("guided requests only",)),
     (["--embeddings", "/nonexistent.npy"], ("cannot read /nonexistent.npy",)),
 ])
 def test_bad_conditions_on_the_command_line(xattn_engine, tmp_path, args, needles):

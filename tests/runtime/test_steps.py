@@ -11,6 +11,7 @@ import pytest
 
 from runtime import Pipeline
 from runtime.errors import InputError
+from runtime.guidance import Guidance
 from runtime.steps import COLUMNS, FORMAT, as_arrays, plan
 from runtime.trajectory import Trajectory
 from tests.conftest import ROOT
@@ -43,13 +44,18 @@ EXACT_OTHER = [  # other prediction types where no coefficient is folded
 def record(engine, scheduler, steps, eta, overrides, monkeypatch, **fields):
     """The runtime's trajectory on ``engine``: per step (x, model output, noise), and the final x. ``fields``:
     request fields besides the default two images, seed 11, torch noise (a guided request records 2n rows)."""
-    recorded = []
-    apply = Trajectory.apply
+    recorded, rows = [], []
+    apply, combine = Trajectory.apply, Guidance.combine
 
-    def recording(self, model_output, noise):
-        recorded.append((self.x.copy(), model_output.copy(), None if noise is None else noise.copy()))
-        apply(self, model_output, noise)
+    def engine_rows(self, output):  # the denoiser hands each trajectory's rows of the engine output to its guidance
+        rows.append(output.copy())
+        return combine(self, output)
 
+    def recording(self, prediction, noise):
+        recorded.append((self.x.copy(), rows.pop(), None if noise is None else noise.copy()))
+        apply(self, prediction, noise)
+
+    monkeypatch.setattr(Guidance, "combine", engine_rows)
     monkeypatch.setattr(Trajectory, "apply", recording)
     with Pipeline.load(engine, device="cpu") as pipe:
         config = {**pipe.scheduler_config, **overrides}

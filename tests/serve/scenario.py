@@ -599,7 +599,7 @@ def soak(engine: str, out: Path) -> dict:
 
 # The cross-attention test model (tests/conftest.py xattn_engine): 6 tokens of 16, labels 0..2, a null embedding.
 CONDITIONED = [
-    {"seed": 1, "steps": 6, "scheduler": "ddim", "class_labels": [2], "guidance_scale": 3},
+    {"seed": 1, "steps": 6, "scheduler": "ddim", "class_labels": [2], "guidance_scale": 3, "guidance_rescale": 0.7},
     {"seed": 2, "steps": 5, "scheduler": "dpmpp-2m", "count": 2, "class_labels": [0, 1], "format": "json"},
     {"seed": 3, "steps": 7, "scheduler": "ddpm", "embeddings": [[0.25] * 16] * 6, "negative_embeddings": [[0.0] * 16] * 6,
      "guidance_scale": 2.5},
@@ -614,6 +614,8 @@ BAD_CONDITIONS = [
     ("embedding beyond float32", {"embeddings": [[1e39] * 16] * 6}),
     ("guidance below 1", {"class_labels": [0], "guidance_scale": 0.5}),
     ("guidance without a condition", {"guidance_scale": 2}),
+    ("rescale without guidance", {"class_labels": [0], "guidance_rescale": 0.5}),
+    ("rescale above 1", {"class_labels": [0], "guidance_scale": 2, "guidance_rescale": 1.5}),
     ("negative without guidance", {"class_labels": [0], "negative_embeddings": [[0.0] * 16] * 6}),
     ("labels as text", {"class_labels": "1"}),
     ("a label as a float", {"class_labels": [1.5]}),
