@@ -44,7 +44,7 @@ help:
 	@echo "make serve-deps only what the service needs (then it starts offline)"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
-	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md, docs/bench-family-MODE.md, docs/bench-samplers-MODE.md/.png, docs/bench-feature-cache-MODE.md/.png, docs/bench-int8-MODE.md"
+	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md, docs/bench-family-MODE.md, docs/bench-samplers-MODE.md/.png, docs/bench-reuse-MODE.md/.png, docs/bench-int8-MODE.md"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -147,7 +147,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.export_memory --mode $(MODE)
 	$(PY) -m bench.family --mode $(MODE)
 	$(PY) -m bench.samplers --mode $(MODE)
-	$(PY) -m bench.feature_cache --mode $(MODE)
+	$(PY) -m bench.reuse --mode $(MODE)
 	$(PY) -m bench.int8 --mode $(MODE)
 	$(PY) -m bench.openvino_cache --mode $(MODE)
 	$(PY) -m bench.serve

@@ -75,7 +75,7 @@ def sensitivity(engine: Path) -> list[dict]:
         quantized = call_in_child("the INT8 quantization", quantize_file, engine, path, rows, keep)
         candidate = ArtifactEntry(kind="onnx", precision="int8", sha256="0" * 64, bytes=path.stat().st_size)
         gate = accuracy_gate(OrtRunner(engine, manifest.io, entry, cpu), OrtRunner(path, manifest.io, candidate, cpu),
-                             manifest.scheduler_config, "INT8", 0.0, 0.0, INT8_GATE_IMAGES)
+                             manifest, "INT8", 0.0, 0.0, INT8_GATE_IMAGES)
         out.append({"label": label, "quantized": quantized["quantized_nodes"],
                     "kept": sum(map(len, quantized["kept"].values())),
                     "noise": min(r["psnr_db"] for r in gate["noise_prediction"]), "image": gate["sampling"]["image_psnr_db"],
@@ -126,7 +126,7 @@ def reference_timing(mode: str, int8: Path) -> dict[str, dict]:
 
     manifest = read_manifest(int8.parent / "manifest.json")
     io = manifest.io
-    ts = accuracy_timesteps(io, 1000)
+    ts = accuracy_timesteps(manifest)
     x = np.random.default_rng(0).standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
 
     def session(path: Path, config: dict) -> ort.InferenceSession:

@@ -8,26 +8,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from runtime.cpu import cpu_flags
-
-
-def cpu_model() -> str:
-    try:
-        match = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-        return match.group(1).strip() if match else platform.processor()
-    except OSError:
-        return platform.processor()
-
-
-def cpu_generation() -> str:
-    """ "CPU family 25 model 1" from /proc/cpuinfo: the VM's model name ("AMD EPYC") does not say which."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M)
-    model = re.search(r"^model\s*:\s*(\d+)$", text, re.M)
-    return f"CPU family {family.group(1)} model {model.group(1)}" if family and model else ""
+from runtime.cpu import cpu_flags, cpu_generation, cpu_model
 
 
 def clock_ghz() -> float:

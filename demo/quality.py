@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--conditional-out", default=str(ROOT / "docs" / "quality-conditional.md"))
     args = ap.parse_args(argv)
     require("demo.quality", {"sklearn": "test", "scipy": "test"})
-    from bench.machine import cpu_generation, cpu_model
+    from runtime.cpu import cpu_generation, cpu_model
 
     machine = f"Measured on {cpu_model()} ({cpu_generation()}), {time.strftime('%Y-%m-%d')}."
     clf = Classifier()

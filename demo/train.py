@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.machine import cpu_generation, cpu_model
+from runtime.cpu import cpu_generation, cpu_model
 
 from . import digits
 from runtime.cli import require, run

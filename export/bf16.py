@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-import time
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
-from runtime.atomic import publish
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.manifest import ArtifactEntry, sha256_file
 from runtime.runners import RunnerOptions
 from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
 from runtime.runners.ort import OrtRunner
 
-from .artifacts import (ONNX_NAME, OV_NAME, OV_WEIGHTS, raise_if_disk_full, remove_leftovers, staging, tool_versions,
-                        verified_fp32)
+from .artifacts import ONNX_NAME, OV_NAME, OV_WEIGHTS, raise_if_disk_full, tool_versions
 from .gates import accuracy_gate, gate_summary
+from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.bf16"
 
@@ -40,35 +39,36 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def preflight(precision: str):
+    """OpenVINO, and BF16 units where BF16 is asked for: exit 4 before any work."""
+    ov = import_openvino()
+    check_precision(ov.Core(), precision)
+    return ov
+
+
+def build(precision: str, source: Source, work: Path, ov) -> Built:
+    xml, weights = work / OV_NAME, work / OV_WEIGHTS
+    try:
+        ov.save_model(ov.convert_model(str(source.path)), str(xml), compress_to_fp16=False)
+    except RuntimeError as exc:
+        raise_if_disk_full(work, exc)
+        raise
+    candidate = ArtifactEntry(kind="openvino", precision=precision, sha256=sha256_file(xml), bytes=xml.stat().st_size,
+                              source=ONNX_NAME, source_sha256=source.entry.sha256,
+                              external_data={OV_WEIGHTS: sha256_file(weights)})
+    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
+    gate = accuracy_gate(OrtRunner(source.path, io, source.entry, cpu), OpenVinoRunner(xml, io, candidate, cpu),
+                         source.manifest, precision.upper())
+    entry = replace(candidate, build={"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}})
+    return Built(OV_NAME, {OV_NAME: entry}, f"+ {OV_WEIGHTS}; {precision.upper()} {gate_summary(gate)}",
+                 files=[OV_WEIGHTS, OV_NAME])  # the weights first, then the graph that names them
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    folder = Path(args.engines)
-    fp32_path, manifest, fp32_entry = verified_fp32(folder)
-    ov = import_openvino()
-    check_precision(ov.Core(), args.precision)  # exit 4 before any work on a CPU without BF16 units
-    remove_leftovers(folder)
-    started = time.perf_counter()
-    with staging(folder, "bf16") as work:
-        xml, weights = work / OV_NAME, work / OV_WEIGHTS
-        try:
-            ov.save_model(ov.convert_model(str(fp32_path)), str(xml), compress_to_fp16=False)
-        except RuntimeError as exc:
-            raise_if_disk_full(work, exc)
-            raise
-        candidate = ArtifactEntry(kind="openvino", precision=args.precision, sha256=sha256_file(xml), bytes=xml.stat().st_size,
-                                  source=ONNX_NAME, source_sha256=fp32_entry.sha256,
-                                  external_data={OV_WEIGHTS: sha256_file(weights)})
-        cpu = RunnerOptions(device="cpu")
-        gate = accuracy_gate(OrtRunner(fp32_path, manifest.io, fp32_entry, cpu),
-                             OpenVinoRunner(xml, manifest.io, candidate, cpu), manifest.scheduler_config, args.precision.upper())
-        entry = replace(candidate, build={"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}})
-        publish(weights, folder / OV_WEIGHTS)  # the weights first, then the graph that names them
-        publish(xml, folder / OV_NAME)
-    update_artifact(folder, manifest.base(), OV_NAME, entry)
-    print(f"wrote {folder / OV_NAME} (+ {OV_WEIGHTS}) in {time.perf_counter() - started:.1f} s; "
-          f"{args.precision.upper()} {gate_summary(gate)}")
-    return 0
+    stage = Stage("bf16", partial(build, args.precision), preflight=lambda source: preflight(args.precision))
+    return run_stage(stage, Path(args.engines))
 
 
 def cli() -> None:

@@ -19,7 +19,7 @@ prediction, and the shallow graph's fed the feature of the same input, equal ``U
 within FP32 rounding), then ONNX Runtime must reproduce PyTorch's split graphs at batch 1 and 3 (the
 shallow graph fed a feature kept at another timestep, as in use) within the export's parity tolerance.
 Each graph's manifest entry (derived from ``unet.onnx``) records its role, branch and feature shape; the
-runtime (:mod:`runtime.feature_cache`) runs them for requests that ask for a cache schedule, on ONNX
+runtime (:mod:`runtime.reuse`) runs them for requests that ask for a cache schedule, on ONNX
 Runtime beside ``unet.onnx`` and on OpenVINO beside ``unet.ov.xml`` (at that engine's precision).
 
 ``UNet2DModel`` only (unconditional or class-conditional), without score-SDE skip blocks.
@@ -29,25 +29,24 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from runtime.atomic import publish
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, GateError
-from runtime.feature_cache import FULL_NAME, ROLES, SHALLOW_NAME, CacheGraph
+from runtime.reuse import FULL_NAME, ROLES, SHALLOW_NAME, CacheGraph
 from runtime.io_spec import DEEP_FEATURE, UNetIO
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
-from runtime.schedulers import SchedulerConfig, scheduler_name_for
+from runtime.manifest import ArtifactEntry, sha256_file
 
 from . import load
-from .artifacts import ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .artifacts import ONNX_NAME, tool_versions
 from .child import call_in_child
 from .gates import FP32_PARITY_ATOL, PARITY_BATCHES, ParityCase, check_parity
 from .onnx import DEFAULT_OPSET, export_onnx
+from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.deepcache"
 # The split computation against UNet2DModel.forward in PyTorch: the same operations on the same values, so equal
@@ -193,50 +192,47 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def preflight(args, source: Source):
+    """The model the engine was exported from (its weights' sha256 against the manifest's), split at a branch it has."""
+    model = load.resolve(args.model, allow_pickle=args.allow_pickle)
+    if load.weights_sha256(model) != source.manifest.model.get("weights_sha256"):
+        raise DeployError(f"{args.model} is not the model {source.path} was exported from (its weights' sha256 "
+                          f"differs from the manifest's); pass that model, or re-export {source.folder} from this one")
+    check_branch(model.config, args.branch)
+    return model
+
+
+def build(args, source: Source, work: Path, model) -> Built:
+    cases = call_in_child("the PyTorch export of the feature-reuse graphs", _torch_stage, model, source.manifest.domain_io,
+                          args.branch, work, args.opset)
+    log.info("parity gate: both graphs in ONNX Runtime vs PyTorch's split computation at batch 1 and 3")
+    parity = {
+        "full": check_parity(work / FULL_NAME, cases.full, atol=args.tolerance),
+        "feature": check_parity(work / FULL_NAME, cases.features, atol=args.tolerance, output=DEEP_FEATURE),
+        "shallow": check_parity(work / SHALLOW_NAME, cases.shallow, atol=args.tolerance),
+    }
+    entries = {}
+    for role in ROLES:
+        path = work / CacheGraph.file_name(role)
+        graph = CacheGraph(role=role, branch=args.branch, feature_shape=cases.feature_shape, engine=ONNX_NAME)
+        gates = {k: [r.to_dict() for r in v] for k, v in parity.items() if (k == "shallow") == (role == "shallow")}
+        entries[path.name] = ArtifactEntry(
+            kind="onnx", precision="fp32", sha256=sha256_file(path), bytes=path.stat().st_size, source=ONNX_NAME,
+            source_sha256=source.entry.sha256,
+            build={**graph.to_build(), "opset": args.opset, "split_error": cases.split_error,
+                   "parity": {"tolerance": args.tolerance, **gates}, "tools": tool_versions()})
+    worst = max(r.max_abs_error for results in parity.values() for r in results)
+    summary = (f"and {source.folder / SHALLOW_NAME} (branch {args.branch}, deep feature {list(cases.feature_shape)}); "
+               f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g}); split vs UNet2DModel.forward "
+               f"{cases.split_error:.1e}")
+    return Built(FULL_NAME, entries, summary, files=[FULL_NAME, SHALLOW_NAME])  # the shallow graph last: a reader
+    # finding it finds its full graph
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    folder = Path(args.engines)
-    _, manifest, fp32_entry = verified_fp32(folder)
-    model = load.resolve(args.model, allow_pickle=args.allow_pickle)
-    if load.weights_sha256(model) != manifest.model.get("weights_sha256"):
-        raise DeployError(f"{args.model} is not the model {folder / ONNX_NAME} was exported from (its weights' sha256 "
-                          f"differs from the manifest's); pass that model, or re-export {folder} from this one")
-    check_branch(model.config, args.branch)
-    io = manifest.io
-    if io.timestep is None:  # a manifest written before timestep domains were declared: training steps
-        raw = manifest.scheduler_config
-        io = replace(io, timestep=io.timestep_domain(SchedulerConfig.from_dict(raw, scheduler_name_for(raw)).num_train_timesteps))
-    remove_leftovers(folder)
-    started = time.perf_counter()
-    with staging(folder, "deepcache") as work:
-        cases = call_in_child("the PyTorch export of the feature-reuse graphs", _torch_stage, model, io, args.branch,
-                              work, args.opset)
-        log.info("parity gate: both graphs in ONNX Runtime vs PyTorch's split computation at batch 1 and 3")
-        parity = {
-            "full": check_parity(work / FULL_NAME, cases.full, atol=args.tolerance),
-            "feature": check_parity(work / FULL_NAME, cases.features, atol=args.tolerance, output=DEEP_FEATURE),
-            "shallow": check_parity(work / SHALLOW_NAME, cases.shallow, atol=args.tolerance),
-        }
-        entries = {}
-        for role in ROLES:
-            path = work / CacheGraph.file_name(role)
-            graph = CacheGraph(role=role, branch=args.branch, feature_shape=cases.feature_shape, engine=ONNX_NAME)
-            gates = {k: [r.to_dict() for r in v] for k, v in parity.items() if (k == "shallow") == (role == "shallow")}
-            entries[path.name] = ArtifactEntry(
-                kind="onnx", precision="fp32", sha256=sha256_file(path), bytes=path.stat().st_size, source=ONNX_NAME,
-                source_sha256=fp32_entry.sha256,
-                build={**graph.to_build(), "opset": args.opset, "split_error": cases.split_error,
-                       "parity": {"tolerance": args.tolerance, **gates}, "tools": tool_versions()})
-        for name in entries:  # the shallow graph last: a reader finding it finds its full graph
-            publish(work / name, folder / name)
-    (first, entry), *more = sorted(entries.items(), key=lambda kv: kv[0] == SHALLOW_NAME)
-    update_artifact(folder, manifest.base(), first, entry, dict(more))
-    worst = max(r.max_abs_error for results in parity.values() for r in results)
-    print(f"wrote {folder / FULL_NAME} and {folder / SHALLOW_NAME} (branch {args.branch}, deep feature "
-          f"{list(cases.feature_shape)}) in {time.perf_counter() - started:.1f} s; max abs error vs PyTorch {worst:.2e} "
-          f"(tolerance {args.tolerance:g}); split vs UNet2DModel.forward {cases.split_error:.1e}")
-    return 0
+    return run_stage(Stage("deepcache", partial(build, args), preflight=partial(preflight, args)), Path(args.engines))
 
 
 def cli() -> None:

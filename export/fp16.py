@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import warnings
 from dataclasses import replace
 from importlib import metadata
@@ -33,13 +32,13 @@ import numpy as np
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import GateError
 from runtime.io_spec import UNetIO
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
-from runtime.atomic import publish
-from runtime.feature_cache import ROLES, CacheGraph, graphs_for
+from runtime.manifest import ArtifactEntry, Manifest, sha256_file, verify_artifact
+from runtime.reuse import ROLES, CacheGraph, graphs_for
 
-from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, tool_versions
 from .child import call_in_child
 from .gates import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr
+from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.fp16"
 FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "Softmax", "Sin", "Cos")
@@ -122,13 +121,13 @@ def convert_file(fp32_path: Path, out: Path) -> list[str]:
     return kept
 
 
-def fp16_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
+def fp16_gate(fp32_path: Path, fp16_path: Path, manifest: Manifest) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
     from runtime.runners import RunnerOptions
     from runtime.runners.ort import OrtRunner
 
-    cpu = RunnerOptions(device="cpu")
-    return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), scheduler_config, "FP16")
+    cpu, io = RunnerOptions(device="cpu"), manifest.io
+    return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), manifest, "FP16")
 
 
 def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: float) -> dict[str, Any]:
@@ -159,24 +158,22 @@ def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: f
 REUSE_GATE_INTERVAL = 2  # the feature-reuse gate's sampling run: full and shallow steps alternate
 
 
-def feature_cache_gate(unet32: Path, unet16: Path, names32: dict[str, str], names16: dict[str, str], folder: Path,
-                       work: Path, graph: CacheGraph, io: UNetIO, scheduler_config: dict[str, Any]) -> dict[str, Any]:
+def reuse_gate(unet32: Path, unet16: Path, names32: dict[str, str], names16: dict[str, str], folder: Path,
+               work: Path, graph: CacheGraph, manifest: Manifest) -> dict[str, Any]:
     """The FP16 feature-reuse graphs against the FP32 ones: each graph's noise prediction over the gate's timesteps
     (the shallow graph fed its own precision's feature of the same input), then a sampling run with a cache
     schedule, FP16 UNet and graphs against FP32. Raises GateError below the FP16 gate's thresholds."""
-    from runtime.feature_cache import FeatureCache, GraphPair
+    from runtime.reuse import ReuseGraphs, GraphPair
     from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, SAMPLE, TIMESTEP
     from runtime.pipeline import Pipeline
     from runtime.runners import RunnerOptions
     from runtime.runners.ort import OrtRunner
-    from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
     from .gates import GATE_SAMPLING_STEPS, accuracy_timesteps
 
-    cpu = RunnerOptions(device="cpu")
+    cpu, io, scheduler_config = RunnerOptions(device="cpu"), manifest.io, manifest.scheduler_config
     ios = {role: io.with_feature(role, graph.feature_shape) for role in ROLES}
-    ts = accuracy_timesteps(io, SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
-                            .num_train_timesteps)
+    ts = accuracy_timesteps(manifest)
     rng = np.random.default_rng(GATE_SEED)
     x = rng.standard_normal(io.sample.concrete(1), dtype=np.float32)
     conditioning = io.example_conditioning(1, rng)
@@ -191,9 +188,9 @@ def feature_cache_gate(unet32: Path, unet16: Path, names32: dict[str, str], name
                                                     DEEP_FEATURE: full[DEEP_FEATURE]})
                 per_t.append((full[NOISE_PRED], shallow[NOISE_PRED]))
             outputs[label] = per_t
-            cache = FeatureCache(GraphPair(names, graph), lambda name, role, like: runners[role])
+            cache = ReuseGraphs(GraphPair(names, graph), lambda name, role, like: runners[role])
             with OrtRunner(unet, io, options=cpu) as runner:
-                images[label] = Pipeline(runner, scheduler_config, feature_cache=cache).run(
+                images[label] = Pipeline(runner, scheduler_config, reuse=cache).run(
                     steps=GATE_SAMPLING_STEPS, seed=GATE_SEED, conditioning=conditioning or None,
                     cache_interval=REUSE_GATE_INTERVAL).unit_images()
         finally:
@@ -223,68 +220,60 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def build(source: Source, work: Path, ready: None = None) -> Built:
+    folder, manifest, fp32_path = source.folder, source.manifest, source.path
+    tmp = work / FP16_NAME
+    fp32_nodes = call_in_child("the FP16 conversion", convert_file, fp32_path, tmp)
+    gate = fp16_gate(fp32_path, tmp, manifest)
+    artifacts = {FP16_NAME: ArtifactEntry(
+        kind="onnx",
+        precision="fp16-mixed",
+        sha256=sha256_file(tmp),
+        bytes=tmp.stat().st_size,
+        source=ONNX_NAME,
+        source_sha256=source.entry.sha256,
+        build={
+            "fp32_ops": list(FP32_OPS),
+            "fp32_nodes": len(fp32_nodes),
+            "gate": gate,
+            "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
+        },
+    )}
+    summary = gate_summary(gate)
+    if manifest.decoder:  # a latent model: its decoder too, gated on the images it decodes
+        decoder32, decoder16 = folder / manifest.decoder_artifact, work / DECODER_FP16_NAME
+        verify_artifact(decoder32)
+        call_in_child("the FP16 conversion of the decoder", convert_file, decoder32, decoder16)
+        decoder_gated = decoder_gate(decoder32, decoder16, manifest.decoder_io, float(manifest.decoder["scaling_factor"]))
+        artifacts[DECODER_FP16_NAME] = ArtifactEntry(
+            kind="onnx", precision="fp16-mixed", sha256=sha256_file(decoder16), bytes=decoder16.stat().st_size,
+            source=manifest.decoder_artifact, source_sha256=manifest.artifact(manifest.decoder_artifact).sha256,
+            build={"role": "decoder", "fp32_ops": list(FP32_OPS), "gate": decoder_gated})
+        summary += f"; decoder {folder / DECODER_FP16_NAME}: image PSNR {decoder_gated['image_psnr_db']:.1f} dB vs FP32"
+    pair = graphs_for(manifest, ONNX_NAME, source.entry)
+    if pair is not None:  # the feature-reuse graphs: converted and gated with the UNet, for unet.fp16.onnx
+        names16 = {role: CacheGraph.file_name(role, ".fp16.onnx") for role in ROLES}
+        for role in ROLES:
+            verify_artifact(folder / pair.names[role])
+            call_in_child(f"the FP16 conversion of the {role} graph", convert_file, folder / pair.names[role],
+                          work / names16[role])
+        gated = reuse_gate(fp32_path, tmp, pair.names, names16, folder, work, pair.graph, manifest)
+        for role in ROLES:
+            artifacts[names16[role]] = ArtifactEntry(
+                kind="onnx", precision="fp16-mixed", sha256=sha256_file(work / names16[role]),
+                bytes=(work / names16[role]).stat().st_size, source=pair.names[role],
+                source_sha256=manifest.artifact(pair.names[role]).sha256,
+                build={**replace(pair.graph, role=role, engine=FP16_NAME).to_build(), "fp32_ops": list(FP32_OPS),
+                       "gate": gated})
+        summary += (f"; feature-reuse graphs {', '.join(names16.values())}: image PSNR "
+                    f"{gated['sampling']['image_psnr_db']:.1f} dB vs FP32 (cache interval {REUSE_GATE_INTERVAL})")
+    return Built(FP16_NAME, artifacts, summary)  # the UNet published last, after what it is built with
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    folder = Path(args.engines)
-    fp32_path, manifest, fp32_entry = verified_fp32(folder)
-    remove_leftovers(folder)
-    started = time.perf_counter()
-    with staging(folder, "fp16") as work:
-        tmp = work / FP16_NAME
-        fp32_nodes = call_in_child("the FP16 conversion", convert_file, fp32_path, tmp)
-        gate = fp16_gate(fp32_path, tmp, manifest.io, manifest.scheduler_config)
-        entry = ArtifactEntry(
-            kind="onnx",
-            precision="fp16-mixed",
-            sha256=sha256_file(tmp),
-            bytes=tmp.stat().st_size,
-            source=ONNX_NAME,
-            source_sha256=fp32_entry.sha256,
-            build={
-                "fp32_ops": list(FP32_OPS),
-                "fp32_nodes": len(fp32_nodes),
-                "gate": gate,
-                "tools": {**tool_versions(), "onnxconverter-common": metadata.version("onnxconverter-common")},
-            },
-        )
-        more, also = {}, ""
-        if manifest.decoder:  # a latent model: its decoder too, gated on the images it decodes
-            decoder32, decoder16 = folder / manifest.decoder_artifact, work / DECODER_FP16_NAME
-            verify_artifact(decoder32)
-            call_in_child("the FP16 conversion of the decoder", convert_file, decoder32, decoder16)
-            decoder_gated = decoder_gate(decoder32, decoder16, manifest.decoder_io, float(manifest.decoder["scaling_factor"]))
-            more[DECODER_FP16_NAME] = ArtifactEntry(
-                kind="onnx", precision="fp16-mixed", sha256=sha256_file(decoder16), bytes=decoder16.stat().st_size,
-                source=manifest.decoder_artifact, source_sha256=manifest.artifact(manifest.decoder_artifact).sha256,
-                build={"role": "decoder", "fp32_ops": list(FP32_OPS), "gate": decoder_gated})
-            publish(decoder16, folder / DECODER_FP16_NAME)
-            also = f"; decoder {folder / DECODER_FP16_NAME}: image PSNR {decoder_gated['image_psnr_db']:.1f} dB vs FP32"
-        pair = graphs_for(manifest, ONNX_NAME, fp32_entry)
-        if pair is not None:  # the feature-reuse graphs: converted and gated with the UNet, for unet.fp16.onnx
-            names16 = {role: CacheGraph.file_name(role, ".fp16.onnx") for role in ROLES}
-            for role in ROLES:
-                verify_artifact(folder / pair.names[role])
-                call_in_child(f"the FP16 conversion of the {role} graph", convert_file, folder / pair.names[role],
-                              work / names16[role])
-            reuse_gate = feature_cache_gate(fp32_path, tmp, pair.names, names16, folder, work, pair.graph, manifest.io,
-                                            manifest.scheduler_config)
-            for role in ROLES:
-                source = manifest.artifact(pair.names[role])
-                more[names16[role]] = ArtifactEntry(
-                    kind="onnx", precision="fp16-mixed", sha256=sha256_file(work / names16[role]),
-                    bytes=(work / names16[role]).stat().st_size, source=pair.names[role], source_sha256=source.sha256,
-                    build={**replace(pair.graph, role=role, engine=FP16_NAME).to_build(), "fp32_ops": list(FP32_OPS),
-                           "gate": reuse_gate})
-            for role in ROLES:
-                publish(work / names16[role], folder / names16[role])
-            also += (f"; feature-reuse graphs {', '.join(names16.values())}: image PSNR "
-                     f"{reuse_gate['sampling']['image_psnr_db']:.1f} dB vs FP32 (cache interval {REUSE_GATE_INTERVAL})")
-        publish(tmp, folder / FP16_NAME)
-    update_artifact(folder, manifest.base(), FP16_NAME, entry, more)
-    print(f"wrote {folder / FP16_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
-          f"{gate_summary(gate)}{also}")
-    return 0
+    return run_stage(Stage("fp16", build), Path(args.engines))
 
 
 def cli() -> None:

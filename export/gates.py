@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.errors import DeployError, GateError
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
-from runtime.schedulers import SchedulerConfig, scheduler_name_for
+from runtime.manifest import Manifest
 
 # Largest |ONNX Runtime - PyTorch| accepted on the FP32 noise prediction. Measured errors are around
 # 2e-6 for tiny models and 5e-6 for the full reference config; 1e-3 leaves room for other CPUs'
@@ -131,9 +131,9 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float | None = None) -> 
     return float("inf") if mse == 0 else 10.0 * np.log10(peak_sq / mse)
 
 
-def accuracy_timesteps(io: UNetIO, num_train_timesteps: int) -> np.ndarray:
-    """The accuracy gate's timesteps: GATE_TIMESTEP_FRACTIONS of the model's timestep range."""
-    return io.timestep_feed(np.unique(io.timestep_domain(num_train_timesteps).at(GATE_TIMESTEP_FRACTIONS)))
+def accuracy_timesteps(manifest: Manifest) -> np.ndarray:
+    """The accuracy gate's timesteps: GATE_TIMESTEP_FRACTIONS of the model's timestep range, as the engine takes them."""
+    return manifest.io.timestep_feed(np.unique(manifest.timestep_domain.at(GATE_TIMESTEP_FRACTIONS)))
 
 
 def _noise_predictions(runner, x: np.ndarray, ts: np.ndarray, conditioning: dict[str, np.ndarray]) -> np.ndarray:
@@ -162,19 +162,19 @@ def _sampling_run(runner, scheduler_config: dict[str, Any], label: str, images: 
     return np.concatenate(out)
 
 
-def accuracy_gate(reference, candidate, scheduler_config: dict[str, Any], label: str,
+def accuracy_gate(reference, candidate, manifest: Manifest, label: str,
                   min_psnr_db: float = FP16_MIN_PSNR_DB, min_image_psnr_db: float = FP16_MIN_IMAGE_PSNR_DB,
                   images: int = 1) -> dict[str, Any]:
-    """A reduced-precision model (``candidate``, an inactive runner) against FP32 (``reference``): noise
+    """A reduced-precision model (``candidate``, an inactive runner) against FP32 (``reference``; both described by
+    ``manifest``, which gives the scheduler config and the timestep domain): noise
     predictions over timesteps spread across the schedule, then a short sampling run of ``images`` images with
     identical noise (their PSNR pooled: one MSE over all). Raises GateError on NaN/Inf or a PSNR below the
     thresholds (FP16's by default); returns the figures.
 
     One model is loaded at a time (the reference's outputs are kept, a few MB), so the gate's peak memory
     is one session and one image's activations, whatever the number of timesteps."""
-    io = reference.io
-    scheduler = SchedulerConfig.from_dict(scheduler_config, scheduler_name_for(scheduler_config))
-    ts = accuracy_timesteps(io, scheduler.num_train_timesteps)
+    io, scheduler_config = reference.io, manifest.scheduler_config
+    ts = accuracy_timesteps(manifest)
     rng = np.random.default_rng(GATE_SEED)
     x = rng.standard_normal(io.sample.concrete(len(ts)), dtype=np.float32)
     conditioning = io.example_conditioning(len(ts), rng)  # a different condition per timestep

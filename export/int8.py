@@ -29,27 +29,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.atomic import publish
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.cpu import int8_arithmetic
 from runtime.errors import InputError
 from runtime.io_spec import SAMPLE, TIMESTEP
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.manifest import ArtifactEntry, sha256_file
 from runtime.pipeline import Pipeline
 from runtime.runners import RunnerOptions
 from runtime.runners.ort import OrtRunner
-from runtime.schedulers import SchedulerConfig, scheduler_name_for
 
-from .artifacts import INT8_NAME, ONNX_NAME, remove_leftovers, staging, tool_versions, verified_fp32
+from .artifacts import INT8_NAME, ONNX_NAME, tool_versions
 from .child import call_in_child
 from .gates import accuracy_gate, gate_summary
+from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.int8"
 log = logging.getLogger(PROG)
@@ -111,8 +110,7 @@ def calibration_rows(fp32_path: Path, manifest, entry: ArtifactEntry,
     rng = np.random.default_rng(calibration.seed)
     if calibration.source == "noise":
         count = calibration.images * calibration.steps
-        config = SchedulerConfig.from_dict(manifest.scheduler_config, scheduler_name_for(manifest.scheduler_config))
-        t = io.timestep_feed(io.timestep_domain(config.num_train_timesteps).spread(count))
+        t = io.timestep_feed(manifest.timestep_domain.spread(count))
         x = rng.standard_normal(io.sample.concrete(count), dtype=np.float32)
         conditioning = io.example_conditioning(count, rng)
         return [{SAMPLE: x[i:i + 1], TIMESTEP: t[i:i + 1], **{k: v[i:i + 1] for k, v in conditioning.items()}}
@@ -214,45 +212,43 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def build(args, source: Source, work: Path, arithmetic: str) -> Built:
+    keep = parse_keep(args.keep)
+    calibration = Calibration(args.calibration, images=args.calibration_images, steps=args.calibration_steps)
+    rows = calibration_rows(source.path, source.manifest, source.entry, calibration)
+    log.info("calibration: %d UNet inputs (%s)", len(rows), calibration.to_build(len(rows)))
+    tmp = work / INT8_NAME
+    quantized = call_in_child("the INT8 quantization", quantize_file, source.path, tmp, rows, keep)
+    calibrated, rows = len(rows), None
+    candidate = ArtifactEntry(kind="onnx", precision="int8", sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
+                              source=ONNX_NAME, source_sha256=source.entry.sha256)
+    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
+    gate = accuracy_gate(OrtRunner(source.path, io, source.entry, cpu), OrtRunner(tmp, io, candidate, cpu),
+                         source.manifest, "INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
+    entry = replace(candidate, build={
+        "quantization": {"format": "QDQ", "tool": "onnxruntime.quantization.quantize_static",
+                         "weights": "int8, symmetric, per output channel", "activations": "uint8, asymmetric, per tensor",
+                         "ops": list(QUANTIZED_OPS), "quantized_nodes": quantized["quantized_nodes"],
+                         "kept_fp32": quantized["kept"], "calibration": calibration.to_build(calibrated)},
+        "gate_arithmetic": arithmetic,
+        "gate": gate,
+        "tools": tool_versions(),
+    })
+    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
+    return Built(INT8_NAME, {INT8_NAME: entry},
+                 f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; INT8 {gate_summary(gate)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    keep = parse_keep(args.keep)
+    parse_keep(args.keep)  # a bad --keep is refused before any work
     for flag, value in (("--calibration-images", args.calibration_images), ("--calibration-steps", args.calibration_steps)):
         if not 1 <= value <= 1000:
             raise InputError(f"{flag} must be 1..1000, got {value}")
-    folder = Path(args.engines)
-    fp32_path, manifest, fp32_entry = verified_fp32(folder)
-    arithmetic = int8_arithmetic()  # exit 4 before any work on a CPU without VNNI/AMX (unless simulated)
-    remove_leftovers(folder)
-    started = time.perf_counter()
-    calibration = Calibration(args.calibration, images=args.calibration_images, steps=args.calibration_steps)
-    with staging(folder, "int8") as work:
-        rows = calibration_rows(fp32_path, manifest, fp32_entry, calibration)
-        log.info("calibration: %d UNet inputs (%s)", len(rows), calibration.to_build(len(rows)))
-        tmp = work / INT8_NAME
-        quantized = call_in_child("the INT8 quantization", quantize_file, fp32_path, tmp, rows, keep)
-        calibrated, rows = len(rows), None
-        candidate = ArtifactEntry(kind="onnx", precision="int8", sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
-                                  source=ONNX_NAME, source_sha256=fp32_entry.sha256)
-        cpu = RunnerOptions(device="cpu")
-        gate = accuracy_gate(OrtRunner(fp32_path, manifest.io, fp32_entry, cpu), OrtRunner(tmp, manifest.io, candidate, cpu),
-                             manifest.scheduler_config, "INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
-        entry = replace(candidate, build={
-            "quantization": {"format": "QDQ", "tool": "onnxruntime.quantization.quantize_static",
-                             "weights": "int8, symmetric, per output channel", "activations": "uint8, asymmetric, per tensor",
-                             "ops": list(QUANTIZED_OPS), "quantized_nodes": quantized["quantized_nodes"],
-                             "kept_fp32": quantized["kept"], "calibration": calibration.to_build(calibrated)},
-            "gate_arithmetic": arithmetic,
-            "gate": gate,
-            "tools": tool_versions(),
-        })
-        publish(tmp, folder / INT8_NAME)
-    update_artifact(folder, manifest.base(), INT8_NAME, entry)
-    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
-    print(f"wrote {folder / INT8_NAME} ({entry.bytes / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s; "
-          f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; INT8 {gate_summary(gate)}")
-    return 0
+    # exit 4 before any work on a CPU without VNNI/AMX (unless simulated)
+    stage = Stage("int8", partial(build, args), preflight=lambda source: int8_arithmetic())
+    return run_stage(stage, Path(args.engines))
 
 
 def cli() -> None:

@@ -18,7 +18,7 @@ from runtime import __version__
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.conditioning import declared_files
 from runtime.errors import DeployError, InputError
-from runtime.feature_cache import graphs_for
+from runtime.reuse import graphs_for
 from runtime.manifest import MANIFEST_NAME, verify_artifact
 from runtime.requests import SampleRequest
 

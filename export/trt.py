@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from runtime.atomic import atomic_path
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import BackendUnavailableError, DeployError, InputError, first_line
-from runtime.feature_cache import ROLES, CacheGraph, graphs_for
+from runtime.reuse import ROLES, CacheGraph, graphs_for
 from runtime.io_spec import BatchProfile, UNetIO
-from runtime.manifest import ArtifactEntry, sha256_file, update_artifact, verify_artifact
+from runtime.manifest import ArtifactEntry, sha256_file, verify_artifact
 from runtime.runners.trt import gpu_facts, import_cudart, import_tensorrt
 
 from .artifacts import DECODER_FP16_NAME, DECODER_PLAN_NAME, FP16_NAME, PLAN_NAME
+from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.trt"
 log = logging.getLogger(PROG)
@@ -97,46 +97,39 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-    except ValueError as exc:
-        raise DeployError(str(exc)) from None
-    folder = Path(args.engines)
-    onnx_path = folder / FP16_NAME
-    if not onnx_path.is_file():
-        raise DeployError(f"{onnx_path} does not exist; run `python -m export.fp16 --engines {folder}` first")
-    manifest, _ = verify_artifact(onnx_path)
-    trt = import_tensorrt()  # before any work: exit 4 with a clear message where TensorRT is missing
-    facts = gpu_facts(import_cudart())
-    started = time.perf_counter()
+def preflight(source: Source):
+    """TensorRT and the GPU (exit 4 before any work where either is missing): (tensorrt module, GPU facts)."""
+    trt = import_tensorrt()
+    return trt, gpu_facts(import_cudart())
+
+
+def build(args, profile: BatchProfile, source: Source, work: Path, ready) -> Built:
+    trt, facts = ready
+    folder, manifest = source.folder, source.manifest
     timing_cache = Path(args.timing_cache) if args.timing_cache else folder / TIMING_CACHE_NAME
 
-    def write_plan(source: str, io, out: str) -> ArtifactEntry:
-        plan = build_plan(folder / source, io, profile, args.workspace_gib, args.opt_level, timing_cache)
-        with atomic_path(folder / out) as tmp:
-            tmp.write_bytes(plan)
-            return ArtifactEntry(
-                kind="tensorrt",
-                precision=f"fp16-mixed (strongly typed from {source})",
-                sha256=sha256_file(tmp),
-                bytes=len(plan),
-                source=source,
-                source_sha256=manifest.artifact(source).sha256,
-                profile=profile,
-                build={
-                    "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
-                },
-            )
+    def write_plan(name: str, io, out: str) -> ArtifactEntry:
+        plan = build_plan(folder / name, io, profile, args.workspace_gib, args.opt_level, timing_cache)
+        (work / out).write_bytes(plan)
+        return ArtifactEntry(
+            kind="tensorrt",
+            precision=f"fp16-mixed (strongly typed from {name})",
+            sha256=sha256_file(work / out),
+            bytes=len(plan),
+            source=name,
+            source_sha256=manifest.artifact(name).sha256,
+            profile=profile,
+            build={
+                "tensorrt": {"version": trt.__version__, **facts, "opt_level": args.opt_level, "workspace_gib": args.workspace_gib},
+            },
+        )
 
-    more = {}
+    plans = {}
     if DECODER_FP16_NAME in manifest.artifacts:  # a latent model's FP16 decoder: its plan first, then the UNet's
         verify_artifact(folder / DECODER_FP16_NAME)
-        more[DECODER_PLAN_NAME] = write_plan(DECODER_FP16_NAME, manifest.decoder_io, DECODER_PLAN_NAME)
+        plans[DECODER_PLAN_NAME] = write_plan(DECODER_FP16_NAME, manifest.decoder_io, DECODER_PLAN_NAME)
     try:
-        pair = graphs_for(manifest, FP16_NAME, manifest.artifact(FP16_NAME))
+        pair = graphs_for(manifest, FP16_NAME, source.entry)
     except InputError:  # graphs for unet.onnx only: the plan is built, cache schedules are refused on it
         log.warning("the feature-reuse graphs in %s are not converted to FP16; run `python -m export.fp16 --engines %s` "
                     "again, then this, for cache schedules on unet.plan", folder, folder)
@@ -146,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             verify_artifact(folder / pair.names[role])
             name = CacheGraph.file_name(role, ".plan")
             built = write_plan(pair.names[role], manifest.io.with_feature(role, pair.graph.feature_shape), name)
-            more[name] = replace(built, build={**built.build, **replace(pair.graph, role=role, engine=PLAN_NAME).to_build()})
-    entry = write_plan(FP16_NAME, manifest.io, PLAN_NAME)
-    update_artifact(folder, manifest.base(), PLAN_NAME, entry, more)
-    also = f" (and {', '.join(str(folder / name) for name in more)})" if more else ""
-    print(f"wrote {folder / PLAN_NAME}{also} ({entry.bytes / 1e6:.1f} MB) for {facts['gpu']} in {time.perf_counter() - started:.1f} s")
-    return 0
+            plans[name] = replace(built, build={**built.build, **replace(pair.graph, role=role, engine=PLAN_NAME).to_build()})
+    plans[PLAN_NAME] = write_plan(FP16_NAME, manifest.io, PLAN_NAME)
+    also = f"with {', '.join(name for name in plans if name != PLAN_NAME)}; " if len(plans) > 1 else ""
+    return Built(PLAN_NAME, plans, f"{also}for {facts['gpu']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    return run_stage(Stage("trt", partial(build, args, profile), source=FP16_NAME, preflight=preflight), Path(args.engines))
 
 
 def cli() -> None:

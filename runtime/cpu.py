@@ -13,6 +13,7 @@ rounding of its requantization, at less than FP32 speed: for tests, and for chec
 from __future__ import annotations
 
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -31,6 +32,26 @@ def cpu_flags() -> frozenset[str]:
         return frozenset()
     match = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
     return frozenset(match.group(1).split()) if match else frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (a VM may say only "AMD EPYC": see :func:`cpu_generation`)."""
+    try:
+        match = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return match.group(1).strip() if match else platform.processor()
+    except OSError:
+        return platform.processor()
+
+
+def cpu_generation() -> str:
+    """ "CPU family 25 model 1" from /proc/cpuinfo: the VM's model name ("AMD EPYC") does not say which."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    family = re.search(r"^cpu family\s*:\s*(\d+)$", text, re.M)
+    model = re.search(r"^model\s*:\s*(\d+)$", text, re.M)
+    return f"CPU family {family.group(1)} model {model.group(1)}" if family and model else ""
 
 
 def int8_arithmetic(flags: frozenset[str] | None = None) -> str:

@@ -10,7 +10,7 @@ and nowhere else:
   (:meth:`runtime.io_spec.UNetIO.timestep_feed`), the conditioning rows (made once per request by
   :func:`runtime.conditioning.request_rows`), and a shallow graph's deep feature;
 * which graph runs (:meth:`Denoiser.graph`): the plain engine, or feature reuse's full or shallow graph
-  (:mod:`runtime.feature_cache`) per the trajectory's cache schedule, opened on the first schedule;
+  (:mod:`runtime.reuse`) per the trajectory's cache schedule, opened on the first schedule;
 * grouping (:meth:`Denoiser.groups`): rows that need another graph or whose conditioning differs in shape
   (token counts on a dynamic sequence axis) cannot be concatenated, one call per graph and shape;
 * after the call (:meth:`Denoiser.predict`): each trajectory's rows split off, the deep feature kept,
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .feature_cache import FeatureCache, full_steps, no_graphs_error
+from .reuse import ReuseGraphs, full_steps, no_graphs_error
 from .io_spec import DEEP_FEATURE, NOISE_PRED, SAMPLE, TIMESTEP
 from .runners.base import Runner
 
@@ -45,7 +45,7 @@ def _gather(parts: Sequence[np.ndarray]) -> np.ndarray:
 class Denoiser:
     """One engine's model side (``runner``: the active engine; ``reuse``: its feature-reuse graphs, if any)."""
 
-    def __init__(self, runner: Runner, reuse: FeatureCache | None = None):
+    def __init__(self, runner: Runner, reuse: ReuseGraphs | None = None):
         self.runner = runner
         self.io = io = runner.io
         self.reuse = reuse

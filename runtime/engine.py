@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import EngineError
-from .feature_cache import ROLES, CacheGraph
+from .reuse import ROLES, CacheGraph
 from .manifest import ArtifactEntry, Manifest, artifact_entry, check_hashes
 from .runners import Runner, RunnerOptions, runner_class
 
@@ -21,7 +21,7 @@ def open_engine(
     """Checks ``path`` against its manifest and returns its active runner, the manifest and the
     artifact's entry. ``cache_dir``: the per-machine cache of optimized engines (None: off). ``role``:
     "unet", "decoder" for a latent model's decoder (its own I/O declaration, from the manifest), or "full" /
-    "shallow" for a feature-reuse graph (:mod:`runtime.feature_cache`). ``like``: run the artifact with this
+    "shallow" for a feature-reuse graph (:mod:`runtime.reuse`). ``like``: run the artifact with this
     entry's backend and precision instead of its own (OpenVINO running the ONNX feature-reuse graphs).
 
     The sha256 of the engine is computed on a helper thread while the backend loads it (both release

@@ -185,7 +185,7 @@ class UNetIO:
                    outputs=(TensorSpec(IMAGE, "float32", (BATCH, *image_shape)),))
 
     def with_feature(self, role: str, shape: tuple[int, ...]) -> UNetIO:
-        """A feature-reuse graph's I/O (:mod:`runtime.feature_cache`): the UNet's, plus ``deep_feature [batch,
+        """A feature-reuse graph's I/O (:mod:`runtime.reuse`): the UNet's, plus ``deep_feature [batch,
         *shape]`` as a second output (``role`` "full") or as a last input ("shallow")."""
         feature = TensorSpec(DEEP_FEATURE, "float32", (BATCH, *(int(d) for d in shape)))
         if role == "full":

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json
 from .errors import ManifestError
-from .io_spec import BatchProfile, UNetIO
+from .io_spec import BatchProfile, TimestepDomain, UNetIO
 from .jsonio import read_json_object
 
 MANIFEST_NAME = "manifest.json"
@@ -129,6 +129,22 @@ class Manifest:
     @property
     def decoder_artifact(self) -> str | None:
         return self.decoder.get("artifact")
+
+    @property
+    def timestep_domain(self) -> TimestepDomain:
+        """The engine's timestep domain: the declared one, or (manifests written before domains were declared)
+        the training steps of the manifest's scheduler config."""
+        if self.io.timestep is not None:
+            return self.io.timestep
+        from .schedulers import SchedulerConfig, scheduler_name_for  # the samplers import the manifest's neighbours
+
+        raw = self.scheduler_config
+        return TimestepDomain.steps(SchedulerConfig.from_dict(raw, scheduler_name_for(raw)).num_train_timesteps)
+
+    @property
+    def domain_io(self) -> UNetIO:
+        """The I/O declaration with :attr:`timestep_domain` filled in."""
+        return self.io if self.io.timestep is not None else replace(self.io, timestep=self.timestep_domain)
 
     def artifact(self, name: str) -> ArtifactEntry:
         try:

@@ -16,7 +16,7 @@ from .denoiser import Denoiser
 from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
-from .feature_cache import FeatureCache, full_steps, graphs_for
+from .reuse import ReuseGraphs, full_steps, graphs_for
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
@@ -64,17 +64,17 @@ class Pipeline:
 
     def __init__(self, runner: Runner, scheduler_config: dict[str, Any], engine_sha256: str | None = None,
                  conditioning: Conditioning | None = None, decoder: Runner | None = None,
-                 feature_cache: FeatureCache | None = None):
+                 reuse: ReuseGraphs | None = None):
         """Wraps an active ``runner``; :meth:`load` is the usual way in.
 
         ``scheduler_config`` is a diffusers scheduler config dict (any scheduler's keys); each
         sampler takes from it what diffusers' ``from_config`` would. ``conditioning``: what a
         conditional engine's labels and unconditional inputs are (the manifest's; default: none declared).
         ``decoder``: a latent model's decoder (an active runner), which turns the final sample into the image.
-        ``feature_cache``: the engine's feature-reuse graphs (opened by the first request with a cache schedule).
+        ``reuse``: the engine's feature-reuse graphs (opened by the first request with a cache schedule).
         """
         self.runner = runner
-        self.feature_cache = feature_cache
+        self.reuse = reuse
         self.decoder = decoder
         self.conditioning = conditioning or Conditioning()
         self.engine_sha256 = engine_sha256
@@ -86,7 +86,7 @@ class Pipeline:
         self.table(self.default_scheduler, min(10, SchedulerConfig.from_dict(self.scheduler_config, self.default_scheduler)
                                               .num_train_timesteps))
         self.channels, self.height, self.width = (int(d) for d in runner.io.sample.shape[1:])
-        self.denoiser = Denoiser(runner, feature_cache)
+        self.denoiser = Denoiser(runner, reuse)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -122,11 +122,11 @@ class Pipeline:
                 pair, refusal = graphs_for(manifest, Path(engine).name, entry), None
             except InputError as exc:  # graphs for other engines only: refused when a request asks for a schedule
                 pair, refusal = None, exc
-            feature_cache = None if pair is None and refusal is None else FeatureCache(
+            reuse = None if pair is None and refusal is None else ReuseGraphs(
                 pair, lambda name, role, like: open_engine(manifest.path.parent / name, device=device, threads=threads,
                                                            cache_dir=cache, role=role, like=like)[0], refusal)
             return cls(runner, resolve_scheduler_config(manifest.scheduler_config, scheduler_config), entry.sha256,
-                       read_conditioning(manifest), decoder, feature_cache)
+                       read_conditioning(manifest), decoder, reuse)
         except BaseException:
             runner.deactivate()
             if decoder is not None:
@@ -137,8 +137,8 @@ class Pipeline:
         self.runner.deactivate()
         if self.decoder is not None:
             self.decoder.deactivate()
-        if self.feature_cache is not None:
-            self.feature_cache.close()
+        if self.reuse is not None:
+            self.reuse.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -206,7 +206,7 @@ class Pipeline:
         ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
         ``noise``, ``timeout_s``; for a conditional model ``class_labels``, ``embeddings``,
         ``negative_embeddings``, ``guidance_scale``, ``guidance_rescale``, or ``conditioning``, the engine's inputs outright:
-        see :mod:`runtime.conditioning`): ``scheduler`` is one of ``runtime.schedulers.SCHEDULERS`` (default:
+        see :mod:`runtime.conditioning`): ``scheduler`` is one of ``runtime.schedulers.SAMPLERS`` (default:
         the one the scheduler config was written for); ``steps`` defaults to the sampler's own
         (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
         :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.

@@ -36,7 +36,7 @@ from .errors import InputError, brief
 from .guidance import Guidance
 from .json_body import NUMBER, parse_object
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
-from .schedulers import SCHEDULERS, check_eta, default_steps_help
+from .schedulers import SAMPLERS, check_eta, default_steps_help
 
 def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
                   triton: str | None = None, triton_dims: tuple[int, ...] = (1,), aliases: tuple[str, ...] = (),
@@ -155,7 +155,7 @@ class SampleRequest:
         triton="TYPE_INT32", limits={"minimum": 1})
     scheduler: str | None = request_field(
         None, "sampler (default: the scheduler config's own, DDPM for the reference model)", json=(str, type(None)),
-        cli=str, triton="TYPE_STRING", choices=SCHEDULERS)
+        cli=str, triton="TYPE_STRING", choices=tuple(SAMPLERS))
     timesteps: tuple[int, ...] | None = request_field(
         None, "the steps outright, descending indices of the training discretisation (consistency models, as "
         "ConsistencyModelPipeline's timesteps=; instead of steps); on the command line: 22,0",
@@ -233,8 +233,8 @@ class SampleRequest:
             if self.steps is not None:
                 raise InputError("give steps or timesteps, not both")
             object.__setattr__(self, "timesteps", tuple(int(x) for x in ts))
-        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SCHEDULERS)}")
+        if self.scheduler is not None and self.scheduler not in SAMPLERS:
+            raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SAMPLERS)}")
         object.__setattr__(self, "eta", check_eta(self.eta))
         if self.noise not in NOISE_KINDS:
             raise InputError(f"unknown noise kind {brief(self.noise)}; choose one of {', '.join(NOISE_KINDS)}")
@@ -474,3 +474,13 @@ class SampleResult:
         if guidance.rescale > 0:
             out["guidance_rescale"] = repr(guidance.rescale)
         return out
+
+
+SCHEMA_FILE = "docs/request.schema.json"  # the published request schema (tests/runtime/test_requests.py keeps it current)
+
+
+def schema_text() -> str:
+    """The request's JSON schema as published in :data:`SCHEMA_FILE`."""
+    return json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ddpm-deploy sample request",
+                       **SampleRequest.json_schema()}, indent=2) + "\n"
+

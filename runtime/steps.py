@@ -38,7 +38,7 @@ from .cli import ArgumentParser, run, setup_logging
 from .errors import DeployError, InputError
 from .requests import check_guidance_scale
 from .manifest import artifact_entry
-from .schedulers import SCHEDULERS, build_table, default_steps_help, scheduler_name_for
+from .schedulers import SAMPLERS, build_table, default_steps_help, scheduler_name_for
 from .schedulers.config import read_config_file
 from .schedulers.prediction import x0_coefficients
 
@@ -119,7 +119,7 @@ def build_parser() -> ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--engine", help="an engine whose manifest holds the scheduler config")
     source.add_argument("--scheduler-config", help="a diffusers scheduler_config.json")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the config's own")
+    p.add_argument("--scheduler", choices=sorted(SAMPLERS), default=None, help="default: the config's own")
     p.add_argument("--steps", type=int, default=None, help=f"default: {default_steps_help()}")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's noise scale (default 0)")
     p.add_argument("--guidance-scale", type=float, default=1.0,

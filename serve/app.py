@@ -46,7 +46,7 @@ from runtime.errors import DeployError, InputError, brief, first_line
 from runtime.host import Host
 from runtime.images import encode_png
 from runtime.requests import SampleRequest
-from runtime.schedulers import SCHEDULERS
+from runtime.schedulers import SAMPLERS
 
 from . import limits
 from .config import ServiceConfig, key_digest
@@ -116,7 +116,7 @@ class Engine:
             "image": list(self.pipeline.image_shape),
             "conditioning": self.pipeline.conditioning.describe(runner.io) if runner.io.conditioning_inputs else None,
             "default_scheduler": self.pipeline.default_scheduler,
-            "schedulers": list(SCHEDULERS),
+            "schedulers": list(SAMPLERS),
             "max_batch": self.batcher.max_batch,
             "max_count": self.config.max_count,
             "max_steps": self.config.max_steps,

@@ -147,8 +147,8 @@ def ldm_engine(tmp_path_factory) -> Path:
     return export_engine(folder, tmp_path_factory.mktemp("ldm_engine"))
 
 
-# Feature reuse (tests/export/test_deepcache.py, tests/runtime/test_feature_cache.py) ---------------------------
-def export_feature_cache(model_dir: Path, engine: Path, *args: str) -> Path:
+# Feature reuse (tests/export/test_deepcache.py, tests/runtime/test_reuse.py) ---------------------------
+def export_reuse_graphs(model_dir: Path, engine: Path, *args: str) -> Path:
     """``python -m export.deepcache`` into ``engine``'s folder (a copy of the model's exported engine)."""
     from export.deepcache import main
 
@@ -167,10 +167,10 @@ def copied_engine(engine: Path, folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def class_cache_engine(class_model, class_engine, tmp_path_factory) -> Path:
     """The class-conditional tiny engine with its feature-reuse graphs (branch 0)."""
-    return export_feature_cache(class_model, copied_engine(class_engine, tmp_path_factory.mktemp("class_cache")))
+    return export_reuse_graphs(class_model, copied_engine(class_engine, tmp_path_factory.mktemp("class_cache")))
 
 
 @pytest.fixture(scope="session")
 def demo_cache_engine(demo_engine, tmp_path_factory) -> Path:
     """The shipped demo model's engine with its feature-reuse graphs (branch 0)."""
-    return export_feature_cache(DEMO_MODEL, copied_engine(demo_engine, tmp_path_factory.mktemp("demo_cache")))
+    return export_reuse_graphs(DEMO_MODEL, copied_engine(demo_engine, tmp_path_factory.mktemp("demo_cache")))

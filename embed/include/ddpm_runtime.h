@@ -43,20 +43,18 @@ typedef struct ddpm_handle ddpm_handle;
 DDPM_API const char *ddpm_version(void);
 
 /* Opens an engine (unet.onnx, unet.fp16.onnx, unet.plan, unet.ov.xml; its manifest.json beside it).
- * options_json: NULL or a JSON object with any of "device" ("auto"|"cpu"|"cuda"), "threads",
- * "max_batch" (rows per UNet call, default 8 or the plan's profile max), "max_queue" (default 64),
- * "cache_dir" (string or null), "timeout_s" (per request). */
+ * options_json: NULL or a JSON object of runtime.host.HostOptions: "device" ("auto"|"cpu"|"cuda"), "threads",
+ * "cache_dir" (string or null), "max_batch" (rows per UNet call, default 8 or the plan's profile max),
+ * "max_queue" (default 64), "timeout_s" (a request's default deadline and its ceiling), "max_count", "max_steps". */
 DDPM_API int ddpm_open(const char *engine_path, const char *options_json, ddpm_handle **handle);
 
 /* The images' height, width and channels (3 for RGB models). Any pointer may be NULL. */
 DDPM_API int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width, size_t *channels);
 
-/* Samples as `python -m runtime.sample` does. request_json: NULL or a JSON object (runtime.requests.SampleRequest)
- * with any of "count" (alias "batch"), "seed", "seeds" (one per image), "per_image_seeds", "steps",
- * "scheduler" (a name of runtime.schedulers.SCHEDULERS: "ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc-2m",
- * "unipc-3m", ...), "eta", "noise" ("numpy"|"torch"), "timeout_s" (default: the
- * handle's option), "cache_interval" or "cache_full_steps" (feature reuse: needs the engine folder's graphs from
- * `python -m export.deepcache`). Writes count images, uint8 [count, height, width, channels], into out. */
+/* Samples as `python -m runtime.sample` does. request_json: NULL or a JSON object, runtime.requests.SampleRequest
+ * (every field, its type, range and default: docs/request.schema.json), e.g. {"count": 2, "seed": 3, "steps": 25,
+ * "scheduler": "dpmpp-2m"}; "timeout_s" defaults to the handle's option. Writes count images, uint8
+ * [count, height, width, channels], into out. */
 DDPM_API int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len);
 
 /* The handle's batching statistics as a JSON object ({"engine_calls", "rows", "mean_batch", "completed",

@@ -33,7 +33,15 @@ from .config import SAMPLERS, Sampler, SchedulerConfig
 from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table
 
-SCHEDULERS = tuple(SAMPLERS)
+
+def __getattr__(name: str):
+    if name == "SCHEDULERS":  # the registry had two names; SAMPLERS is the one
+        import warnings
+
+        warnings.warn("runtime.schedulers.SCHEDULERS is deprecated: use SAMPLERS (the registry; its keys are the names)",
+                      DeprecationWarning, stacklevel=2)
+        return tuple(SAMPLERS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scheduler_name_for(raw: dict[str, Any]) -> str:
@@ -49,7 +57,7 @@ def scheduler_name_for(raw: dict[str, Any]) -> str:
 
 def get_sampler(name: str) -> Sampler:
     if name not in SAMPLERS:
-        raise InputError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+        raise InputError(f"unknown scheduler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
 
 
@@ -77,7 +85,6 @@ def default_steps_help() -> str:
 
 __all__ = [
     "SAMPLERS",
-    "SCHEDULERS",
     "DDPMTable",
     "Sampler",
     "SchedulerConfig",

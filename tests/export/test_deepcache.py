@@ -13,13 +13,13 @@ import torch
 from export.deepcache import check_branch, main, split_module
 from export.reference import TINY_CLASS_CONFIG, TINY_CONFIG, TINY_CROSS_ATTENTION_CONFIG, TINY_NCSNPP_CONFIG, reference_blocks_tiny
 from runtime.errors import DeployError
-from runtime.feature_cache import FULL_NAME, SHALLOW_NAME
+from runtime.reuse import FULL_NAME, SHALLOW_NAME
 from runtime.manifest import read_manifest
 from tests.conftest import DEMO_MODEL
 
 # ONNX Runtime against PyTorch over a whole trajectory: per-call differences of ~1e-6 (the parity gate's) stay
 # that small along the trained model's deterministic trajectory; a wrong feature or schedule gives order 0.1
-# (tests/runtime/test_feature_cache.py: shallow steps move the image by 0.2-0.8).
+# (tests/runtime/test_reuse.py: shallow steps move the image by 0.2-0.8).
 TRAJECTORY_ATOL = 1e-3
 
 

@@ -88,7 +88,7 @@ def test_gate_fails_on_a_broken_fp16_model(fp16_engines, tmp_path):
     onnx.save(model, str(broken))
     manifest = read_manifest(fp16_engines / "manifest.json")
     with pytest.raises(GateError, match="FP16 gate failed"):
-        fp16_gate(fp16_engines / "unet.onnx", broken, manifest.io, manifest.scheduler_config)
+        fp16_gate(fp16_engines / "unet.onnx", broken, manifest)
 
 
 def test_rebuilt_fp32_model_makes_the_fp16_entry_stale(fp16_engines, tmp_path):

@@ -195,3 +195,12 @@ def test_conditioning_fields_arrive_from_every_entry_point(tmp_path):
     (tmp_path / "bad.npy").write_text("not an array")
     with pytest.raises(SystemExit):
         parser.parse_args(["--embeddings", str(tmp_path / "bad.npy")])
+
+
+def test_the_published_schema_is_current():
+    """docs/request.schema.json, which the docs point at instead of listing fields, is the request type's schema."""
+    from runtime.requests import SCHEMA_FILE, schema_text
+    from tests.conftest import ROOT
+
+    assert (ROOT / SCHEMA_FILE).read_text() == schema_text(), (
+        f"regenerate it: python -c 'from runtime.requests import schema_text; print(schema_text(), end=\"\")' > {SCHEMA_FILE}")

@@ -183,7 +183,7 @@ def test_feature_reuse_graphs_through_fp16_and_plans_on_stand_ins(class_cache_en
     with Pipeline.load(folder / "unet.plan") as pipe:
         plain = pipe.denoise(count=2, steps=5, seed=0, class_labels=[1, 2])
         reused = pipe.denoise(count=2, steps=5, seed=0, class_labels=[1, 2], cache_interval=2)
-        runners = pipe.feature_cache.runners
+        runners = pipe.reuse.runners
         assert {r.entry.kind for r in runners.values()} == {"tensorrt"} and not np.array_equal(plain, reused)
         x = np.ones((2, 3, 8, 8), np.float32)
         labels = np.array([1, 2], np.int64)

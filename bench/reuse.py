@@ -1,4 +1,4 @@
-"""``python -m bench.feature_cache --mode quick|full``: feature reuse (DeepCache) — quality against time per sampler,
+"""``python -m bench.reuse --mode quick|full``: feature reuse (DeepCache) — quality against time per sampler,
 step count, cache schedule and branch.
 
 Quality on the shipped digits model (``models/digits16``, trained here; graphs from ``export.deepcache`` at
@@ -7,7 +7,7 @@ floor), ΔFD against the same sampler and steps without reuse, and the median im
 no-reuse image of the same seed (what reuse changes). Time: ms per digits image at batch 250, and on the
 reference config (``full``: google/ddpm-cat-256, random weights; ``quick``: a 64x64 config) one image at batch 1
 per timed method, plus the median of 3 calls of each graph (plain, full, shallow) at batch 1. Writes
-``docs/bench-feature-cache-MODE.md`` and ``.png``.
+``docs/bench-reuse-MODE.md`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def digits_rows(cfg: dict) -> tuple[list[dict], float]:
     rows, plain = [], {}  # plain: the final images without reuse, per (sampler, steps)
     for branch in cfg["branches"]:
         engine = with_graphs(ROOT / "models" / "digits16", digits_engine(), branch,
-                             ROOT / "build" / "bench" / "feature-cache" / f"digits-branch{branch}")
+                             ROOT / "build" / "bench" / "reuse" / f"digits-branch{branch}")
         with Pipeline.load(engine, device="cpu", cache_dir=None) as pipe:
             pipe.scheduler_config = {**pipe.scheduler_config, **SPACING}
             for scheduler, steps, schedule in cfg["digits"]:
@@ -115,7 +115,7 @@ def reference_timing(mode: str, timed: list) -> tuple[dict, dict]:
     from .__main__ import prepare
 
     model, engine = prepare(mode)
-    engine = with_graphs(model, engine, 0, ROOT / "build" / "bench" / "feature-cache" / f"{mode}-branch0")
+    engine = with_graphs(model, engine, 0, ROOT / "build" / "bench" / "reuse" / f"{mode}-branch0")
     seconds, calls = {}, {}
     with Pipeline.load(engine, device="cpu", cache_dir=None) as pipe:
         pipe.denoise(count=1, seed=0, steps=3, scheduler="ddim", cache_interval=2)  # warm-up, opens the graphs
@@ -166,11 +166,11 @@ def plot(rows: list[dict], floor: float, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.feature_cache", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="bench.reuse", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=MODES, default="quick")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
-    require("bench.feature_cache", {"torch": "export", "diffusers": "export", "matplotlib": "bench", "sklearn": "test",
+    require("bench.reuse", {"torch": "export", "diffusers": "export", "matplotlib": "bench", "sklearn": "test",
                                     "scipy": "test"})
     cfg = MODES[args.mode]
     started = time.time()
@@ -178,11 +178,11 @@ def main(argv=None) -> int:
     rows, floor = digits_rows(cfg)
     config_name = "google/ddpm-cat-256 config" if args.mode == "full" else "quick config (64x64)"
     out = Path(args.out)
-    plot(rows, floor, out / f"bench-feature-cache-{args.mode}.png")
+    plot(rows, floor, out / f"bench-reuse-{args.mode}.png")
     lines = [
         f"# Feature reuse (DeepCache): quality against time ({args.mode})",
         "",
-        f"`python -m bench.feature_cache --mode {args.mode}` ({time.time() - started:.0f} s). {machine.describe()}",
+        f"`python -m bench.reuse --mode {args.mode}` ({time.time() - started:.0f} s). {machine.describe()}",
         "",
         f"Quality: the shipped digits model (models/digits16, trained here), {cfg['digits_count']} images per row "
         f"(per-image seeds, numpy noise, batches of 250): Fréchet distance over `demo.quality`'s classifier features "
@@ -215,11 +215,11 @@ def main(argv=None) -> int:
         base = seconds.get((scheduler, steps, None))
         lines.append(f"| {scheduler} | {steps} | {schedule_name(schedule)} | {s:.3g} | "
                      f"{'—' if base is None else f'{base / s:.2f}x'} |")
-    lines += ["", f"![feature reuse: quality vs time](bench-feature-cache-{args.mode}.png)"]
-    (out / f"bench-feature-cache-{args.mode}.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"![feature reuse: quality vs time](bench-reuse-{args.mode}.png)"]
+    (out / f"bench-reuse-{args.mode}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, "bench.feature_cache"))
+    sys.exit(run(main, "bench.reuse"))

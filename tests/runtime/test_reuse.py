@@ -10,7 +10,7 @@ import pytest
 from runtime import Pipeline
 from runtime.batching import StepBatcher
 from runtime.errors import InputError
-from runtime.feature_cache import full_steps, graphs_for
+from runtime.reuse import full_steps, graphs_for
 from runtime.manifest import read_manifest
 from runtime.requests import SampleRequest
 
@@ -130,5 +130,5 @@ def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):
     with Pipeline.load(folder / "unet.onnx", device="cpu", cache_dir=None) as ort_pipe, \
             Pipeline.load(folder / "unet.ov.xml", device="cpu", cache_dir=None) as ov_pipe:
         ref, got = ort_pipe.denoise(**request), ov_pipe.denoise(**request)
-        assert {r.name for r in ov_pipe.feature_cache.runners.values()} == {"openvino"}
+        assert {r.name for r in ov_pipe.reuse.runners.values()} == {"openvino"}
     assert np.abs(got - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())  # FP32 kernels of two libraries
