@@ -97,8 +97,9 @@ def feed_arrivals(arrivals, on_arrival: Callable[[int, float], None]) -> threadi
     return thread
 
 
-def serve_one_at_a_time(pipe, arrivals, requests, max_batch) -> Recorder:
-    rec = Recorder(len(requests))
+def queued_arrivals(pipe, arrivals, count: int) -> tuple[Recorder, queue.Queue]:
+    """A recorder counting the pipeline's engine calls, and a queue the requests' indices arrive in, on time."""
+    rec = Recorder(count)
     counting(pipe, rec)
     q: queue.Queue = queue.Queue()
 
@@ -107,6 +108,11 @@ def serve_one_at_a_time(pipe, arrivals, requests, max_batch) -> Recorder:
         q.put(i)
 
     feed_arrivals(arrivals, arrive)
+    return rec, q
+
+
+def serve_one_at_a_time(pipe, arrivals, requests, max_batch) -> Recorder:
+    rec, q = queued_arrivals(pipe, arrivals, len(requests))
     for _ in requests:
         i = q.get()
         pipe.denoise(**requests[i])
@@ -117,15 +123,7 @@ def serve_one_at_a_time(pipe, arrivals, requests, max_batch) -> Recorder:
 def serve_static(pipe, arrivals, requests, max_batch) -> Recorder:
     from runtime.trajectory import advance
 
-    rec = Recorder(len(requests))
-    counting(pipe, rec)
-    q: queue.Queue = queue.Queue()
-
-    def arrive(i, now):
-        rec.arrived[i] = now
-        q.put(i)
-
-    feed_arrivals(arrivals, arrive)
+    rec, q = queued_arrivals(pipe, arrivals, len(requests))
     done = 0
     with ThreadPoolExecutor(1) as pool:
         while done < len(requests):

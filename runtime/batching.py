@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from .errors import InputError, QueueFullError, RequestCancelledError, RequestTimeoutError
 from .pipeline import Pipeline
-from .requests import SampleRequest, SampleResult, SamplerSettings
+from .requests import SampleRequest
+from .results import SampleResult, SamplerSettings
 from .trajectory import ProgressFn, Trajectory, advance
 
 __all__ = ["QueueFullError", "RequestCancelledError", "RequestTimeoutError", "SampleFuture", "StepBatcher"]

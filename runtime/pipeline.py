@@ -20,7 +20,8 @@ from .reuse import ReuseGraphs, full_steps, graphs_for
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
-from .requests import SampleRequest, SampleResult, SamplerSettings
+from .requests import SampleRequest
+from .results import SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import SAMPLERS, Sampler, SchedulerConfig, build_table, scheduler_name_for
 from .schedulers.config import read_config_file

@@ -8,10 +8,12 @@ constructor each (:meth:`SampleRequest.create`, :meth:`from_args`, :meth:`from_j
 engine (the batch profile, the step count a scheduler config allows, conditioning shapes) is checked
 by the pipeline when the request meets it.
 
-Each field declares, in its metadata, what the generated surfaces need: its help text, the JSON types
-it accepts, its CLI flag (if any), its Triton input type (if any) and its aliases. Adding a request
-field is one field here plus the code that acts on it; the CLI flags, the JSON schema, the Triton
-``config.pbtxt`` inputs and the Triton model's reader follow from the metadata.
+Each field declares (:func:`runtime.surfaces.request_field`) what the generated surfaces need: its help
+text, the JSON types it accepts, its CLI flag (if any), its Triton input type (if any), its aliases and its
+limits. Adding a request field is one field here plus the code that acts on it; the CLI flags, the JSON
+schema (``docs/request.schema.json``), the Triton ``config.pbtxt`` inputs and the Triton model's reader follow
+from the declaration (:mod:`runtime.surfaces`). What a request gave, with its PNG metadata, is
+:class:`runtime.results.SampleResult`.
 
 The image count is ``count`` everywhere (API, CLI ``--count``, JSON, Triton); ``batch`` (``--batch``)
 is accepted as its alias: a request's count is not the engine's batch (several requests share one
@@ -20,65 +22,43 @@ engine call, and a guided image takes two rows of it).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .cli import non_negative_number, whole_number
 from .errors import InputError, brief
 from .guidance import Guidance
-from .json_body import NUMBER, parse_object
+from .json_body import NUMBER
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
+from .results import SampleResult, SamplerSettings  # noqa: F401 (re-exported: their module is runtime.results)
 from .schedulers import SAMPLERS, check_eta, default_steps_help
-
-def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
-                  triton: str | None = None, triton_dims: tuple[int, ...] = (1,), aliases: tuple[str, ...] = (),
-                  choices: Sequence[str] | None = None, limits: Mapping[str, Any] | None = None, compare: bool = True):
-    """A request field and what the generated surfaces need of it.
-
-    ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
-    switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input) and
-    ``triton_dims`` its dims ([1]: a scalar); ``limits``: JSON-schema keywords for the published API
-    schema (minimum, items, ...)."""
-    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "triton_dims": triton_dims, "aliases": aliases,
-            "choices": choices, "limits": dict(limits or {})}
-    return field(default=default, metadata=meta, compare=compare)
-
-
-JSON_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
-                   type(None): "null"}
-
+from .surfaces import RequestSurfaces, npy_file, request_field, whole_number_list
 
 def _is_whole(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
-def whole_number_list(text: str) -> tuple[int, ...]:
-    """``--class-labels 3`` or ``0,1,2`` (also ``--timesteps``, ``--cache-full-steps``)."""
-    try:
-        labels = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if any(x < 0 for x in labels):
-        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0, got {text!r}")
-    return labels
+def _whole_at_least(value: Any, minimum: int, rule: str) -> int | None:
+    """An optional whole number >= ``minimum`` as an int; InputError("``rule``, got ...") otherwise."""
+    if value is not None and (not _is_whole(value) or value < minimum):
+        raise InputError(f"{rule}, got {brief(value)}")
+    return None if value is None else int(value)
 
 
-def npy_file(path: str) -> np.ndarray:
-    """A ``--embeddings`` file: a float array saved with ``numpy.save`` (no pickles)."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{path} is not a .npy array file ({str(exc).splitlines()[0]})") from None
+def _whole_numbers(value: Any, rule: str, ascending: bool = False) -> tuple[int, ...] | None:
+    """An optional non-empty list of whole numbers >= 0 (strictly ascending where asked) as a tuple;
+    InputError("``rule``, got ...") otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)) or len(value) == 0 \
+            or not all(_is_whole(x) and x >= 0 for x in value) \
+            or (ascending and any(a >= b for a, b in zip(value, value[1:]))):
+        raise InputError(f"{rule}, got {brief(value)}")
+    return tuple(int(x) for x in value)
 
 
 def check_guidance_scale(scale: Any) -> float:
@@ -121,18 +101,7 @@ def _embeddings(value: Any, what: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SamplerSettings:
-    """What a request was sampled with, defaults resolved: written into every PNG's metadata."""
-
-    scheduler: str
-    steps: int
-    eta: float
-    config: Mapping[str, Any]  # the sampler's scheduler config (diffusers keys), as used
-    full_steps: tuple[int, ...] | None = None  # feature reuse: the steps that ran the full UNet (None: all)
-
-
-@dataclass(frozen=True)
-class SampleRequest:
+class SampleRequest(RequestSurfaces):
     """One request: ``count`` images, sampled with one sampler from seeded noise.
 
     ``seed`` seeds one generator for the whole request (diffusers' ``generator=torch.manual_seed(seed)``
@@ -204,10 +173,8 @@ class SampleRequest:
         limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
 
     def __post_init__(self):
-        count = self.count
-        if not _is_whole(count) or count < 1:
-            raise InputError(f"count (batch) must be a whole number of at least 1, got {brief(count)}")
-        object.__setattr__(self, "count", int(count))
+        count = _whole_at_least(self.count, 1, "count (batch) must be a whole number of at least 1")
+        object.__setattr__(self, "count", count)
         object.__setattr__(self, "seed", check_seed(self.seed))
         if not isinstance(self.per_image_seeds, (bool, np.bool_)):
             raise InputError(f"per_image_seeds must be true or false, got {brief(self.per_image_seeds)}")
@@ -223,16 +190,10 @@ class SampleRequest:
         elif self.per_image_seeds and self.seed + count - 1 > MAX_SEED:
             raise InputError(f"seed {self.seed} with per-image seeds needs seeds up to {self.seed + count - 1}, "
                              f"above {MAX_SEED}")
-        if self.steps is not None and (not _is_whole(self.steps) or self.steps < 1):
-            raise InputError(f"steps must be a whole number of at least 1, got {brief(self.steps)}")
-        if self.timesteps is not None:
-            ts = self.timesteps
-            if isinstance(ts, (str, bytes)) or not isinstance(ts, (Sequence, np.ndarray)) or len(ts) == 0 \
-                    or not all(_is_whole(x) and x >= 0 for x in ts):
-                raise InputError(f"timesteps must be a list of whole numbers >= 0, got {brief(ts)}")
-            if self.steps is not None:
-                raise InputError("give steps or timesteps, not both")
-            object.__setattr__(self, "timesteps", tuple(int(x) for x in ts))
+        object.__setattr__(self, "steps", _whole_at_least(self.steps, 1, "steps must be a whole number of at least 1"))
+        object.__setattr__(self, "timesteps", _whole_numbers(self.timesteps, "timesteps must be a list of whole numbers >= 0"))
+        if self.timesteps is not None and self.steps is not None:
+            raise InputError("give steps or timesteps, not both")
         if self.scheduler is not None and self.scheduler not in SAMPLERS:
             raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SAMPLERS)}")
         object.__setattr__(self, "eta", check_eta(self.eta))
@@ -242,13 +203,9 @@ class SampleRequest:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.floating))
                                     or not 0 < float(timeout) < math.inf):
             raise InputError(f"timeout_s must be a number of seconds > 0, got {brief(timeout)}")
-        labels = self.class_labels
-        if labels is not None:
-            labels = (labels,) if _is_whole(labels) else labels
-            if isinstance(labels, (str, bytes)) or not isinstance(labels, (Sequence, np.ndarray)) or len(labels) == 0 \
-                    or not all(_is_whole(x) and x >= 0 for x in labels):
-                raise InputError(f"class_labels must be whole numbers >= 0, one per image or one for all, got {brief(self.class_labels)}")
-            object.__setattr__(self, "class_labels", tuple(int(x) for x in labels))
+        labels = (self.class_labels,) if _is_whole(self.class_labels) else self.class_labels
+        object.__setattr__(self, "class_labels", _whole_numbers(
+            labels, "class_labels must be whole numbers >= 0, one per image or one for all"))
         for name in ("embeddings", "negative_embeddings"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _embeddings(getattr(self, name), name))
@@ -262,17 +219,12 @@ class SampleRequest:
             raise InputError("guidance_rescale applies to guided requests only; give a guidance_scale above 1")
         if self.conditioning is not None and not isinstance(self.conditioning, Mapping):
             raise InputError(f"conditioning must map input names to arrays, got {type(self.conditioning).__name__}")
-        if self.cache_interval is not None and (not _is_whole(self.cache_interval) or self.cache_interval < 1):
-            raise InputError(f"cache_interval must be a whole number of at least 1 (1: no feature reuse), got "
-                             f"{brief(self.cache_interval)}")
-        steps = self.cache_full_steps
-        if steps is not None:
-            if isinstance(steps, (str, bytes)) or not isinstance(steps, (Sequence, np.ndarray)) or len(steps) == 0 \
-                    or not all(_is_whole(x) and x >= 0 for x in steps) or any(a >= b for a, b in zip(steps, steps[1:])):
-                raise InputError(f"cache_full_steps must be ascending step indices >= 0, got {brief(steps)}")
-            if self.cache_interval is not None:
-                raise InputError("give cache_interval or cache_full_steps, not both")
-            object.__setattr__(self, "cache_full_steps", tuple(int(x) for x in steps))
+        object.__setattr__(self, "cache_interval", _whole_at_least(
+            self.cache_interval, 1, "cache_interval must be a whole number of at least 1 (1: no feature reuse)"))
+        object.__setattr__(self, "cache_full_steps", _whole_numbers(
+            self.cache_full_steps, "cache_full_steps must be ascending step indices >= 0", ascending=True))
+        if self.cache_full_steps is not None and self.cache_interval is not None:
+            raise InputError("give cache_interval or cache_full_steps, not both")
 
     # what the request means ----------------------------------------------------------------------
     @property
@@ -286,201 +238,3 @@ class SampleRequest:
         if self.seeds is not None:
             return self.seeds
         return tuple(self.seed + i for i in range(self.count)) if self.per_image_seeds else None
-
-    # constructors, one per entry point -----------------------------------------------------------
-    @classmethod
-    def create(cls, request: SampleRequest | None = None, /, **values: Any) -> SampleRequest:
-        """The Python API's constructor: ``request`` (if given) with ``values`` (field names or aliases) replaced."""
-        values = _unalias(cls, values, "")
-        if request is None:
-            return cls(**values)
-        if not isinstance(request, cls):
-            raise InputError(f"expected a SampleRequest, got {type(request).__name__}")
-        return dataclasses.replace(request, **values) if values else request
-
-    @classmethod
-    def from_json(cls, text: str | bytes, what: str = "request", extra: Mapping[str, type | tuple] | None = None):
-        """(request, the ``extra`` fields given) from JSON text (C ABI, HTTP); raises InputError with one line."""
-        schema = _json_schema(cls)
-        data = parse_object(text, what, {**schema, **(extra or {})})
-        own = {k: v for k, v in data.items() if k in schema}
-        return cls(**_unalias(cls, own, f"{what} ")), {k: v for k, v in data.items() if k not in schema}
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The CLI flags of every request field that has one (generated from the fields' metadata)."""
-        for f in fields(cls):
-            parse = f.metadata["cli"]
-            if parse is None:
-                continue
-            flags = [_flag(f.name), *(_flag(a) for a in f.metadata["aliases"])]
-            if parse == "flag":
-                parser.add_argument(*flags, dest=f.name, action="store_true", help=f.metadata["help"])
-            else:
-                parser.add_argument(*flags, dest=f.name, type=parse, default=f.default, choices=f.metadata["choices"],
-                                    help=f.metadata["help"])
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> SampleRequest:
-        """From a namespace parsed with :meth:`add_arguments`'s flags."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.metadata["cli"] is not None})
-
-    def cli_args(self) -> list[str]:
-        """The CLI flags that give this request (fields without a flag must be at their defaults)."""
-        args: list[str] = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (not isinstance(value, np.ndarray) and value == f.default):
-                continue
-            if f.metadata["cli"] is None or isinstance(value, np.ndarray):
-                raise InputError(f"{f.name} cannot be given as a command-line value" +
-                                 ("; save it with numpy.save and pass the file" if isinstance(value, np.ndarray) else ""))
-            if isinstance(value, tuple):
-                value = ",".join(str(v) for v in value)
-            args += [_flag(f.name)] if f.metadata["cli"] == "flag" else [_flag(f.name), str(value)]
-        return args
-
-    @classmethod
-    def json_schema(cls) -> dict[str, Any]:
-        """The JSON request as a JSON schema (an object of the JSON fields and their aliases; nothing else)."""
-        properties = {}
-        for f in fields(cls):
-            if f.metadata["json"] is None:
-                continue
-            types = [JSON_TYPE_NAMES[t] for t in f.metadata["json"]]
-            if "number" in types and "integer" in types:  # a JSON number may be written as an integer
-                types.remove("integer")
-            prop: dict[str, Any] = {"type": types[0] if len(types) == 1 else types, "description": f.metadata["help"]}
-            if f.metadata["choices"]:
-                prop["enum"] = [*f.metadata["choices"], *([None] if "null" in types else [])]
-            prop.update(f.metadata["limits"])
-            if f.default is not None:
-                prop["default"] = f.default
-            for name in (f.name, *f.metadata["aliases"]):
-                properties[name] = prop if name == f.name else {**prop, "description": f"alias of {f.name}"}
-        return {"type": "object", "properties": properties, "additionalProperties": False}
-
-    @classmethod
-    def triton_inputs(cls) -> list[tuple[str, str, tuple[int, ...]]]:
-        """(name, Triton data type, dims) of every field that is a Triton input (each optional; dims [1]: a scalar)."""
-        return [(f.name, f.metadata["triton"], f.metadata["triton_dims"]) for f in fields(cls) if f.metadata["triton"]]
-
-    @classmethod
-    def from_triton(cls, read: Callable[[str], Any]) -> SampleRequest:
-        """From a Triton request: ``read(name)`` is the value given for input ``name`` (None when absent): the
-        scalar of a [1] input, the array of the others."""
-        values = {}
-        for f in fields(cls):
-            if f.metadata["triton"] and (value := read(f.name)) is not None:
-                try:
-                    values[f.name] = (_from_triton(f.metadata["triton"], value) if f.metadata["triton_dims"] == (1,)
-                                      else np.asarray(value))
-                except (TypeError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
-                    raise InputError(f"input {f.name!r} is not a {f.metadata['triton'].removeprefix('TYPE_')} value "
-                                     f"({type(exc).__name__})") from None
-        return cls(**values)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _json_schema(cls: type[SampleRequest]) -> dict[str, tuple]:
-    schema = {}
-    for f in fields(cls):
-        if f.metadata["json"] is not None:
-            for name in (f.name, *f.metadata["aliases"]):
-                schema[name] = f.metadata["json"]
-    return schema
-
-
-def _unalias(cls: type[SampleRequest], values: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """Field names for aliases (``batch`` → ``count``); an alias given with its field is refused."""
-    known = {f.name: f for f in fields(cls)}
-    out: dict[str, Any] = {}
-    given_as: dict[str, str] = {}
-    for key, value in values.items():
-        name = next((f.name for f in known.values() if key in f.metadata["aliases"]), key)
-        if name not in known:
-            raise InputError(f"{what}has no field {brief(key)}; known: {', '.join(known)}")
-        if name in out:
-            alias = key if key != name else given_as[name]
-            raise InputError(f"{what}gives both {name!r} and its alias {alias!r}; give one")
-        out[name] = value
-        given_as[name] = key
-    return out
-
-
-def _from_triton(kind: str, value: Any) -> Any:
-    if kind == "TYPE_STRING":
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-    if kind == "TYPE_BOOL":
-        return bool(value)
-    if kind == "TYPE_FP32":
-        return float(value)
-    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
-        raise ValueError(f"{value} is not a whole number")
-    return int(value)
-
-
-def _array_sha256(arr: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest()
-
-
-@dataclass(frozen=True)
-class SampleResult:
-    """What a request gave: uint8 images [count, H, W, C], the request and the settings it was sampled with."""
-
-    images: np.ndarray
-    request: SampleRequest
-    settings: SamplerSettings
-    engine: str  # the engine file's name
-    engine_sha256: str | None
-
-    def png_metadata(self, index: int) -> dict[str, str]:
-        """The text chunks of image ``index`` (what `runtime.sample` writes, and the service returns)."""
-        request, settings = self.request, self.settings
-        seeds = request.image_seeds
-        return {
-            "seed": str(seeds[index] if seeds else request.seed),
-            "seed_mode": "per-image" if seeds else "shared",
-            "batch_index": str(index),
-            "noise": request.noise,
-            "steps": str(settings.steps),
-            "scheduler": json.dumps({**settings.config, "eta": settings.eta}, sort_keys=True),
-            **({"feature_cache_full_steps": ",".join(map(str, settings.full_steps))} if settings.full_steps else {}),
-            **self._conditioning_metadata(index),
-            "engine": self.engine,
-            "engine_sha256": str(self.engine_sha256),
-            "software": f"ddpm-deploy {__version__}",
-        }
-
-    def _conditioning_metadata(self, index: int) -> dict[str, str]:
-        """The image's condition: its class label, the sha256 of its embeddings (float32 little-endian
-        bytes), the guidance scale."""
-        request, out = self.request, {}
-        if request.class_labels is not None:
-            labels = request.class_labels
-            out["class_label"] = str(labels[index] if len(labels) > 1 else labels[0])
-        for name in ("embeddings", "negative_embeddings"):
-            value = getattr(request, name)
-            if value is not None:
-                out[f"{name}_sha256"] = _array_sha256(value[index] if value.ndim == 3 and len(value) > 1 else value.reshape(value.shape[-2:]))
-        guidance = request.guidance
-        if guidance.active:
-            out["guidance_scale"] = repr(guidance.scale)
-        if guidance.rescale > 0:
-            out["guidance_rescale"] = repr(guidance.rescale)
-        return out
-
-
-SCHEMA_FILE = "docs/request.schema.json"  # the published request schema (tests/runtime/test_requests.py keeps it current)
-
-
-def schema_text() -> str:
-    """The request's JSON schema as published in :data:`SCHEMA_FILE`."""
-    return json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "ddpm-deploy sample request",
-                       **SampleRequest.json_schema()}, indent=2) + "\n"
-

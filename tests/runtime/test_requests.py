@@ -10,7 +10,8 @@ import pytest
 from runtime.errors import InputError
 from runtime.guidance import Guidance
 from runtime.noise import MAX_SEED
-from runtime.requests import SampleRequest, SampleResult, SamplerSettings
+from runtime.requests import SampleRequest
+from runtime.results import SampleResult, SamplerSettings
 
 
 def test_defaults_and_image_seeds():
@@ -199,8 +200,8 @@ def test_conditioning_fields_arrive_from_every_entry_point(tmp_path):
 
 def test_the_published_schema_is_current():
     """docs/request.schema.json, which the docs point at instead of listing fields, is the request type's schema."""
-    from runtime.requests import SCHEMA_FILE, schema_text
+    from runtime.surfaces import SCHEMA_FILE, schema_text
     from tests.conftest import ROOT
 
     assert (ROOT / SCHEMA_FILE).read_text() == schema_text(), (
-        f"regenerate it: python -c 'from runtime.requests import schema_text; print(schema_text(), end=\"\")' > {SCHEMA_FILE}")
+        f"regenerate it: python -c 'from runtime.surfaces import schema_text; print(schema_text(), end=\"\")' > {SCHEMA_FILE}")
