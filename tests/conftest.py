@@ -12,6 +12,24 @@ from export.reference import TINY_CONFIG, reference_blocks_tiny, save_model  # n
 
 
 @pytest.fixture(scope="session", autouse=True)
+def stages_in_process():
+    """Export stages run in the calling process (export.child: arguments and results still pickled), not a fresh
+    interpreter each (about 3 s of importing torch per stage); the memory-limit tests run real child processes
+    (tests/memlimit.py), and so does everything outside the suite."""
+    import os
+
+    from export.child import IN_PROCESS_ENV
+
+    old = os.environ.get(IN_PROCESS_ENV)
+    os.environ[IN_PROCESS_ENV] = "1"
+    yield
+    if old is None:
+        del os.environ[IN_PROCESS_ENV]
+    else:
+        os.environ[IN_PROCESS_ENV] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def engine_cache_dir(tmp_path_factory):
     """The suite's engine cache (runtime.cache) lives in a temporary folder, never in the user's home;
     subprocesses inherit it through the environment."""
@@ -74,6 +92,22 @@ def tiny_engine(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session", params=[1, 2], ids=["lpb1", "lpb2"])
 def reference_blocks_model(request, tmp_path_factory) -> Path:
     return save_model(tmp_path_factory.mktemp(f"ref_lpb{request.param}"), reference_blocks_tiny(request.param))
+
+
+@pytest.fixture(scope="session")
+def reference_blocks_engine(reference_blocks_model, tmp_path_factory) -> Path:
+    """The reference block-type lists, exported (tests/export/test_onnx.py, test_fp16.py copy it before adding to it)."""
+    return export_engine(reference_blocks_model, tmp_path_factory.mktemp("ref_engine"))
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16_folder(tiny_engine, tmp_path_factory) -> Path:
+    """The tiny engine's folder with its gated unet.fp16.onnx (export.fp16); copy it before adding to it."""
+    from export.fp16 import main as fp16_main
+
+    folder = copied_engine(tiny_engine, tmp_path_factory.mktemp("tiny_fp16")).parent
+    assert fp16_main(["--engines", str(folder)]) == 0
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,14 @@ class LimitedRun:
     peak_bytes: int  # as the cgroup counts it (resident + page cache)
 
 
+def child_stages_env() -> dict[str, str]:
+    """This environment with the export stages in their own child processes again (the suite runs them in
+    process, tests/conftest.py): a memory limit is about what each stage's process holds."""
+    from export.child import IN_PROCESS_ENV
+
+    return {k: v for k, v in os.environ.items() if k != IN_PROCESS_ENV}
+
+
 def _own_cgroup(controller: str) -> str | None:
     """This process's cgroup path for a v1 ``controller``, or the v2 one for ``""``."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -68,7 +76,7 @@ def run_limited(cmd: list[str], limit_bytes: int, cwd: str | Path | None = None,
     folder, version = _create(limit_bytes)
     try:
         wrapped = ["sh", "-c", f'echo $$ > {folder / "cgroup.procs"} && exec "$@"', "sh", *cmd]
-        proc = subprocess.run(wrapped, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
+        proc = subprocess.run(wrapped, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=child_stages_env())
         if version == "v2":
             events = dict(line.split() for line in (folder / "memory.events").read_text().splitlines())
             oom, peak_file = int(events.get("oom_kill", 0)) > 0, folder / "memory.peak"

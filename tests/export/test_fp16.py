@@ -14,15 +14,15 @@ from export.gates import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, psnr
 from runtime import Pipeline
 from runtime.errors import GateError
 from runtime.manifest import read_manifest, sha256_file
-from tests.conftest import export_engine
+from tests.conftest import copied_engine
 
 FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
 @pytest.fixture(scope="module")
-def fp16_engines(reference_blocks_model, tmp_path_factory):
+def fp16_engines(reference_blocks_engine, tmp_path_factory):
     """The reference block-type lists at layers_per_block 1 and 2: FP32 export, then FP16 with its gate."""
-    folder = export_engine(reference_blocks_model, tmp_path_factory.mktemp("fp16")).parent
+    folder = copied_engine(reference_blocks_engine, tmp_path_factory.mktemp("fp16")).parent
     assert fp16_main(["--engines", str(folder)]) == 0
     return folder
 

@@ -13,7 +13,7 @@ from diffusers import UNet2DModel
 
 from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP
 from runtime.manifest import sha256_file
-from tests.conftest import ROOT, export_engine
+from tests.conftest import ROOT
 
 # Independent of the gate's own tolerance: what we expect of an FP32 export on CPU.
 ONNX_VS_TORCH_ATOL = 1e-4
@@ -37,9 +37,9 @@ def test_tiny_model_matches_pytorch(tiny_model, tiny_engine, batch):
     np.testing.assert_allclose(got, ref, rtol=0, atol=ONNX_VS_TORCH_ATOL)
 
 
-def test_reference_block_types_match_pytorch(reference_blocks_model, tmp_path):
+def test_reference_block_types_match_pytorch(reference_blocks_model, reference_blocks_engine):
     """The reference down/up block lists (attention at 1/16 resolution) at layers_per_block 1 and 2."""
-    engine = export_engine(reference_blocks_model, tmp_path)
+    engine = reference_blocks_engine
     for batch in (1, 3):
         got, ref = torch_vs_onnx(reference_blocks_model, engine, batch)
         np.testing.assert_allclose(got, ref, rtol=0, atol=ONNX_VS_TORCH_ATOL)

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,12 +91,8 @@ def test_plan_without_tensorrt_says_what_to_do(tiny_engine, tmp_path):
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed: export.trt would build")
-def test_export_trt_without_tensorrt_exits_4_after_the_onnx_models(tiny_model, tmp_path):
-    from export.fp16 import main as fp16_main
-    from tests.conftest import export_engine
-
-    folder = export_engine(tiny_model, tmp_path).parent
-    assert fp16_main(["--engines", str(folder)]) == 0
+def test_export_trt_without_tensorrt_exits_4_after_the_onnx_models(tiny_fp16_folder, tmp_path):
+    folder = Path(shutil.copytree(tiny_fp16_folder, tmp_path / "engines"))
     r = subprocess.run([sys.executable, "-m", "export.trt", "--engines", str(folder)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 4, r.stderr
@@ -104,13 +101,10 @@ def test_export_trt_without_tensorrt_exits_4_after_the_onnx_models(tiny_model, t
 
 
 @pytest.fixture(scope="module")
-def built_plan(tiny_model, tmp_path_factory):
-    from export.fp16 import main as fp16_main
+def built_plan(tiny_fp16_folder, tmp_path_factory):
     from export.trt import main as trt_main
-    from tests.conftest import export_engine
 
-    folder = export_engine(tiny_model, tmp_path_factory.mktemp("trt")).parent
-    assert fp16_main(["--engines", str(folder)]) == 0
+    folder = Path(shutil.copytree(tiny_fp16_folder, tmp_path_factory.mktemp("trt") / "engines"))
     assert trt_main(["--engines", str(folder), "--min-batch", "1", "--opt-batch", "2", "--max-batch", "4"]) == 0
     return folder / "unet.plan"
 

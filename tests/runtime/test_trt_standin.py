@@ -12,13 +12,8 @@ from tests.runtime import trt_standin
 
 
 @pytest.fixture(scope="module")
-def fp16_built(tiny_model, tmp_path_factory):
-    from export.fp16 import main as fp16_main
-    from tests.conftest import export_engine
-
-    folder = export_engine(tiny_model, tmp_path_factory.mktemp("trt_standin")).parent
-    assert fp16_main(["--engines", str(folder)]) == 0
-    return folder
+def fp16_built(tiny_fp16_folder):
+    return tiny_fp16_folder
 
 
 @pytest.fixture

@@ -83,7 +83,9 @@ BAD = [
 
 
 def basic(engine: str, out: Path) -> dict:
-    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+    # max_queue holds every MIXED request (on a fast machine all arrive before the first is admitted), and the
+    # flood below still overflows it
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=len(MIXED), max_count=3, timeout_s=60, port=free_port(),
                            metrics_port=free_port())
     started = time.perf_counter()
     url = start(config, num_cpus=2)
@@ -625,7 +627,9 @@ BAD_CONDITIONS = [
 
 def start_described(engine: str) -> tuple[str, dict]:
     """A small service for one model: (its URL, a report holding its /v1/models answer)."""
-    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+    # max_queue holds every MIXED request (on a fast machine all arrive before the first is admitted), and the
+    # flood below still overflows it
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=len(MIXED), max_count=3, timeout_s=60, port=free_port(),
                            metrics_port=free_port())
     url = start(config, num_cpus=2)
     with httpx.Client(timeout=60) as client:
