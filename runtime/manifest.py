@@ -17,7 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_json
 from .errors import ManifestError
-from .io_spec import BatchProfile, TimestepDomain, UNetIO
+from .io_spec import BatchProfile, TimestepDomain, UNetIO  # noqa: F401 (TimestepDomain: the annotation)
 from .jsonio import read_json_object
 
 MANIFEST_NAME = "manifest.json"
@@ -139,7 +139,7 @@ class Manifest:
         from .schedulers import SchedulerConfig, scheduler_name_for  # the samplers import the manifest's neighbours
 
         raw = self.scheduler_config
-        return TimestepDomain.steps(SchedulerConfig.from_dict(raw, scheduler_name_for(raw)).num_train_timesteps)
+        return self.io.timestep_domain(SchedulerConfig.from_dict(raw, scheduler_name_for(raw)).num_train_timesteps)
 
     @property
     def domain_io(self) -> UNetIO:

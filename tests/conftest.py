@@ -11,6 +11,16 @@ if str(ROOT) not in sys.path:
 from export.reference import TINY_CONFIG, reference_blocks_tiny, save_model  # noqa: E402
 
 
+def child_stages_env() -> dict[str, str]:
+    """This environment with the export stages in child processes of their own again, as outside the suite (for
+    the tests of memory limits and killed exports)."""
+    import os
+
+    from export.child import IN_PROCESS_ENV
+
+    return {k: v for k, v in os.environ.items() if k != IN_PROCESS_ENV}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stages_in_process():
     """Export stages run in the calling process (export.child: arguments and results still pickled), not a fresh

@@ -4,12 +4,13 @@ anything is killed, so only resident memory the command cannot give back makes i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import child_stages_env
 
 V2_ROOT = Path("/sys/fs/cgroup")
 V1_ROOT = Path("/sys/fs/cgroup/memory")
@@ -22,14 +23,6 @@ class LimitedRun:
     stderr: str
     oom_killed: bool
     peak_bytes: int  # as the cgroup counts it (resident + page cache)
-
-
-def child_stages_env() -> dict[str, str]:
-    """This environment with the export stages in their own child processes again (the suite runs them in
-    process, tests/conftest.py): a memory limit is about what each stage's process holds."""
-    from export.child import IN_PROCESS_ENV
-
-    return {k: v for k, v in os.environ.items() if k != IN_PROCESS_ENV}
 
 
 def _own_cgroup(controller: str) -> str | None:
@@ -76,7 +69,7 @@ def run_limited(cmd: list[str], limit_bytes: int, cwd: str | Path | None = None,
     folder, version = _create(limit_bytes)
     try:
         wrapped = ["sh", "-c", f'echo $$ > {folder / "cgroup.procs"} && exec "$@"', "sh", *cmd]
-        proc = subprocess.run(wrapped, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=child_stages_env())
+        proc = subprocess.run(wrapped, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=child_stages_env())  # a limit is about what each stage's process holds
         if version == "v2":
             events = dict(line.split() for line in (folder / "memory.events").read_text().splitlines())
             oom, peak_file = int(events.get("oom_kill", 0)) > 0, folder / "memory.peak"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from runtime import Pipeline
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_stages_env
 
 KILL_LOOPS_SAMPLE = 8
 KILL_LOOPS_EXPORT = 4
@@ -27,7 +27,8 @@ def _as_if_from_a_shell():
 
 def start(module, *args):
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_if_from_a_shell)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_if_from_a_shell,
+                            env=child_stages_env())  # stages in their own processes, as a user's run has them
 
 
 def final_files(folder):
