@@ -36,6 +36,7 @@ from . import __version__
 from .atomic import publish
 from .cli import ArgumentParser, run, setup_logging
 from .errors import DeployError, InputError
+from .guidance import Guidance
 from .requests import check_guidance_scale
 from .manifest import artifact_entry
 from .schedulers import SAMPLERS, build_table, default_steps_help, scheduler_name_for
@@ -53,7 +54,7 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
     """The plan (a JSON-able dict, columns as float lists) of ``scheduler`` for a diffusers scheduler config;
     ``guidance_scale`` > 1: classifier-free guidance (the loop runs each image's unconditional and
     conditional rows and combines them as :meth:`runtime.guidance.Guidance.combine` does without rescale)."""
-    check_guidance_scale(guidance_scale)
+    guidance = Guidance.of(check_guidance_scale(guidance_scale))
     sampler, table = build_table(scheduler, config, steps, eta)
     cfg = table.config
     k = table.num_steps
@@ -76,7 +77,7 @@ def plan(scheduler: str, config: dict[str, Any], steps: int | None = None, eta: 
         "sampler": sampler.name,
         "steps": k,
         "eta": float(eta) if sampler.uses_eta else 0.0,
-        "guidance_scale": float(np.float32(guidance_scale)) if guidance_scale > 1 else 1.0,
+        "guidance_scale": float(np.float32(guidance.scale)),  # NO_GUIDANCE's scale is 1
         "prediction_type": cfg.prediction_type,
         "clip_range": float(F32(cfg.clip_sample_range)) if clip else None,
         "init_noise_sigma": 1.0,
