@@ -72,7 +72,7 @@ class RequestSurfaces:
         if request is None:
             return cls(**values)
         if not isinstance(request, cls):
-            raise InputError(f"expected a RequestSurfaces, got {type(request).__name__}")
+            raise InputError(f"expected a {cls.__name__}, got {type(request).__name__}")
         return dataclasses.replace(request, **values) if values else request
 
     @classmethod

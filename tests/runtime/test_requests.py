@@ -205,3 +205,8 @@ def test_the_published_schema_is_current():
 
     assert (ROOT / SCHEMA_FILE).read_text() == schema_text(), (
         f"regenerate it: python -c 'from runtime.surfaces import schema_text; print(schema_text(), end=\"\")' > {SCHEMA_FILE}")
+
+
+def test_create_names_the_request_type_it_expects():
+    with pytest.raises(InputError, match="expected a SampleRequest, got int"):
+        SampleRequest.create(3)
