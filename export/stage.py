@@ -28,10 +28,10 @@ from runtime.atomic import publish
 from runtime.errors import DeployError
 from runtime.manifest import ArtifactEntry, Manifest, update_artifact, verify_artifact
 
-from .artifacts import ONNX_NAME, remove_leftovers, staging
+from .artifacts import FP16_NAME, ONNX_NAME, remove_leftovers, staging
 
 # The command that makes each artifact a stage can build from (for the one-line refusal when it is missing).
-MADE_BY = {ONNX_NAME: "python -m export.onnx --out {folder}", "unet.fp16.onnx": "python -m export.fp16 --engines {folder}"}
+MADE_BY = {ONNX_NAME: "python -m export.onnx --out {folder}", FP16_NAME: "python -m export.fp16 --engines {folder}"}
 
 
 @dataclass(frozen=True)
