@@ -203,14 +203,10 @@ class Pipeline:
                 **fields: Any) -> np.ndarray:
         """The sampling loop; returns the final float32 sample [count, C, H, W] (about [-1, 1]; [0, 1] for score-SDE).
 
-        The request is a :class:`SampleRequest` or its fields as keywords (``count`` or its alias
-        ``batch``, ``seed`` / ``seeds`` / ``per_image_seeds``, ``steps``, ``scheduler``, ``eta``,
-        ``noise``, ``timeout_s``; for a conditional model ``class_labels``, ``embeddings``,
-        ``negative_embeddings``, ``guidance_scale``, ``guidance_rescale``, or ``conditioning``, the engine's inputs outright:
-        see :mod:`runtime.conditioning`): ``scheduler`` is one of ``runtime.schedulers.SAMPLERS`` (default:
-        the one the scheduler config was written for); ``steps`` defaults to the sampler's own
-        (``runtime.schedulers.default_steps_help()``); past ``timeout_s`` the loop stops with
-        :class:`~runtime.errors.RequestTimeoutError`. ``progress(done, total)`` is called after every step.
+        The request is a :class:`SampleRequest` or its fields as keywords (every field, its range and default:
+        ``docs/request.schema.json``; besides them ``conditioning``, a conditional engine's inputs outright, see
+        :mod:`runtime.conditioning`). Past ``timeout_s`` the loop stops with :class:`~runtime.errors.RequestTimeoutError`.
+        ``progress(done, total)`` is called after every step.
         """
         return self.run(request, progress, **fields).x
 
