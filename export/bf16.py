@@ -60,7 +60,7 @@ def build(precision: str, source: Source, work: Path, ov) -> Built:
     gate = accuracy_gate(OrtRunner(source.path, io, source.entry, cpu), OpenVinoRunner(xml, io, candidate, cpu),
                          source.manifest, precision.upper())
     entry = replace(candidate, build={"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}})
-    return Built(OV_NAME, {OV_NAME: entry}, f"+ {OV_WEIGHTS}; {precision.upper()} {gate_summary(gate)}",
+    return Built(OV_NAME, {OV_NAME: entry}, f"weights in {OV_WEIGHTS}; {precision.upper()} {gate_summary(gate)}",
                  files=[OV_WEIGHTS, OV_NAME])  # the weights first, then the graph that names them
 
 
