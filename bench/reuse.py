@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
     require("bench.reuse", {"torch": "export", "diffusers": "export", "matplotlib": "bench", "sklearn": "test",
-                                    "scipy": "test"})
+                            "scipy": "test"})
     cfg = MODES[args.mode]
     started = time.time()
     seconds, calls = reference_timing(args.mode, cfg["timed"])

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from runtime import __version__
 from runtime.cli import DISK_FULL
-from runtime.errors import DeployError
-from runtime.manifest import DECODER_PLAN_NAME, verify_artifact  # noqa: F401 (re-exported for the export stages)
+from runtime.manifest import DECODER_PLAN_NAME  # noqa: F401 (re-exported for the export stages)
 
 ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact derives from
 FP16_NAME = "unet.fp16.onnx"  # export.fp16
@@ -68,16 +67,6 @@ def remove_leftovers(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def verified_fp32(folder: Path):
-    """(path, manifest, entry) of the FP32 ONNX model in ``folder``, checked against its manifest: what
-    the derived artifacts (FP16, BF16) are built from."""
-    path = folder / ONNX_NAME
-    if not path.is_file():
-        raise DeployError(f"{path} does not exist; run `python -m export.onnx --out {folder}` first")
-    manifest, entry = verify_artifact(path)
-    return path, manifest, entry
 
 
 def tool_versions() -> dict[str, str]:

@@ -225,8 +225,8 @@ def build(args, source: Source, work: Path, model) -> Built:
     summary = (f"and {source.folder / SHALLOW_NAME} (branch {args.branch}, deep feature {list(cases.feature_shape)}); "
                f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g}); split vs UNet2DModel.forward "
                f"{cases.split_error:.1e}")
-    return Built(FULL_NAME, entries, summary, files=[FULL_NAME, SHALLOW_NAME])  # the shallow graph last: a reader
-    # finding it finds its full graph
+    # the shallow graph goes live last: a reader finding it finds its full graph
+    return Built(FULL_NAME, entries, summary, files=[FULL_NAME, SHALLOW_NAME])
 
 
 def main(argv: list[str] | None = None) -> int:

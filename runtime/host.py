@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,6 @@ class HostOptions:
         if request.timeout_s > self.timeout_s:
             raise InputError(f"timeout_s must be in (0, {self.timeout_s:g}] here, got {request.timeout_s:g}")
         return request
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Host:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_json
 from .errors import ManifestError
-from .io_spec import BatchProfile, TimestepDomain, UNetIO  # noqa: F401 (TimestepDomain: the annotation)
+from .io_spec import BatchProfile, TimestepDomain, UNetIO
 from .jsonio import read_json_object
 
 MANIFEST_NAME = "manifest.json"
@@ -144,7 +144,7 @@ class Manifest:
     @property
     def domain_io(self) -> UNetIO:
         """The I/O declaration with :attr:`timestep_domain` filled in."""
-        return self.io if self.io.timestep is not None else replace(self.io, timestep=self.timestep_domain)
+        return replace(self.io, timestep=self.timestep_domain)
 
     def artifact(self, name: str) -> ArtifactEntry:
         try:

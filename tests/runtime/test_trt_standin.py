@@ -11,16 +11,11 @@ from runtime.errors import BackendUnavailableError, EngineError
 from tests.runtime import trt_standin
 
 
-@pytest.fixture(scope="module")
-def fp16_built(tiny_fp16_folder):
-    return tiny_fp16_folder
-
-
 @pytest.fixture
-def fp16_folder(fp16_built, tmp_path):
+def fp16_folder(tiny_fp16_folder, tmp_path):
     import shutil
 
-    return Path(shutil.copytree(fp16_built, tmp_path / "engines"))
+    return Path(shutil.copytree(tiny_fp16_folder, tmp_path / "engines"))
 
 
 def build(folder, *extra):
