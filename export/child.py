@@ -3,8 +3,8 @@ when it ends: the next stage's peak then does not add to this one's.
 
 ``DDPM_DEPLOY_STAGES_IN_PROCESS=1`` runs the stages in the calling process instead (arguments and result still
 pickled, the working folder restored): no fresh interpreter per stage (about 3 s each, importing torch), but
-every stage's memory stays with the caller. The test suite sets it for its in-process exports; the tests of
-memory limits, killed stages and the CLIs run the real child processes.
+every stage's memory stays with the caller. The test suite sets it (tests/conftest.py); its tests of memory
+limits and killed exports run the real child processes.
 """
 
 from __future__ import annotations

@@ -22,37 +22,20 @@ def child_stages_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def stages_in_process():
-    """Export stages run in the calling process (export.child: arguments and results still pickled), not a fresh
-    interpreter each (about 3 s of importing torch per stage); the memory-limit tests run real child processes
-    (tests/memlimit.py), and so does everything outside the suite."""
-    import os
+def suite_environment(tmp_path_factory):
+    """What the whole suite (and the subprocesses it starts) runs with, restored afterwards:
 
+    * export stages in the calling process (export.child: arguments and results still pickled), not a fresh
+      interpreter each (about 3 s of importing torch per stage); the tests of memory limits and killed exports
+      run real child processes (:func:`child_stages_env`), and so does everything outside the suite;
+    * the engine cache (runtime.cache) in a temporary folder, never in the user's home.
+    """
     from export.child import IN_PROCESS_ENV
 
-    old = os.environ.get(IN_PROCESS_ENV)
-    os.environ[IN_PROCESS_ENV] = "1"
-    yield
-    if old is None:
-        del os.environ[IN_PROCESS_ENV]
-    else:
-        os.environ[IN_PROCESS_ENV] = old
-
-
-@pytest.fixture(scope="session", autouse=True)
-def engine_cache_dir(tmp_path_factory):
-    """The suite's engine cache (runtime.cache) lives in a temporary folder, never in the user's home;
-    subprocesses inherit it through the environment."""
-    import os
-
-    path = tmp_path_factory.mktemp("engine_cache")
-    old = os.environ.get("DDPM_DEPLOY_CACHE_DIR")
-    os.environ["DDPM_DEPLOY_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["DDPM_DEPLOY_CACHE_DIR"]
-    else:
-        os.environ["DDPM_DEPLOY_CACHE_DIR"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(IN_PROCESS_ENV, "1")
+        env.setenv("DDPM_DEPLOY_CACHE_DIR", str(tmp_path_factory.mktemp("engine_cache")))
+        yield
 
 
 def read_png(path: Path):
