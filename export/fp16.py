@@ -34,10 +34,13 @@ from runtime.errors import GateError
 from runtime.io_spec import UNetIO
 from runtime.manifest import ArtifactEntry, Manifest, sha256_file, verify_artifact
 from runtime.reuse import ROLES, CacheGraph, graphs_for
+from runtime.runners import RunnerOptions
+from runtime.runners.ort import OrtRunner
 
 from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, tool_versions
 from .child import call_in_child
-from .gates import FP16_MIN_IMAGE_PSNR_DB, FP16_MIN_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr
+from .gates import (FP16_MIN_IMAGE_PSNR_DB, GATE_SEED, ReuseEngines, accuracy_gate, gate_summary, psnr,
+                    reuse_gate, reuse_summary)
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.fp16"
@@ -123,9 +126,6 @@ def convert_file(fp32_path: Path, out: Path) -> list[str]:
 
 def fp16_gate(fp32_path: Path, fp16_path: Path, manifest: Manifest) -> dict[str, Any]:
     """Runs the FP16 model against FP32 in ONNX Runtime (CPU). Raises GateError; returns the figures."""
-    from runtime.runners import RunnerOptions
-    from runtime.runners.ort import OrtRunner
-
     cpu, io = RunnerOptions(device="cpu"), manifest.io
     return accuracy_gate(OrtRunner(fp32_path, io, options=cpu), OrtRunner(fp16_path, io, options=cpu), manifest, "FP16")
 
@@ -135,8 +135,6 @@ def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: f
     the autoencoder's scaling factor), one at a time: image PSNR on [0, 1]. Raises GateError."""
     from runtime.images import to_unit_range
     from runtime.io_spec import IMAGE, LATENTS
-    from runtime.runners import RunnerOptions
-    from runtime.runners.ort import OrtRunner
 
     rng = np.random.default_rng(GATE_SEED)
     latents = (rng.standard_normal(io.sample.concrete(DECODER_GATE_IMAGES)) * scaling_factor).astype(np.float32)
@@ -153,64 +151,6 @@ def decoder_gate(fp32_path: Path, fp16_path: Path, io: UNetIO, scaling_factor: f
         raise GateError(f"FP16 decoder gate failed: image PSNR {worst:.1f} dB vs FP32 is below {FP16_MIN_IMAGE_PSNR_DB} dB; "
                         "nothing was written. Use the FP32 decoder")
     return {"min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB, "images": DECODER_GATE_IMAGES, "image_psnr_db": worst}
-
-
-REUSE_GATE_INTERVAL = 2  # the feature-reuse gate's sampling run: full and shallow steps alternate
-
-
-def reuse_gate(unet32: Path, unet16: Path, names32: dict[str, str], names16: dict[str, str], folder: Path,
-               work: Path, graph: CacheGraph, manifest: Manifest) -> dict[str, Any]:
-    """The FP16 feature-reuse graphs against the FP32 ones: each graph's noise prediction over the gate's timesteps
-    (the shallow graph fed its own precision's feature of the same input), then a sampling run with a cache
-    schedule, FP16 UNet and graphs against FP32. Raises GateError below the FP16 gate's thresholds."""
-    from runtime.reuse import ReuseGraphs, GraphPair
-    from runtime.io_spec import DEEP_FEATURE, NOISE_PRED, SAMPLE, TIMESTEP
-    from runtime.pipeline import Pipeline
-    from runtime.runners import RunnerOptions
-    from runtime.runners.ort import OrtRunner
-
-    from .gates import GATE_SAMPLING_STEPS, accuracy_timesteps
-
-    cpu, io, scheduler_config = RunnerOptions(device="cpu"), manifest.io, manifest.scheduler_config
-    ios = {role: io.with_feature(role, graph.feature_shape) for role in ROLES}
-    ts = accuracy_timesteps(manifest)
-    rng = np.random.default_rng(GATE_SEED)
-    x = rng.standard_normal(io.sample.concrete(1), dtype=np.float32)
-    conditioning = io.example_conditioning(1, rng)
-    outputs, images = {}, {}
-    for label, unet, names, where in (("fp32", unet32, names32, folder), ("fp16", unet16, names16, work)):
-        runners = {role: OrtRunner(where / names[role], ios[role], options=cpu).activate() for role in ROLES}
-        try:
-            per_t = []
-            for t in ts:
-                full = runners["full"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning})
-                shallow = runners["shallow"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning,
-                                                    DEEP_FEATURE: full[DEEP_FEATURE]})
-                per_t.append((full[NOISE_PRED], shallow[NOISE_PRED]))
-            outputs[label] = per_t
-            cache = ReuseGraphs(GraphPair(names, graph), lambda name, role, like: runners[role])
-            with OrtRunner(unet, io, options=cpu) as runner:
-                images[label] = Pipeline(runner, scheduler_config, reuse=cache).run(
-                    steps=GATE_SAMPLING_STEPS, seed=GATE_SEED, conditioning=conditioning or None,
-                    cache_interval=REUSE_GATE_INTERVAL).unit_images()
-        finally:
-            for runner in runners.values():
-                runner.deactivate()
-    per_t = []
-    for t, (ref_full, ref_shallow), (got_full, got_shallow) in zip(ts, outputs["fp32"], outputs["fp16"]):
-        if not (np.isfinite(got_full).all() and np.isfinite(got_shallow).all()):
-            raise GateError(f"FP16 feature-reuse gate failed: NaN/Inf at timestep {t.item()}; nothing was written")
-        per_t.append({"timestep": t.item(), "full_psnr_db": psnr(ref_full, got_full), "shallow_psnr_db": psnr(ref_shallow, got_shallow)})
-    worst = min(min(r["full_psnr_db"], r["shallow_psnr_db"]) for r in per_t)
-    image_psnr = psnr(images["fp32"], images["fp16"], peak=1.0)
-    log.info("FP16 feature-reuse graphs: worst prediction PSNR %.1f dB, %d-step image PSNR %.1f dB (cache interval %d)",
-             worst, GATE_SAMPLING_STEPS, image_psnr, REUSE_GATE_INTERVAL)
-    if worst < FP16_MIN_PSNR_DB or image_psnr < FP16_MIN_IMAGE_PSNR_DB:
-        raise GateError(f"FP16 feature-reuse gate failed: prediction PSNR {worst:.1f} dB (min {FP16_MIN_PSNR_DB}), image "
-                        f"PSNR {image_psnr:.1f} dB (min {FP16_MIN_IMAGE_PSNR_DB}) vs FP32; nothing was written")
-    return {"min_psnr_db": FP16_MIN_PSNR_DB, "min_image_psnr_db": FP16_MIN_IMAGE_PSNR_DB, "noise_prediction": per_t,
-            "sampling": {"steps": GATE_SAMPLING_STEPS, "cache_interval": REUSE_GATE_INTERVAL, "seed": GATE_SEED,
-                         "image_psnr_db": image_psnr}}
 
 
 def build_parser() -> ArgumentParser:
@@ -257,7 +197,14 @@ def build(source: Source, work: Path, ready: None = None) -> Built:
             verify_artifact(folder / pair.names[role])
             call_in_child(f"the FP16 conversion of the {role} graph", convert_file, folder / pair.names[role],
                           work / names16[role])
-        gated = reuse_gate(fp32_path, tmp, pair.names, names16, folder, work, pair.graph, manifest)
+        ios = {role: manifest.io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+        cpu = RunnerOptions(device="cpu")
+        gated = reuse_gate(
+            ReuseEngines(OrtRunner(fp32_path, manifest.io, options=cpu),
+                         {role: OrtRunner(folder / pair.names[role], ios[role], options=cpu) for role in ROLES}),
+            ReuseEngines(OrtRunner(tmp, manifest.io, options=cpu),
+                         {role: OrtRunner(work / names16[role], ios[role], options=cpu) for role in ROLES}),
+            pair.graph, manifest, "FP16")
         for role in ROLES:
             artifacts[names16[role]] = ArtifactEntry(
                 kind="onnx", precision="fp16-mixed", sha256=sha256_file(work / names16[role]),
@@ -265,8 +212,7 @@ def build(source: Source, work: Path, ready: None = None) -> Built:
                 source_sha256=manifest.artifact(pair.names[role]).sha256,
                 build={**replace(pair.graph, role=role, engine=FP16_NAME).to_build(), "fp32_ops": list(FP32_OPS),
                        "gate": gated})
-        summary += (f"; feature-reuse graphs {', '.join(names16.values())}: image PSNR "
-                    f"{gated['sampling']['image_psnr_db']:.1f} dB vs FP32 (cache interval {REUSE_GATE_INTERVAL})")
+        summary += "; " + reuse_summary(gated, names16.values())
     return Built(FP16_NAME, artifacts, summary)  # the UNet published last, after what it is built with
 
 

@@ -221,3 +221,75 @@ def gate_summary(gate: dict[str, Any]) -> str:
     worst = min(r["psnr_db"] for r in gate["noise_prediction"])
     return (f"noise prediction PSNR >= {worst:.1f} dB, {gate['sampling']['steps']}-step image PSNR "
             f"{gate['sampling']['image_psnr_db']:.1f} dB vs FP32")
+
+
+# the feature-reuse gate ----------------------------------------------------------------------------
+REUSE_GATE_INTERVAL = 2  # the feature-reuse gate's sampling runs: full and shallow steps alternate
+
+
+@dataclass(frozen=True)
+class ReuseEngines:
+    """One precision's plain UNet and its two feature-reuse graphs, as inactive runners (the gate opens them)."""
+
+    unet: Any
+    graphs: dict[str, Any]  # role -> runner
+
+
+def reuse_gate(reference: ReuseEngines, candidate: ReuseEngines, graph, manifest: Manifest, label: str,
+               min_psnr_db: float = FP16_MIN_PSNR_DB, min_image_psnr_db: float = FP16_MIN_IMAGE_PSNR_DB,
+               images: int = 1) -> dict[str, Any]:
+    """A reduced-precision engine's feature-reuse graphs (``candidate``) against FP32's (``reference``), gated
+    together: each graph's noise prediction over the gate's timesteps (the shallow graph fed its own precision's
+    feature of the same input), then ``images`` sampling runs of GATE_SAMPLING_STEPS steps with full and shallow
+    steps alternating (PSNR pooled). ``graph``: the pair's :class:`runtime.reuse.CacheGraph`. Raises GateError on
+    NaN/Inf or below the thresholds (FP16's by default); returns the figures."""
+    from runtime.io_spec import DEEP_FEATURE
+    from runtime.pipeline import Pipeline
+    from runtime.reuse import ROLES, GraphPair, ReuseGraphs
+
+    ts = accuracy_timesteps(manifest)
+    rng = np.random.default_rng(GATE_SEED)
+    x = rng.standard_normal(manifest.io.sample.concrete(1), dtype=np.float32)
+    conditioning = manifest.io.example_conditioning(1, rng)
+    outputs, pictures = {}, {}
+    for name, engines in (("reference", reference), ("candidate", candidate)):
+        runners = {role: engines.graphs[role].activate() for role in ROLES}
+        try:
+            per_t = []
+            for t in ts:
+                full = runners["full"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning})
+                shallow = runners["shallow"].infer({SAMPLE: x, TIMESTEP: t[None], **conditioning,
+                                                    DEEP_FEATURE: full[DEEP_FEATURE]})
+                per_t.append((full[NOISE_PRED], shallow[NOISE_PRED]))
+            outputs[name] = per_t
+            reuse = ReuseGraphs(GraphPair({role: role for role in ROLES}, graph), lambda _, role, like: runners[role])
+            with engines.unet as unet:
+                pipe = Pipeline(unet, manifest.scheduler_config, reuse=reuse)
+                pictures[name] = np.concatenate([pipe.run(
+                    steps=GATE_SAMPLING_STEPS, seed=seed, cache_interval=REUSE_GATE_INTERVAL,
+                    conditioning=unet.io.example_conditioning(1, np.random.default_rng(seed)) or None).unit_images()
+                    for seed in range(GATE_SEED, GATE_SEED + images)])
+        finally:
+            for runner in runners.values():
+                runner.deactivate()
+    per_t = []
+    for t, (ref_full, ref_shallow), (got_full, got_shallow) in zip(ts, outputs["reference"], outputs["candidate"]):
+        if not (np.isfinite(got_full).all() and np.isfinite(got_shallow).all()):
+            raise GateError(f"{label} feature-reuse gate failed: NaN/Inf at timestep {t.item()}; nothing was written")
+        per_t.append({"timestep": t.item(), "full_psnr_db": psnr(ref_full, got_full),
+                      "shallow_psnr_db": psnr(ref_shallow, got_shallow)})
+    worst = min(min(r["full_psnr_db"], r["shallow_psnr_db"]) for r in per_t)
+    image_psnr = psnr(pictures["reference"], pictures["candidate"], peak=1.0)
+    log.info("%s feature-reuse graphs: worst prediction PSNR %.1f dB, %d-step image PSNR %.1f dB (%d image(s), cache "
+             "interval %d)", label, worst, GATE_SAMPLING_STEPS, image_psnr, images, REUSE_GATE_INTERVAL)
+    if worst < min_psnr_db or image_psnr < min_image_psnr_db:
+        raise GateError(f"{label} feature-reuse gate failed: prediction PSNR {worst:.1f} dB (min {min_psnr_db}), image "
+                        f"PSNR {image_psnr:.1f} dB (min {min_image_psnr_db}) vs FP32; nothing was written")
+    return {"min_psnr_db": min_psnr_db, "min_image_psnr_db": min_image_psnr_db, "noise_prediction": per_t,
+            "sampling": {"steps": GATE_SAMPLING_STEPS, "cache_interval": REUSE_GATE_INTERVAL, "seed": GATE_SEED,
+                         "images": images, "image_psnr_db": image_psnr}}
+
+
+def reuse_summary(gate: dict[str, Any], names) -> str:
+    return (f"feature-reuse graphs {', '.join(names)}: image PSNR {gate['sampling']['image_psnr_db']:.1f} dB vs FP32 "
+            f"(cache interval {gate['sampling']['cache_interval']})")

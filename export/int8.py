@@ -39,15 +39,16 @@ import numpy as np
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.cpu import int8_arithmetic
 from runtime.errors import InputError
-from runtime.io_spec import SAMPLE, TIMESTEP
-from runtime.manifest import ArtifactEntry, sha256_file
+from runtime.io_spec import DEEP_FEATURE, SAMPLE, TIMESTEP
+from runtime.manifest import ArtifactEntry, sha256_file, verify_artifact
 from runtime.pipeline import Pipeline
+from runtime.reuse import ROLES, CacheGraph, GraphPair, ReuseGraphs, graphs_for
 from runtime.runners import RunnerOptions
 from runtime.runners.ort import OrtRunner
 
 from .artifacts import INT8_NAME, ONNX_NAME, tool_versions
 from .child import call_in_child
-from .gates import accuracy_gate, gate_summary
+from .gates import REUSE_GATE_INTERVAL, ReuseEngines, accuracy_gate, gate_summary, reuse_gate, reuse_summary
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.int8"
@@ -124,6 +125,35 @@ def calibration_rows(fp32_path: Path, manifest, entry: ArtifactEntry,
     return runner.rows
 
 
+def reuse_calibration_rows(source: Source, pair: GraphPair, calibration: Calibration) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Each feature-reuse graph's calibration inputs (by role): the graphs' inputs while the runtime samples
+    ``calibration.images`` images from the FP32 UNet and graphs with full and shallow steps alternating (the reuse
+    gate's schedule), or (``source`` "noise") the noise rows, the shallow graph's with the FP32 full graph's
+    feature of the same input."""
+    manifest, cpu = source.manifest, RunnerOptions(device="cpu")
+    ios = {role: manifest.io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    recorders = {role: _RecordingRunner(source.folder / pair.names[role], ios[role], options=cpu) for role in ROLES}
+    if calibration.source == "noise":
+        rows = calibration_rows(source.path, manifest, source.entry, calibration)
+        with recorders["full"] as full:
+            shallow = [{**row, DEEP_FEATURE: full.infer(row)[DEEP_FEATURE]} for row in rows]
+        return {"full": rows, "shallow": shallow}
+    rng = np.random.default_rng(calibration.seed)
+    conditioning = manifest.io.example_conditioning(calibration.images, rng) or None
+    for runner in recorders.values():
+        runner.activate()
+    try:
+        reuse = ReuseGraphs(GraphPair({role: role for role in ROLES}, pair.graph), lambda _, role, like: recorders[role])
+        with OrtRunner(source.path, manifest.io, source.entry, cpu) as unet:
+            Pipeline(unet, manifest.scheduler_config, reuse=reuse).run(
+                scheduler=calibration.sampler, steps=calibration.steps, seed=calibration.seed, count=calibration.images,
+                conditioning=conditioning, cache_interval=REUSE_GATE_INTERVAL)
+    finally:
+        for runner in recorders.values():
+            runner.deactivate()
+    return {role: runner.rows for role, runner in recorders.items()}
+
+
 def layer_groups(model) -> dict[str, list[str]]:
     """The quantizable nodes (QUANTIZED_OPS) of each of GROUPS, found from the graph's structure: the first and
     last convolutions, the nodes whose inputs' values do not come from the sample (the conditioning path; shapes
@@ -131,7 +161,7 @@ def layer_groups(model) -> dict[str, list[str]]:
     (``node_conv2d_7``), so names say nothing reliable."""
     weights = {init.name for init in model.graph.initializer}
     weights |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
-    from_sample = {SAMPLE}
+    from_sample = {SAMPLE, DEEP_FEATURE}  # a shallow feature-reuse graph's feature is computed from the sample
     for node in model.graph.node:  # topological order
         # a Shape reads the sample's shape, not its values (the timestep is broadcast to the batch with one)
         if node.op_type not in SHAPE_OPS and any(name in from_sample for name in node.input):
@@ -235,8 +265,45 @@ def build(args, source: Source, work: Path, arithmetic: str) -> Built:
         "tools": tool_versions(),
     })
     kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
-    return Built(INT8_NAME, {INT8_NAME: entry},
-                 f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; INT8 {gate_summary(gate)}")
+    summary = f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; INT8 {gate_summary(gate)}"
+    artifacts = {INT8_NAME: entry}
+    pair = graphs_for(source.manifest, ONNX_NAME, source.entry)
+    if pair is not None:  # the feature-reuse graphs: quantized the same way and gated with the INT8 UNet
+        graphs = quantize_graphs(source, pair, work, calibration, keep, arithmetic, tmp, candidate)
+        artifacts.update(graphs)
+        summary += "; " + reuse_summary(next(iter(graphs.values())).build["gate"], graphs)
+    return Built(INT8_NAME, artifacts, summary)  # the UNet published last, after the graphs it is built with
+
+
+def quantize_graphs(source: Source, pair: GraphPair, work: Path, calibration: Calibration, keep: tuple[str, ...],
+                    arithmetic: str, unet: Path, unet_entry: ArtifactEntry) -> dict[str, ArtifactEntry]:
+    """The INT8 forms of the folder's feature-reuse graphs (calibrated on their own inputs, the same layers kept),
+    gated together with the INT8 UNet against FP32; their manifest entries by file name."""
+    rows = reuse_calibration_rows(source, pair, calibration)
+    names = {role: CacheGraph.file_name(role, ".int8.onnx") for role in ROLES}
+    quantized, entries = {}, {}
+    for role in ROLES:
+        verify_artifact(source.folder / pair.names[role])
+        quantized[role] = call_in_child(f"the INT8 quantization of the {role} graph", quantize_file,
+                                        source.folder / pair.names[role], work / names[role], rows[role], keep)
+        entries[role] = ArtifactEntry(kind="onnx", precision="int8", sha256=sha256_file(work / names[role]),
+                                      bytes=(work / names[role]).stat().st_size, source=pair.names[role],
+                                      source_sha256=source.manifest.artifact(pair.names[role]).sha256)
+    calibrated = {role: len(rows[role]) for role in ROLES}
+    rows = None
+    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
+    ios = {role: io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    gate = reuse_gate(
+        ReuseEngines(OrtRunner(source.path, io, source.entry, cpu),
+                     {role: OrtRunner(source.folder / pair.names[role], ios[role], options=cpu) for role in ROLES}),
+        ReuseEngines(OrtRunner(unet, io, unet_entry, cpu),
+                     {role: OrtRunner(work / names[role], ios[role], entries[role], cpu) for role in ROLES}),
+        pair.graph, source.manifest, "INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
+    return {names[role]: replace(entries[role], build={
+        **replace(pair.graph, role=role, engine=INT8_NAME).to_build(),
+        "quantization": {"quantized_nodes": quantized[role]["quantized_nodes"], "kept_fp32": quantized[role]["kept"],
+                         "calibration": {**calibration.to_build(calibrated[role]), "cache_interval": REUSE_GATE_INTERVAL}},
+        "gate_arithmetic": arithmetic, "gate": gate}) for role in ROLES}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ ABI code: :mod:`runtime.errors`). Requests are :class:`runtime.requests.SampleRe
 ``SampleRequest.json_schema()``, published as ``docs/request.schema.json``).
 
 Options (:class:`HostOptions`, a JSON object for the C ABI, Triton's model parameters, the service config's
-fields of the same names): ``device``, ``threads``, ``cache_dir`` (how the engine is opened), ``max_batch``,
+fields of the same names): ``device``, ``precision``, ``threads``, ``cache_dir`` (how the engine is opened: the
+engine may be an engines folder, whose engine of ``precision`` runs, :mod:`runtime.selection`), ``max_batch``,
 ``max_queue`` (the batcher), ``timeout_s`` (a request's default deadline and its ceiling), ``max_count``,
 ``max_steps`` (per-request limits).
 """
@@ -26,6 +27,7 @@ from .errors import InputError, brief
 from .json_body import NUMBER, check_object, parse_object
 from .pipeline import Pipeline
 from .requests import SampleRequest
+from .selection import PRECISIONS
 from .trajectory import ProgressFn
 
 
@@ -34,6 +36,7 @@ class HostOptions:
     """How a host opens its engine and what it admits; every field optional."""
 
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "auto"  # an engines folder's engine: "auto" (the fastest timed on this CPU) or a precision
     threads: int | None = None  # ONNX Runtime threads (default: the cores it may use)
     cache_dir: str | None = AUTO  # the per-machine engine cache ("auto": $DDPM_DEPLOY_CACHE_DIR or ~/.cache; null: none)
     max_batch: int | None = None  # rows per UNet call (default 8, or a TensorRT plan's profile max)
@@ -42,7 +45,7 @@ class HostOptions:
     max_count: int | None = None  # images per request
     max_steps: int | None = None  # sampler steps per request
 
-    SCHEMA = {"device": str, "threads": (int, type(None)), "cache_dir": (str, type(None)),
+    SCHEMA = {"device": str, "precision": str, "threads": (int, type(None)), "cache_dir": (str, type(None)),
               "max_batch": (int, type(None)), "max_queue": int, "timeout_s": (*NUMBER, type(None)),
               "max_count": (int, type(None)), "max_steps": (int, type(None))}
 
@@ -51,6 +54,8 @@ class HostOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"option {name} must be at least 1, got {brief(value)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"option precision must be one of {', '.join(PRECISIONS)}, got {brief(self.precision)}")
         if self.max_queue < 0:
             raise InputError(f"option max_queue must be >= 0, got {brief(self.max_queue)}")
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -105,7 +110,8 @@ class Host:
     def __init__(self, engine: str | Path, options: HostOptions | None = None,
                  on_call: Callable[[int, float], None] | None = None):
         self.options = options = options or HostOptions()
-        self.pipeline = Pipeline.load(engine, device=options.device, threads=options.threads, cache_dir=options.cache_dir)
+        self.pipeline = Pipeline.load(engine, device=options.device, threads=options.threads, cache_dir=options.cache_dir,
+                                      precision=options.precision)
         try:
             self.batcher = StepBatcher(self.pipeline, options.max_batch, options.max_queue, on_call=on_call)
         except BaseException:

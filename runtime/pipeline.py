@@ -25,6 +25,7 @@ from .results import SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import SAMPLERS, Sampler, SchedulerConfig, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
+from .selection import resolve_engine
 from .trajectory import ProgressFn, Trajectory, advance
 
 
@@ -109,10 +110,14 @@ class Pipeline:
         device: str = "auto",
         threads: int | None = None,
         cache_dir: str | Path | None = AUTO,
+        precision: str = "auto",
     ) -> Pipeline:
-        """Opens ``engine`` (checked against its manifest). ``cache_dir``: where optimized engines are
-        cached per machine ("auto": ``$DDPM_DEPLOY_CACHE_DIR`` or ``~/.cache/ddpm-deploy``; None: no cache)."""
+        """Opens ``engine`` (checked against its manifest): an engine file, or an engines folder, whose engine of
+        ``precision`` runs ("auto": the fastest timed on this CPU, see :mod:`runtime.selection`). ``cache_dir``: where
+        optimized engines are cached per machine ("auto": ``$DDPM_DEPLOY_CACHE_DIR`` or ``~/.cache/ddpm-deploy``;
+        None: no cache)."""
         cache = resolve_cache_dir(cache_dir)
+        engine = resolve_engine(engine, precision)
         runner, manifest, entry = open_engine(engine, device=device, threads=threads, cache_dir=cache)
         decoder = None
         try:

@@ -11,12 +11,17 @@ from .cli import ArgumentParser, run, setup_logging, whole_number
 from .images import make_output_dir, prepare_output_dir, write_png
 from .pipeline import Pipeline
 from .requests import SampleRequest
+from .selection import PRECISIONS
 
 PROG = "runtime.sample"
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__)
-    p.add_argument("--engine", required=True, help="engines/unet.onnx (or .plan); its manifest.json must sit beside it")
+    p.add_argument("--engine", required=True, help="engines/unet.onnx (or .plan, .ov.xml; its manifest.json must sit "
+                   "beside it), or an engines folder: its engine of --precision runs")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="with an engines folder: auto (default: the fastest engine `python -m export.cpu` timed on this "
+                        "CPU, else FP32) or that precision's engine")
     SampleRequest.add_arguments(p)  # --count (--batch), --seed, --steps, --scheduler, ...: the request's fields
     p.add_argument("--out", default="out", help="folder for the PNGs (created if missing; default out/)")
     p.add_argument("--prefix", default="ddpm_", help="file name prefix (default ddpm_)")
@@ -40,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     request = SampleRequest.from_args(args)
     out = prepare_output_dir(args.out)
     cache_dir = None if args.no_cache else args.cache_dir
-    with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads, cache_dir=cache_dir) as pipe:
+    with Pipeline.load(args.engine, args.scheduler_config, device=args.device, threads=args.threads, cache_dir=cache_dir,
+                       precision=args.precision) as pipe:
         trajectory = pipe.trajectory(request)  # checks the request against the engine before any work
         make_output_dir(out)
         bar = tqdm(total=trajectory.num_steps, desc="sampling", unit="step", file=sys.stderr, disable=args.quiet)

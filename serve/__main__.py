@@ -40,14 +40,15 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
     except ImportError:
         raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[serve]' (or make serve-deps)") from None
     from runtime.manifest import artifact_entry
+    from runtime.selection import resolve_engine
 
     from .app import build_app
     from .config import load_api_keys
 
-    if not Path(config.engine).is_file():
+    if not Path(config.engine).exists():
         raise DeployError(f"engine {config.engine} does not exist; build one (`make engine` or `make demo`) or pass --engine")
     key_digests = load_api_keys(config)
-    body_limit = config.body_limit(artifact_entry(Path(config.engine))[0].io)
+    body_limit = config.body_limit(artifact_entry(resolve_engine(config.engine, config.precision))[0].io)
     # The body limit runs in Ray's HTTP proxies (serve/limits.py); they take it from the environment Ray starts with.
     os.environ[limits.LIMIT_ENV] = str(body_limit)
     os.environ.setdefault(limits.CALLBACK_ENV, limits.CALLBACK)
@@ -70,7 +71,7 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="a JSON service config (serve/config.py: engine, replicas, limits, ...)")
-    p.add_argument("--engine", default=None, help="the engine file (overrides the config's)")
+    p.add_argument("--engine", default=None, help="the engine file, or an engines folder (overrides the config's)")
     p.add_argument("--host", default=None, help="HTTP address (default 127.0.0.1; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     p.add_argument("--address", default=None, help="a running Ray cluster (auto, or HEAD:6379); default: start one here")

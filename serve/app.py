@@ -29,7 +29,6 @@ import hmac
 import logging
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,7 +63,7 @@ class Engine:
         self.config = ServiceConfig(**config)
         self.host = Host(self.config.engine, self.config.host_options(), on_call=self._on_call)
         self.pipeline, self.batcher = self.host.pipeline, self.host.batcher
-        self.engine_name = Path(self.config.engine).name
+        self.engine_name = self.pipeline.runner.path.name  # an engines folder's: the engine chosen
         context = serve.get_replica_context()
         node = ray.get_runtime_context().get_node_id()[:12]
         self.replica = f"{context.replica_id.unique_id}@{context.deployment}@node-{node}"

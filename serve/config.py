@@ -15,7 +15,7 @@ from runtime.io_spec import ENCODER_HIDDEN_STATES, UNetIO
 from runtime.json_body import NUMBER, parse_object
 
 
-HOST_FIELDS = ("device", "threads", "cache_dir", "max_batch", "max_queue", "timeout_s", "max_count", "max_steps")
+HOST_FIELDS = ("device", "precision", "threads", "cache_dir", "max_batch", "max_queue", "timeout_s", "max_count", "max_steps")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ServiceConfig:
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0  # 1 for a TensorRT plan: one replica per GPU
     device: str = "auto"
+    precision: str = "auto"  # with an engines folder as engine: "auto" (the fastest timed on this CPU) or a precision
     threads: int | None = None  # ONNX Runtime threads per replica (default: the cores it may use)
     max_batch: int = 8  # rows per UNet call
     max_queue: int = 32  # requests waiting per replica beyond a full batch; more → 503

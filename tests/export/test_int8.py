@@ -31,9 +31,10 @@ def simulated(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def int8_engine(demo_engine, tmp_path_factory):
+def int8_engine(demo_cache_engine, tmp_path_factory):
+    """The digits engine with its feature-reuse graphs, quantized (UNet and graphs) by one export.int8."""
     folder = tmp_path_factory.mktemp("int8") / "engines"
-    shutil.copytree(demo_engine.parent, folder)
+    shutil.copytree(demo_cache_engine.parent, folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(cpu.INT8_SIMULATE_ENV, "1")
         assert int8_main(["--engines", str(folder)]) == 0
@@ -119,6 +120,28 @@ def test_samples_close_to_fp32_and_deterministic(int8_engine, simulated):
     for images in runs[1:]:
         np.testing.assert_array_equal(images, runs[0])  # the cached optimized graph computes the same
     assert psnr(fp32, runs[0], peak=1.0) >= INT8_MIN_IMAGE_PSNR_DB
+
+
+def test_reuse_graphs_quantized_and_gated_with_the_unet(int8_engine, simulated):
+    """Composition: the INT8 engine serves cache schedules with INT8 full and shallow graphs (gated with it against
+    FP32's), close to FP32 with the same schedule, and a request batched with others equals itself alone."""
+    manifest = read_manifest(int8_engine.parent / "manifest.json")
+    for role in ("full", "shallow"):
+        entry = manifest.artifact(f"unet.cache-{role}.int8.onnx")
+        assert (entry.precision, entry.source) == ("int8", f"unet.cache-{role}.onnx")
+        assert entry.build["feature_cache"]["engine"] == INT8_NAME and entry.build["quantization"]["quantized_nodes"] > 0
+        gate = entry.build["gate"]
+        assert gate["sampling"]["images"] == 8 and gate["sampling"]["image_psnr_db"] >= INT8_MIN_IMAGE_PSNR_DB
+        assert min(min(r["full_psnr_db"], r["shallow_psnr_db"]) for r in gate["noise_prediction"]) >= INT8_MIN_PSNR_DB
+    request = dict(scheduler="unipc-3m", steps=8, cache_full_steps=[0, 3, 6], per_image_seeds=True)
+    with Pipeline.load(int8_engine.parent / ONNX_NAME, device="cpu", cache_dir=None) as ref:
+        fp32 = ref.run(seed=0, count=4, **request).unit_images()
+    with Pipeline.load(int8_engine, device="cpu", cache_dir=None) as pipe:
+        together = pipe.run(seed=0, count=4, **request).unit_images()
+        assert {runner.entry.precision for runner in pipe.reuse.runners.values()} == {"int8"}
+        alone = pipe.run(seed=2, count=1, **request).unit_images()
+    np.testing.assert_array_equal(together[2:3], alone)
+    assert psnr(fp32, together, peak=1.0) >= INT8_MIN_IMAGE_PSNR_DB
 
 
 def test_cli_samples_with_the_int8_engine(int8_engine, simulated, tmp_path):

@@ -1,0 +1,155 @@
+"""``python -m export.cpu --engines DIR``: builds and gates what this CPU runs best, times each engine here, and
+records the times in the manifest, so that ``--precision auto`` (the default with an engines folder) runs the fastest.
+
+Next to the FP32 ``unet.onnx``: the OpenVINO BF16 engine (``export.bf16``) where the CPU has BF16 units
+(AVX512_BF16 or AMX), and the INT8 engine (``export.int8``) where it has VNNI or AMX; each with its own gate, and
+with the folder's feature-reuse graphs converted and gated with it. Engines already built are kept. A precision
+the CPU has no units for, or whose gate refuses the model, is left out with one line saying why: FP32 always runs.
+
+Then each CPU engine of the folder (FP32, BF16, INT8) is timed at batch 1 (median of ``--repeats`` UNet calls
+after a warm-up, the runtime's default threads) and its manifest entry records ``cpu_timing[CPU kind]``
+(:func:`runtime.selection.cpu_key`); the runtime chooses among the engines timed on the CPU kind it runs on
+(:mod:`runtime.selection`). Timing a folder on each kind of machine it is deployed to records each.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli import ArgumentParser, run, setup_logging, whole_number
+from runtime.cpu import cpu_flags, int8_arithmetic
+from runtime.engine import open_engine
+from runtime.errors import BackendUnavailableError, GateError
+from runtime.io_spec import SAMPLE, TIMESTEP
+from runtime.manifest import read_manifest, update_artifact
+from runtime.runners.ort import default_threads
+from runtime.selection import CPU_KINDS, TIMING_KEY, cpu_key, fastest, precision_of, unet_engines
+
+from .artifacts import INT8_NAME, OV_NAME
+from .stage import verified_source
+
+PROG = "export.cpu"
+TIMED_PRECISIONS = ("fp32", "bf16", "int8")  # FP16 is a GPU precision: on a CPU it runs casts around FP32 kernels
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+DEFAULT_REPEATS = 3
+
+log = logging.getLogger(PROG)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--engines", default="engines", help="folder with unet.onnx and manifest.json (default engines/)")
+    p.add_argument("--repeats", type=whole_number(1), default=DEFAULT_REPEATS,
+                   help=f"timed UNet calls per engine, after a warm-up (default {DEFAULT_REPEATS})")
+    p.add_argument("--no-build", action="store_true", help="time the engines the folder has; build nothing")
+    p.add_argument("--calibration", choices=("sampler", "noise"), default="sampler",
+                   help="the INT8 calibration (export.int8's --calibration; noise: random-weight models only)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def units_missing(precision: str) -> str | None:
+    """Why this CPU cannot run ``precision`` fast (None: it can)."""
+    flags = cpu_flags()
+    if precision == "bf16" and not any(flag in flags for flag in BF16_FLAGS):
+        return f"this CPU has no BF16 units (none of {', '.join(BF16_FLAGS)}): no BF16 engine"
+    if precision == "int8":
+        try:
+            if int8_arithmetic(flags) == "simulated":
+                return "this CPU has no VNNI or AMX units (INT8 would be simulated in FP32): no INT8 engine"
+        except BackendUnavailableError:
+            return "this CPU has no VNNI or AMX units (its integer kernels saturate): no INT8 engine"
+    return None
+
+
+def build_missing(folder: Path, calibration: str) -> list[str]:
+    """Builds the BF16 and INT8 engines this CPU has units for and the folder lacks; one line each about what was
+    left out and why."""
+    from .bf16 import main as bf16_main
+    from .int8 import main as int8_main
+
+    notes = []
+    for precision, name, build in (("bf16", OV_NAME, lambda: bf16_main(["--engines", str(folder)])),
+                                   ("int8", INT8_NAME, lambda: int8_main(["--engines", str(folder),
+                                                                         "--calibration", calibration]))):
+        why = units_missing(precision)
+        if why is None and name in read_manifest(folder / "manifest.json").artifacts and (folder / name).is_file():
+            continue  # built before (update_artifact drops an entry whose source changed)
+        if why is None:
+            try:
+                build()
+            except (GateError, BackendUnavailableError) as exc:
+                why = f"no {precision.upper()} engine: {exc}"
+        if why is not None:
+            notes.append(why)
+    return notes
+
+
+def time_engine(path: Path, repeats: int, threads: int) -> float:
+    """Median seconds of one batch-1 UNet call of ``path`` here, after a warm-up."""
+    runner, manifest, _ = open_engine(path, device="cpu", threads=threads, cache_dir=None)
+    try:
+        io = manifest.domain_io
+        rng = np.random.default_rng(0)
+        feed = {SAMPLE: rng.standard_normal(io.sample.concrete(1), dtype=np.float32),
+                TIMESTEP: io.timestep_feed(io.timestep.at((0.5,))), **io.example_conditioning(1, rng)}
+        runner.infer(feed)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            runner.infer(feed)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        runner.deactivate()
+
+
+def time_engines(folder: Path, repeats: int) -> dict[str, float]:
+    """Times the folder's CPU engines here and records each in the manifest; returns seconds per call by name."""
+    source = verified_source(folder)
+    threads, key, measured = default_threads(), cpu_key(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    engines = {name: entry for name, entry in unet_engines(source.manifest).items()
+               if entry.kind in CPU_KINDS and precision_of(entry) in TIMED_PRECISIONS and (folder / name).is_file()
+               and units_missing(precision_of(entry)) is None}
+    seconds, timed = {}, {}
+    for name, entry in engines.items():
+        seconds[name] = time_engine(folder / name, repeats, threads)
+        log.info("%s: %.3f s per batch-1 UNet call (median of %d, %d threads)", name, seconds[name], repeats, threads)
+        record = {**(entry.build.get(TIMING_KEY) or {}), key: {
+            "s_per_call": seconds[name], "batch": 1, "threads": threads, "repeats": repeats, "measured": measured}}
+        timed[name] = replace(entry, build={**entry.build, TIMING_KEY: record})
+    main = next(iter(timed))
+    update_artifact(folder, source.manifest.base(), main, timed[main], {k: v for k, v in timed.items() if k != main})
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    folder = Path(args.engines)
+    verified_source(folder)  # unet.onnx, checked: a missing one is refused before any work
+    notes = [] if args.no_build else build_missing(folder, args.calibration)
+    seconds = time_engines(folder, args.repeats)
+    best = fastest(read_manifest(folder / "manifest.json"))
+    fp32 = seconds.get("unet.onnx")
+    timed = ", ".join(f"{name} {s:.3g} s" + (f" ({fp32 / s:.2f}x FP32)" if fp32 and name != "unet.onnx" else "")
+                      for name, s in sorted(seconds.items(), key=lambda item: item[1]))
+    print(f"{folder}: on {cpu_key()}, per batch-1 UNet call: {timed}; --precision auto runs {best[0]}"
+          + "".join(f"; {note}" for note in notes))
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run(main, PROG))
+
+
+if __name__ == "__main__":
+    cli()
