@@ -8,6 +8,11 @@ timesteps 0…999 and a 10-step sampling run's image PSNR ≥ 35 dB, no NaN/Inf;
 nothing is written. The manifest entry (kind ``openvino``, precision ``bf16``) records the figures.
 ``--precision fp32`` writes the same IR for OpenVINO FP32. Exits 4 where OpenVINO is missing or the
 CPU has no BF16 units.
+
+Where the folder has feature-reuse graphs (``export.deepcache``), OpenVINO runs them at the engine's precision:
+they are gated with it (``export.gates.reuse_gate``: both graphs' predictions and 10-step sampling runs with full and
+shallow steps alternating, against ONNX Runtime FP32), and the entry records the graphs' sha256 under ``reuse``;
+the runtime runs a reduced-precision OpenVINO engine's cache schedules on those graphs only.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from importlib import metadata
 from pathlib import Path
 
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.manifest import ArtifactEntry, sha256_file
+from runtime.manifest import ArtifactEntry, sha256_file, verify_artifact
+from runtime.reuse import REUSE_KEY, ROLES, GraphPair, graphs_for
 from runtime.runners import RunnerOptions
 from runtime.runners.openvino import OpenVinoRunner, check_precision, import_openvino
 from runtime.runners.ort import OrtRunner
 
 from .artifacts import ONNX_NAME, OV_NAME, OV_WEIGHTS, raise_if_disk_full, tool_versions
-from .gates import accuracy_gate, gate_summary
+from .gates import ReuseEngines, accuracy_gate, gate_summary, reuse_gate, reuse_summary
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.bf16"
@@ -59,9 +65,31 @@ def build(precision: str, source: Source, work: Path, ov) -> Built:
     io, cpu = source.manifest.io, RunnerOptions(device="cpu")
     gate = accuracy_gate(OrtRunner(source.path, io, source.entry, cpu), OpenVinoRunner(xml, io, candidate, cpu),
                          source.manifest, precision.upper())
-    entry = replace(candidate, build={"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}})
-    return Built(OV_NAME, {OV_NAME: entry}, f"weights in {OV_WEIGHTS}; {precision.upper()} {gate_summary(gate)}",
+    build = {"gate": gate, "tools": {**tool_versions(), "openvino": metadata.version("openvino")}}
+    summary = f"weights in {OV_WEIGHTS}; {precision.upper()} {gate_summary(gate)}"
+    pair = graphs_for(source.manifest, ONNX_NAME, source.entry)
+    if pair is not None:  # the FP32 feature-reuse graphs, run by OpenVINO at this precision: gated with the engine
+        build[REUSE_KEY] = reuse_record(source, pair, xml, candidate, precision)
+        summary += "; " + reuse_summary(build[REUSE_KEY]["gate"], pair.names.values())
+    return Built(OV_NAME, {OV_NAME: replace(candidate, build=build)}, summary,
                  files=[OV_WEIGHTS, OV_NAME])  # the weights first, then the graph that names them
+
+
+def reuse_record(source: Source, pair: GraphPair, xml: Path, candidate: ArtifactEntry, precision: str) -> dict:
+    """The reuse gate of the folder's FP32 feature-reuse graphs run by OpenVINO at ``precision`` with the engine,
+    against ONNX Runtime FP32, and the graphs' sha256 it was run on (the runtime runs those only)."""
+    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
+    ios = {role: io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    graphs = {role: source.folder / pair.names[role] for role in ROLES}
+    entries = {role: verify_artifact(path)[1] for role, path in graphs.items()}
+    gate = reuse_gate(
+        ReuseEngines(OrtRunner(source.path, io, source.entry, cpu),
+                     {role: OrtRunner(graphs[role], ios[role], entries[role], cpu) for role in ROLES}),
+        ReuseEngines(OpenVinoRunner(xml, io, candidate, cpu),
+                     {role: OpenVinoRunner(graphs[role], ios[role], replace(entries[role], kind="openvino",
+                                                                             precision=precision), cpu) for role in ROLES}),
+        pair.graph, source.manifest, precision.upper())
+    return {"graphs": {pair.names[role]: entries[role].sha256 for role in ROLES}, "gate": gate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,10 @@ requests with and without a schedule, at any steps, share engine calls: the batc
 of one step by the graph they need (:meth:`runtime.denoiser.Denoiser.groups`).
 
 The graphs serve the engine they were built for: ``unet.onnx`` (``export.deepcache``), ``unet.fp16.onnx``
-(``export.fp16`` converts and gates them with the UNet) and ``unet.plan`` (``export.trt`` builds their
-plans); an OpenVINO engine converted from ``unet.onnx`` runs the FP32 graphs at its own precision. A
-request without a schedule runs the plain engine, exactly as before.
+(``export.fp16`` converts and gates them with the UNet), ``unet.plan`` (``export.trt`` builds their
+plans) and ``unet.int8.onnx`` (``export.int8`` quantizes and gates them with the UNet); an OpenVINO engine
+converted from ``unet.onnx`` runs the FP32 graphs at its own precision, BF16 only where ``export.bf16`` gated them
+with it. A request without a schedule runs the plain engine, exactly as before.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .manifest import ArtifactEntry, Manifest
 ROLES = ("full", "shallow")
 FULL_NAME, SHALLOW_NAME = "unet.cache-full.onnx", "unet.cache-shallow.onnx"  # export.deepcache's (FP32)
 BUILD_KEY = "feature_cache"  # the manifest entry's build key describing a feature-reuse graph
+REUSE_KEY = "reuse"  # an OpenVINO engine entry's build key: the FP32 graphs gated at its precision, by sha256
 HOW_TO_BUILD = "build them with `python -m export.deepcache --model MODEL --engines DIR`"
 
 
@@ -74,8 +76,9 @@ class GraphPair:
 def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> GraphPair | None:
     """The feature-reuse graphs that serve the engine ``engine_name`` (None: the folder has none). Graphs serve
     the engine they were built for (``export.deepcache``: unet.onnx; ``export.fp16``: unet.fp16.onnx;
-    ``export.trt``: unet.plan); an OpenVINO engine converted from unet.onnx runs unet.onnx's graphs at its own
-    precision. Graphs built for other engines only are refused in one line."""
+    ``export.int8``: unet.int8.onnx; ``export.trt``: unet.plan); an OpenVINO engine converted from unet.onnx runs
+    unet.onnx's graphs at its own precision (below FP32: the graphs its entry records as gated with it). Graphs
+    built for other engines only are refused in one line."""
     pairs: dict[str, dict[str, tuple[str, CacheGraph]]] = {}
     for name, entry in manifest.artifacts.items():
         if BUILD_KEY in entry.build:
@@ -91,6 +94,12 @@ def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> G
                        and manifest.artifacts[served].sha256 == engine.source_sha256
                        and manifest.artifacts[served].precision == "fp32"), None)
         like = replace(engine, profile=None)
+        if chosen is not None and engine.precision != "fp32":
+            gated = (engine.build.get(REUSE_KEY) or {}).get("graphs") or {}
+            if {name: manifest.artifacts[name].sha256 for name, _ in chosen.values()} != gated:
+                raise InputError(f"the feature-reuse graphs in {manifest.path.parent} were not gated at "
+                                 f"{engine.precision} with {engine_name}; run `python -m export.bf16 --engines "
+                                 f"{manifest.path.parent}` again (it gates them with the engine)")
     if chosen is None:
         raise InputError(f"the feature-reuse graphs in {manifest.path.parent} serve {', '.join(sorted(pairs))}, not "
                          f"{engine_name}; load one of those for cache schedules, or build them for it (export.fp16 and "

@@ -201,3 +201,25 @@ def class_cache_engine(class_model, class_engine, tmp_path_factory) -> Path:
 def demo_cache_engine(demo_engine, tmp_path_factory) -> Path:
     """The shipped demo model's engine with its feature-reuse graphs (branch 0)."""
     return export_reuse_graphs(DEMO_MODEL, copied_engine(demo_engine, tmp_path_factory.mktemp("demo_cache")))
+
+
+@pytest.fixture(scope="session")
+def int8_engine(demo_cache_engine, tmp_path_factory):
+    """The digits engine with its feature-reuse graphs, quantized (UNet and graphs) by one export.int8 (the INT8
+    arithmetic simulated in FP32 on a CPU without VNNI/AMX: tests/export/test_int8.py)."""
+    import shutil
+
+    from export.int8 import main
+
+    folder = tmp_path_factory.mktemp("int8") / "engines"
+    shutil.copytree(demo_cache_engine.parent, folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DDPM_DEPLOY_INT8_SIMULATE", "1")
+        assert main(["--engines", str(folder)]) == 0
+    return folder / "unet.int8.onnx"
+
+
+@pytest.fixture()
+def simulated_int8(monkeypatch):
+    """INT8 engines run here whatever the CPU: on one without VNNI/AMX their arithmetic is computed in FP32."""
+    monkeypatch.setenv("DDPM_DEPLOY_INT8_SIMULATE", "1")

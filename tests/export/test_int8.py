@@ -25,22 +25,6 @@ from runtime.manifest import read_manifest, sha256_file
 NO_VNNI = frozenset({"avx2", "fma"})
 
 
-@pytest.fixture()
-def simulated(monkeypatch):
-    monkeypatch.setenv(cpu.INT8_SIMULATE_ENV, "1")
-
-
-@pytest.fixture(scope="module")
-def int8_engine(demo_cache_engine, tmp_path_factory):
-    """The digits engine with its feature-reuse graphs, quantized (UNet and graphs) by one export.int8."""
-    folder = tmp_path_factory.mktemp("int8") / "engines"
-    shutil.copytree(demo_cache_engine.parent, folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(cpu.INT8_SIMULATE_ENV, "1")
-        assert int8_main(["--engines", str(folder)]) == 0
-    return folder / INT8_NAME
-
-
 def test_export_writes_a_gated_entry(int8_engine):
     manifest = read_manifest(int8_engine.parent / "manifest.json")
     entry = manifest.artifact(INT8_NAME)
@@ -109,7 +93,7 @@ def _ancestors(model, node) -> set[str]:
     return seen
 
 
-def test_samples_close_to_fp32_and_deterministic(int8_engine, simulated):
+def test_samples_close_to_fp32_and_deterministic(int8_engine, simulated_int8):
     request = dict(scheduler="dpmpp-2m", steps=10, seed=5, count=4)
     with Pipeline.load(int8_engine.parent / ONNX_NAME, device="cpu", cache_dir=None) as ref:
         fp32 = ref.run(**request).unit_images()
@@ -122,7 +106,7 @@ def test_samples_close_to_fp32_and_deterministic(int8_engine, simulated):
     assert psnr(fp32, runs[0], peak=1.0) >= INT8_MIN_IMAGE_PSNR_DB
 
 
-def test_reuse_graphs_quantized_and_gated_with_the_unet(int8_engine, simulated):
+def test_reuse_graphs_quantized_and_gated_with_the_unet(int8_engine, simulated_int8):
     """Composition: the INT8 engine serves cache schedules with INT8 full and shallow graphs (gated with it against
     FP32's), close to FP32 with the same schedule, and a request batched with others equals itself alone."""
     manifest = read_manifest(int8_engine.parent / "manifest.json")
@@ -144,7 +128,7 @@ def test_reuse_graphs_quantized_and_gated_with_the_unet(int8_engine, simulated):
     assert psnr(fp32, together, peak=1.0) >= INT8_MIN_IMAGE_PSNR_DB
 
 
-def test_cli_samples_with_the_int8_engine(int8_engine, simulated, tmp_path):
+def test_cli_samples_with_the_int8_engine(int8_engine, simulated_int8, tmp_path):
     import subprocess
     import sys
 
@@ -169,7 +153,7 @@ def test_refused_on_a_cpu_without_vnni(int8_engine, demo_engine, monkeypatch, tm
     assert sorted(p.name for p in folder.iterdir()) == before  # refused before any work
 
 
-def test_gate_failure_writes_nothing(demo_engine, simulated, monkeypatch, tmp_path):
+def test_gate_failure_writes_nothing(demo_engine, simulated_int8, monkeypatch, tmp_path):
     import export.int8
 
     folder = tmp_path / "engines"
@@ -200,7 +184,7 @@ def test_manifest_entry_is_plain_json(int8_engine):
     assert all(isinstance(name, str) for names in raw["quantization"]["kept_fp32"].values() for name in names)
 
 
-def test_simulation_computes_the_quantized_arithmetic_in_fp32(int8_engine, simulated, monkeypatch):
+def test_simulation_computes_the_quantized_arithmetic_in_fp32(int8_engine, simulated_int8, monkeypatch):
     """Under DDPM_DEPLOY_INT8_SIMULATE=1 on a CPU without VNNI, the runner leaves the Q/DQ pairs unfused: it computes
     what the graph says with no graph rewriting at all (ONNX Runtime's optimizations off), up to FP32 rounding."""
     import onnxruntime as ort

@@ -117,6 +117,13 @@ def test_graphs_serve_unet_onnx_and_its_openvino_form_only(class_cache_engine):
                         ("unet.ov.xml", replace(openvino, source_sha256="2" * 64))):
         with pytest.raises(InputError, match=f"serve unet.onnx, not {name}"):
             graphs_for(manifest, name, other)
+    # below FP32, OpenVINO runs the graphs only where export.bf16 gated these very graphs with it
+    bf16 = replace(openvino, precision="bf16")
+    gated = {name: manifest.artifact(name).sha256 for name in pair.names.values()}
+    assert graphs_for(manifest, "unet.ov.xml", replace(bf16, build={"reuse": {"graphs": gated}})).like.precision == "bf16"
+    for build in ({}, {"reuse": {"graphs": {**gated, "unet.cache-full.onnx": "3" * 64}}}):
+        with pytest.raises(InputError, match="were not gated at bf16 with unet.ov.xml; run `python -m export.bf16"):
+            graphs_for(manifest, "unet.ov.xml", replace(bf16, build=build))
 
 
 def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):
@@ -126,6 +133,11 @@ def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):
     folder = tmp_path / "ov"
     shutil.copytree(class_cache_engine.parent, folder)
     assert ov_main(["--engines", str(folder), "--precision", "fp32"]) == 0
+    manifest = read_manifest(folder / "manifest.json")
+    reuse = manifest.artifact("unet.ov.xml").build["reuse"]  # export.bf16 gated the graphs with the engine
+    assert reuse["graphs"] == {name: manifest.artifact(name).sha256 for name in ("unet.cache-full.onnx",
+                                                                                  "unet.cache-shallow.onnx")}
+    assert reuse["gate"]["sampling"]["image_psnr_db"] >= reuse["gate"]["min_image_psnr_db"]
     request = dict(scheduler="dpmpp-2m", steps=8, seed=3, class_labels=[1, 2], batch=2, cache_interval=2)
     with Pipeline.load(folder / "unet.onnx", device="cpu", cache_dir=None) as ort_pipe, \
             Pipeline.load(folder / "unet.ov.xml", device="cpu", cache_dir=None) as ov_pipe:
