@@ -15,14 +15,16 @@ checked against the manifest):
 * ``unet.cache-shallow.onnx``: the UNet's inputs and ``deep_feature`` → ``noise_pred``.
 
 Gates, before anything is written: in PyTorch the split computation must be the UNet (the full graph's
-prediction, and the shallow graph's fed the feature of the same input, equal ``UNet2DModel.forward``
+prediction, and the shallow graph's fed the feature of the same input, equal the UNet's ``forward``
 within FP32 rounding), then ONNX Runtime must reproduce PyTorch's split graphs at batch 1 and 3 (the
 shallow graph fed a feature kept at another timestep, as in use) within the export's parity tolerance.
 Each graph's manifest entry (derived from ``unet.onnx``) records its role, branch and feature shape; the
 runtime (:mod:`runtime.reuse`) runs them for requests that ask for a cache schedule, on ONNX
 Runtime beside ``unet.onnx`` and on OpenVINO beside ``unet.ov.xml`` (at that engine's precision).
 
-``UNet2DModel`` only (unconditional or class-conditional), without score-SDE skip blocks.
+``UNet2DModel`` (unconditional or class-conditional, without score-SDE skip blocks) and ``UNet2DConditionModel``
+(cross-attention conditioning, with or without class embeddings; not added conditioning such as text-time or image
+embeddings).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from .onnx import DEFAULT_OPSET, export_onnx
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.deepcache"
-# The split computation against UNet2DModel.forward in PyTorch: the same operations on the same values, so equal
+# The split computation against the UNet's forward in PyTorch: the same operations on the same values, so equal
 # up to the kernels' choice of summation order between batch shapes (measured 0 at batch 1 and 3 on the digits
 # and cat-256 configs); relative to the output's magnitude.
 SPLIT_RTOL = 1e-5
@@ -57,10 +59,19 @@ SPLIT_RTOL = 1e-5
 log = logging.getLogger(PROG)
 
 
+SPLIT_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+
+
 def check_branch(unet_config: dict, branch: int) -> None:
     """Refuses, in one line, a model or branch the split cannot serve."""
-    if unet_config.get("_class_name") != "UNet2DModel":
-        raise DeployError(f"feature reuse splits a UNet2DModel; this model is a {unet_config.get('_class_name')}")
+    name = unet_config.get("_class_name")
+    if name not in SPLIT_CLASSES:
+        raise DeployError(f"feature reuse splits a UNet2DModel or a UNet2DConditionModel; this model is a {name}")
+    extras = [key for key in ("addition_embed_type", "time_cond_proj_dim", "encoder_hid_dim_type")
+              if unet_config.get(key) is not None]
+    if extras:
+        raise DeployError(f"feature reuse does not split a UNet2DConditionModel with {', '.join(extras)} (added "
+                          "conditioning the split does not carry); export it without feature reuse")
     blocks = list(unet_config.get("down_block_types", ()))
     if any("Skip" in name for name in [*blocks, *unet_config.get("up_block_types", ())]):
         raise DeployError("feature reuse does not split score-SDE skip blocks (they carry a second sample between blocks)")
@@ -72,47 +83,71 @@ def check_branch(unet_config: dict, branch: int) -> None:
 
 def split_module(unet, branch: int, role: str):
     """The UNet's forward split at ``branch`` as a module: "full" returns (noise_pred, deep_feature), "shallow"
-    takes ``deep_feature`` and returns noise_pred. Operation for operation ``UNet2DModel.forward`` (diffusers
-    0.3x), so the full graph's prediction is the UNet's."""
+    takes ``deep_feature`` and returns noise_pred. Operation for operation ``UNet2DModel.forward`` or
+    ``UNet2DConditionModel.forward`` (diffusers 0.3x-0.4x; the latter without added conditioning, masks or
+    adapters), so the full graph's prediction is the UNet's."""
     import torch
 
     n = len(unet.up_blocks)
     cut = n - 1 - branch  # the first up block the shallow graph runs
     consumed = sum(len(block.resnets) for block in unet.up_blocks[cut:])  # skip connections those up blocks take
+    cross = type(unet).__name__ == "UNet2DConditionModel"
 
     class Split(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.unet = unet
 
-        def forward(self, sample, timestep, class_labels=None, deep_feature=None):
+        def embedding(self, sample, timestep, class_labels):
+            """(time and class embedding, the timesteps per row) as the UNet's forward makes them."""
             u = self.unet
-            if u.config.center_input_sample:
-                sample = 2 * sample - 1.0
+            if cross:
+                emb = u.time_embedding(u.get_time_embed(sample=sample, timestep=timestep), None)
+                class_emb = u.get_class_embed(sample=sample, class_labels=class_labels)
+                if class_emb is not None:
+                    emb = torch.cat([emb, class_emb], dim=-1) if u.config.class_embeddings_concat else emb + class_emb
+                return (u.time_embed_act(emb) if u.time_embed_act is not None else emb), None
             timesteps = timestep * torch.ones(sample.shape[0], dtype=timestep.dtype, device=timestep.device)
             emb = u.time_embedding(u.time_proj(timesteps).to(dtype=u.dtype))
             if u.class_embedding is not None:
                 labels = u.time_proj(class_labels) if u.config.class_embed_type == "timestep" else class_labels
                 emb = emb + u.class_embedding(labels).to(dtype=u.dtype)
+            return emb, timesteps
+
+        def forward(self, sample, timestep, class_labels=None, encoder_hidden_states=None, deep_feature=None):
+            u = self.unet
+            if u.config.center_input_sample:
+                sample = 2 * sample - 1.0
+            emb, timesteps = self.embedding(sample, timestep, class_labels)
+            if cross:
+                encoder_hidden_states = u.process_encoder_hidden_states(
+                    encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=None)
+
+            def condition(block) -> dict:  # a cross-attention block's condition
+                return {"encoder_hidden_states": encoder_hidden_states} if getattr(block, "has_cross_attention", False) else {}
+
             h = u.conv_in(sample)
             res = (h,)
             for block in u.down_blocks[: branch + 1] if role == "shallow" else u.down_blocks:
-                h, more = block(hidden_states=h, temb=emb)
+                h, more = block(hidden_states=h, temb=emb, **condition(block))
                 res += more
             if role == "full":
                 if u.mid_block is not None:
-                    h = u.mid_block(h, emb)
+                    h = u.mid_block(h, emb, **condition(u.mid_block))
                 for block in u.up_blocks[:cut]:
-                    h = block(h, res[-len(block.resnets):], emb)
+                    h = block(hidden_states=h, res_hidden_states_tuple=res[-len(block.resnets):], temb=emb,
+                              **condition(block))
                     res = res[: -len(block.resnets)]
                 feature = h
             else:
                 h, res = deep_feature, res[:consumed]
             for block in u.up_blocks[cut:]:
-                h = block(h, res[-len(block.resnets):], emb)
+                h = block(hidden_states=h, res_hidden_states_tuple=res[-len(block.resnets):], temb=emb, **condition(block))
                 res = res[: -len(block.resnets)]
-            out = u.conv_out(u.conv_act(u.conv_norm_out(h)))
-            if u.config.time_embedding_type == "fourier":
+            if u.conv_norm_out is not None:
+                h = u.conv_act(u.conv_norm_out(h))
+            out = u.conv_out(h)
+            if not cross and u.config.time_embedding_type == "fourier":
                 out = out / timesteps.reshape((out.shape[0], *([1] * len(out.shape[1:]))))
             return (out, feature) if role == "full" else out
 
@@ -127,7 +162,7 @@ class SplitCases:
     full: list[ParityCase]  # reference: the noise prediction
     features: list[ParityCase]  # the same inputs, reference: the deep feature
     shallow: list[ParityCase]  # conditioning includes a deep feature kept at other timesteps
-    split_error: float  # max relative difference of the split computation to UNet2DModel.forward
+    split_error: float  # max relative difference of the split computation to the UNet's forward
 
 
 def split_references(unet, io: UNetIO, branch: int, seed: int = 0) -> SplitCases:
@@ -155,7 +190,7 @@ def split_references(unet, io: UNetIO, branch: int, seed: int = 0) -> SplitCases
         cases["features"].append(ParityCase(x, t, feature.numpy(), conditioning))
         cases["shallow"].append(ParityCase(x_later, later, moved.numpy(), {**conditioning, DEEP_FEATURE: feature.numpy()}))
     if not split_error <= SPLIT_RTOL:
-        raise GateError(f"the split computation differs from UNet2DModel.forward by {split_error:.3g} of the output "
+        raise GateError(f"the split computation differs from the UNet's forward by {split_error:.3g} of the output "
                         f"(tolerance {SPLIT_RTOL:g}): this diffusers version's forward is not the one export.deepcache "
                         "splits; report it with the diffusers version")
     return SplitCases(tuple(feature.shape[1:]), cases["full"], cases["features"], cases["shallow"], split_error)
@@ -223,7 +258,7 @@ def build(args, source: Source, work: Path, model) -> Built:
                    "parity": {"tolerance": args.tolerance, **gates}, "tools": tool_versions()})
     worst = max(r.max_abs_error for results in parity.values() for r in results)
     summary = (f"and {source.folder / SHALLOW_NAME} (branch {args.branch}, deep feature {list(cases.feature_shape)}); "
-               f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g}); split vs UNet2DModel.forward "
+               f"max abs error vs PyTorch {worst:.2e} (tolerance {args.tolerance:g}); split vs the UNet's forward "
                f"{cases.split_error:.1e}")
     # the shallow graph goes live last: a reader finding it finds its full graph
     return Built(FULL_NAME, entries, summary, files=[FULL_NAME, SHALLOW_NAME])

@@ -15,7 +15,10 @@ from export.reference import TINY_CLASS_CONFIG, TINY_CONFIG, TINY_CROSS_ATTENTIO
 from runtime.errors import DeployError
 from runtime.reuse import FULL_NAME, SHALLOW_NAME
 from runtime.manifest import read_manifest
-from tests.conftest import DEMO_MODEL
+from tests.conftest import DEMO_MODEL, ROOT
+
+DIGITS_COND_CONFIG = {k: v for k, v in json.loads((ROOT / "models/digits16-cond/unet/config.json").read_text()).items()
+                      if not k.startswith("_")}
 
 # ONNX Runtime against PyTorch over a whole trajectory: per-call differences of ~1e-6 (the parity gate's) stay
 # that small along the trained model's deterministic trajectory; a wrong feature or schedule gives order 0.1
@@ -26,6 +29,9 @@ TRAJECTORY_ATOL = 1e-3
 def _configs():
     yield "tiny", TINY_CONFIG, 0
     yield "class", TINY_CLASS_CONFIG, 0
+    yield "cross-attention", TINY_CROSS_ATTENTION_CONFIG, 0
+    yield "digits16-cond", DIGITS_COND_CONFIG, 0
+    yield "digits16-cond-b1", DIGITS_COND_CONFIG, 1
     for lpb in (1, 2):
         for branch in range(5):
             yield f"reference-lpb{lpb}-b{branch}", reference_blocks_tiny(lpb), branch
@@ -33,17 +39,21 @@ def _configs():
 
 @pytest.mark.parametrize("name,config,branch", list(_configs()), ids=[c[0] for c in _configs()])
 def test_split_is_the_unet_forward(name, config, branch):
-    """The full graph's prediction, and the shallow graph's fed the feature of the same input, are UNet2DModel's
-    own output bit for bit (the same operations on the same values); a shallow step on another input differs."""
-    from diffusers import UNet2DModel
+    """The full graph's prediction, and the shallow graph's fed the feature of the same input, are the UNet's own
+    output bit for bit (the same operations on the same values); a shallow step on another input differs. UNet2DModel,
+    and UNet2DConditionModel with its cross-attention condition (the second trained digits model's config)."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
     torch.manual_seed(0)
-    unet = UNet2DModel(**config).eval()
-    check_branch({**unet.config, "_class_name": "UNet2DModel"}, branch)
+    cls = UNet2DConditionModel if "cross_attention_dim" in config else UNet2DModel
+    unet = cls(**config).eval()
+    check_branch({**unet.config, "_class_name": cls.__name__}, branch)
     size = unet.config.sample_size
     x = torch.randn(2, unet.config.in_channels, size, size)
     t = torch.tensor([10, 900])
-    labels = {"class_labels": torch.tensor([1, 3])} if unet.config.num_class_embeds else {}
+    labels = {"class_labels": torch.tensor([1, 3])} if unet.config.get("num_class_embeds") else {}
+    if cls is UNet2DConditionModel:
+        labels["encoder_hidden_states"] = torch.randn(2, 4, unet.config.cross_attention_dim)
     with torch.no_grad():
         ref = unet(x, t, **labels).sample
         noise, feature = split_module(unet, branch, "full")(x, t, **labels)
@@ -54,8 +64,10 @@ def test_split_is_the_unet_forward(name, config, branch):
 
 
 def test_refusals():
-    with pytest.raises(DeployError, match="UNet2DModel; this model is a UNet2DConditionModel"):
-        check_branch({**TINY_CROSS_ATTENTION_CONFIG, "_class_name": "UNet2DConditionModel"}, 0)
+    with pytest.raises(DeployError, match="UNet2DModel or a UNet2DConditionModel; this model is a UVit2DModel"):
+        check_branch({**TINY_CONFIG, "_class_name": "UVit2DModel"}, 0)
+    with pytest.raises(DeployError, match="with addition_embed_type \\(added conditioning"):
+        check_branch({**TINY_CROSS_ATTENTION_CONFIG, "_class_name": "UNet2DConditionModel", "addition_embed_type": "text"}, 0)
     with pytest.raises(DeployError, match="skip blocks"):
         check_branch({**TINY_NCSNPP_CONFIG, "_class_name": "UNet2DModel"}, 0)
     with pytest.raises(DeployError, match=r"--branch must be in 0\.\.0"):

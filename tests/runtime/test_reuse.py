@@ -144,3 +144,22 @@ def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):
         ref, got = ort_pipe.denoise(**request), ov_pipe.denoise(**request)
         assert {r.name for r in ov_pipe.reuse.runners.values()} == {"openvino"}
     assert np.abs(got - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())  # FP32 kernels of two libraries
+
+
+def test_cross_attention_model_with_guidance(xattn_model, xattn_engine, tmp_path):
+    """A UNet2DConditionModel's graphs (export.deepcache splits it with its condition): guided requests with and
+    without a schedule, batched, equal themselves alone; reuse changes the image."""
+    from tests.conftest import copied_engine, export_reuse_graphs
+
+    engine = export_reuse_graphs(xattn_model, copied_engine(xattn_engine, tmp_path / "engines"))
+    embeddings = np.random.default_rng(0).standard_normal((2, 6, 16)).astype(np.float32)
+    requests = [dict(steps=6, seed=1, embeddings=embeddings[:1], guidance_scale=3.0, cache_interval=2),
+                dict(steps=5, seed=2, embeddings=embeddings, batch=2, cache_full_steps=[0, 3]),
+                dict(steps=6, seed=1, embeddings=embeddings[:1], guidance_scale=3.0)]
+    with Pipeline.load(engine, device="cpu", cache_dir=None) as p:
+        alone = [p(scheduler="dpmpp-2m", **r) for r in requests]
+        with StepBatcher(p, max_batch=8) as batcher:
+            together = [f.result(timeout=120) for f in [batcher.submit(scheduler="dpmpp-2m", **r) for r in requests]]
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(alone[0], alone[2])
