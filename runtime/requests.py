@@ -127,7 +127,8 @@ class SampleRequest(RequestSurfaces):
         cli=str, triton="TYPE_STRING", choices=tuple(SAMPLERS))
     timesteps: tuple[int, ...] | None = request_field(
         None, "the steps outright, descending indices of the training discretisation (consistency models, as "
-        "ConsistencyModelPipeline's timesteps=; instead of steps); on the command line: 22,0",
+        "ConsistencyModelPipeline's timesteps=; DPM-Solver++, as its set_timesteps(timesteps=): tuned schedules; "
+        "instead of steps); on the command line: 22,0",
         json=(list, type(None)), cli=whole_number_list, triton="TYPE_INT64", triton_dims=(-1,),
         limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
     eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,

@@ -62,12 +62,13 @@ def step_orders(k: int, solver_order: int, lower_order_final: bool, last_first_o
     return order.astype(np.int8)
 
 
-def dpmpp_table(config: SchedulerConfig, num_inference_steps: int, order: int | None = None) -> DPMTable:
-    """The table of ``set_timesteps(num_inference_steps)``; ``order``: the solver order (default: the
-    config's ``solver_order``)."""
+def dpmpp_table(config: SchedulerConfig, num_inference_steps: int | None, order: int | None = None,
+                timesteps=None) -> DPMTable:
+    """The table of ``set_timesteps(num_inference_steps)`` or of ``set_timesteps(timesteps=...)`` (the steps
+    outright: tuned schedules); ``order``: the solver order (default: the config's ``solver_order``)."""
     solver_order = config.solver_order if order is None else order
     name = f"dpmpp-{solver_order}m"
-    sched = sigma_schedule(config, num_inference_steps, name)
+    sched = sigma_schedule(config, num_inference_steps, name, timesteps=timesteps)
     alpha, sigma, lam = sched.alpha, sched.sigma, sched.lam
     k = len(sched.timesteps)
     one = F32(1.0)
@@ -185,6 +186,7 @@ def _register(order: int) -> Sampler:
             fixed=FIXED,
             implied={"solver_order": order},
             make_table=lambda config, steps, eta: dpmpp_table(config, steps),
+            make_table_from_timesteps=lambda config, timesteps: dpmpp_table(config, None, timesteps=timesteps),
             step=lambda table, i, m, x, z, state, out=None: dpmpp_step(table, i, m, x, state),
             default_steps=25,
             validate=_validate,

@@ -90,16 +90,33 @@ def _check_spaced(config: SchedulerConfig, k: int, sampler: str) -> np.ndarray:
     return ts
 
 
-def sigma_schedule(config: SchedulerConfig, num_inference_steps: int, sampler: str,
-                   karras_final_is_own: bool = False) -> SigmaSchedule:
-    """The schedule of ``set_timesteps(num_inference_steps)``; ``karras_final_is_own``: a Karras schedule
-    with final sigma "sigma_min" ends at its own last sigma (UniPC) rather than the training one (DPM-Solver)."""
-    k = check_steps(num_inference_steps, config.num_train_timesteps)
+def custom_timesteps(config: SchedulerConfig, timesteps, sampler: str) -> np.ndarray:
+    """The steps given outright (``set_timesteps(timesteps=...)``): strictly descending training timesteps."""
+    n = config.num_train_timesteps
+    ts = np.asarray(timesteps)
+    if ts.ndim != 1 or not len(ts) or not np.issubdtype(ts.dtype, np.integer):
+        raise InputError(f"{sampler} timesteps must be a non-empty list of whole numbers")
+    if np.any(np.diff(ts) >= 0) or ts[0] >= n or ts[-1] < 0:
+        raise InputError(f"{sampler} timesteps must descend strictly within 0..{n - 1}, got {ts.tolist()}")
+    if config.use_karras_sigmas:
+        raise InputError(f"{sampler} takes no timesteps with use_karras_sigmas (diffusers refuses the pair); give steps")
+    return ts.astype(np.int64)
+
+
+def sigma_schedule(config: SchedulerConfig, num_inference_steps: int | None, sampler: str,
+                   karras_final_is_own: bool = False, timesteps=None) -> SigmaSchedule:
+    """The schedule of ``set_timesteps(num_inference_steps)``, or of ``set_timesteps(timesteps=...)`` (DPM-Solver's
+    custom timesteps: the training sigmas at them); ``karras_final_is_own``: a Karras schedule with final sigma
+    "sigma_min" ends at its own last sigma (UniPC) rather than the training one (DPM-Solver)."""
     ac = training_alphas_cumprod(config)
     one = F32(1.0)
     train_sigmas = np.sqrt((one - ac) / ac).astype(F32)
     sigma_min = train_sigmas[0]
-    if config.use_karras_sigmas:
+    if timesteps is not None:
+        ts = custom_timesteps(config, timesteps, sampler)
+        sigmas = train_sigmas[ts]
+    elif config.use_karras_sigmas:
+        k = check_steps(num_inference_steps, config.num_train_timesteps)
         sigmas = karras_sigmas(train_sigmas, k)
         t = _sigma_to_t(sigmas, f32_log(train_sigmas))  # each sigma's column on its own, as diffusers' per-sigma calls
         # diffusers rounds, but for the cosine schedule DPM-Solver keeps the fraction, truncated to int64
@@ -108,7 +125,7 @@ def sigma_schedule(config: SchedulerConfig, num_inference_steps: int, sampler: s
         if karras_final_is_own:
             sigma_min = sigmas[-1]
     else:
-        ts = _check_spaced(config, k, sampler)
+        ts = _check_spaced(config, check_steps(num_inference_steps, config.num_train_timesteps), sampler)
         sigmas = train_sigmas[ts]
     final = F32(0.0) if config.final_sigmas_type == "zero" else sigma_min
     sigmas = np.append(sigmas, final).astype(F32)

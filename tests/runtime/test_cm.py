@@ -59,7 +59,7 @@ def test_a_ddpm_config_gives_cm_its_own_defaults():
     assert sampler.timestep_kind == "log_sigma" and table.num_steps == 1 and table.init_noise_sigma == 80.0
 
 
-def test_timesteps_are_a_request_field_for_cm_only():
+def test_timesteps_are_a_request_field_for_cm_and_dpm_solver():
     from runtime.requests import SampleRequest
 
     assert SampleRequest(timesteps=[22, 0]).timesteps == (22, 0)
@@ -67,6 +67,6 @@ def test_timesteps_are_a_request_field_for_cm_only():
         SampleRequest(steps=2, timesteps=[22, 0])
     with pytest.raises(InputError, match="whole numbers"):
         SampleRequest(timesteps=[2.5])
-    with pytest.raises(InputError, match="timesteps apply to cm only"):
+    with pytest.raises(InputError, match="timesteps apply to dpmpp-2m, dpmpp-3m, cm only"):
         build_table("ddim", {}, None, timesteps=(22, 0))
     assert build_table("cm", {}, None, timesteps=(22, 0))[1].num_steps == 2

@@ -171,6 +171,35 @@ def test_custom_timesteps_loop_equals_diffusers(order, final, prediction):
     np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=STEP_ATOL * max(1.0, float(np.abs(ours).max())))
 
 
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("final", ["zero", "sigma_min"])
+@pytest.mark.parametrize("timesteps", [(999, 700, 450, 250, 100, 20), (960, 610, 300, 90, 5)])
+def test_timesteps_given_outright_equal_diffusers(order, final, timesteps):
+    """``set_timesteps(timesteps=...)`` (a tuned schedule, not spaced): the same timesteps, orders and loop."""
+    from runtime.schedulers import build_table
+
+    config = {**BASE, "solver_order": order, "final_sigmas_type": final}
+    ref = DPMSolverMultistepScheduler(**config)
+    ref.set_timesteps(timesteps=list(timesteps))
+    sampler, table = build_table(f"dpmpp-{order}m", config, None, timesteps=timesteps)
+    assert table.timesteps.tolist() == ref.timesteps.tolist() == list(timesteps)
+    theirs, ours, state = torch.from_numpy(dummy_sample_deter()), dummy_sample_deter(), None
+    for i, t in enumerate(ref.timesteps):
+        theirs = ref.step(theirs * t / (t + 1), t, theirs).prev_sample
+        ours, state = dpmpp_step(table, i, dummy_model(ours, table.timesteps[i]), ours, state)
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=STEP_ATOL * max(1.0, float(np.abs(ours).max())))
+
+
+def test_timesteps_given_outright_are_checked():
+    from runtime.errors import InputError
+    from runtime.schedulers import build_table
+
+    with pytest.raises(InputError, match="dpmpp-2m timesteps must descend strictly within 0..999"):
+        build_table("dpmpp-2m", BASE, None, timesteps=(500, 700))
+    with pytest.raises(InputError, match="takes no timesteps with use_karras_sigmas"):
+        build_table("dpmpp-2m", {**BASE, "use_karras_sigmas": True}, None, timesteps=(700, 500))
+
+
 def test_ddpm_config_converts_like_from_config():
     """The reference DDPM config has no timestep_spacing: DPM-Solver++ takes its own default (linspace)."""
     raw = {"_class_name": "DDPMScheduler", "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
