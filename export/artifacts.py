@@ -25,6 +25,7 @@ ONNX_NAME = "unet.onnx"  # export.onnx: the FP32 model every other artifact deri
 FP16_NAME = "unet.fp16.onnx"  # export.fp16
 INT8_NAME = "unet.int8.onnx"  # export.int8
 OV_NAME, OV_WEIGHTS = "unet.ov.xml", "unet.ov.bin"  # export.bf16 (OpenVINO IR)
+OV_INT8_NAME, OV_INT8_WEIGHTS = "unet.int8.ov.xml", "unet.int8.ov.bin"  # export.int8 --backend openvino (NNCF)
 PLAN_NAME = "unet.plan"  # export.trt
 DECODER_NAME = "decoder.onnx"  # export.onnx, for a latent-diffusion folder (export.decoder)
 DECODER_FP16_NAME = "decoder.fp16.onnx"  # export.fp16, beside unet.fp16.onnx

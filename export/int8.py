@@ -37,16 +37,17 @@ from typing import Any
 import numpy as np
 
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.cpu import int8_arithmetic
-from runtime.errors import InputError
+from runtime.cpu import SIMULATED, int8_arithmetic
+from runtime.errors import BackendUnavailableError, InputError
 from runtime.io_spec import DEEP_FEATURE, SAMPLE, TIMESTEP
 from runtime.manifest import ArtifactEntry, sha256_file, verify_artifact
 from runtime.pipeline import Pipeline
 from runtime.reuse import ROLES, CacheGraph, GraphPair, ReuseGraphs, graphs_for
 from runtime.runners import RunnerOptions
+from runtime.runners.openvino import import_openvino
 from runtime.runners.ort import OrtRunner
 
-from .artifacts import INT8_NAME, ONNX_NAME, tool_versions
+from .artifacts import INT8_NAME, ONNX_NAME, OV_INT8_NAME, OV_INT8_WEIGHTS, tool_versions
 from .child import call_in_child
 from .gates import REUSE_GATE_INTERVAL, ReuseEngines, accuracy_gate, gate_summary, reuse_gate, reuse_summary
 from .stage import Built, Source, Stage, run_stage
@@ -68,6 +69,7 @@ CALIBRATION_IMAGES = 4
 CALIBRATION_STEPS = 10
 CALIBRATION_SEED = 1234  # not the gate's seeds: the gate samples images calibration did not see
 CALIBRATION_SOURCES = ("sampler", "noise")
+BACKENDS = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,38 @@ def quantize_file(fp32_path: Path, out: Path, rows: list[dict[str, np.ndarray]],
     return {"kept": kept, "quantized_nodes": quantizable - sum(map(len, kept.values()))}
 
 
+def quantize_openvino(fp32_path: Path, out: Path, rows: list[dict[str, np.ndarray]], keep: tuple[str, ...]) -> dict[str, Any]:
+    """Writes the OpenVINO INT8 IR of ``fp32_path`` to ``out`` (+ its .bin): NNCF's post-training quantization of the
+    converted model (preset MIXED: int8 weights symmetric per output channel, uint8 activations asymmetric per
+    tensor, ranges over all rows, as the ONNX Runtime backend), calibrated on the same rows, the same layer groups
+    kept FP32 (matched by
+    their ONNX node names, which OpenVINO keeps: "node_conv2d_7/WithoutBiases"). Run it in a child process."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    groups = layer_groups(onnx.load(str(fp32_path), load_external_data=False))
+    kept = {group: groups[group] for group in keep}
+    model = ov.convert_model(str(fp32_path))
+    layers = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("Convolution", "MatMul")]
+    names = [name for names in kept.values() for name in names]
+    ignored = [op for op in layers if any(op == name or op.startswith(name + "/") for name in names)]
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    # activation ranges as ONNX Runtime's MinMax takes them: over all rows (NNCF's default averages per-row ranges);
+    # full 8-bit weights everywhere (NNCF's overflow fix keeps 7 bits in the first layer for CPUs without VNNI, which
+    # this backend refuses)
+    same_ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+                                                 overflow_fix=OverflowFix.DISABLE)
+    quantized = nncf.quantize(model, nncf.Dataset(rows), preset=nncf.QuantizationPreset.MIXED, subset_size=len(rows),
+                              ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+                              advanced_parameters=same_ranges)
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return {"kept": kept, "quantized_nodes": len(layers) - len(ignored)}
+
+
 def parse_keep(text: str) -> tuple[str, ...]:
     if text == "none":
         return ()
@@ -236,6 +270,9 @@ def build_parser() -> ArgumentParser:
                         "models with random weights (benchmarks)")
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
                    help=f"images sampled for calibration (default {CALIBRATION_IMAGES})")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help=f"onnxruntime (default): {INT8_NAME}, ONNX Runtime's QDQ; openvino: {OV_INT8_NAME}, NNCF's "
+                        "quantization of the OpenVINO IR (the same calibration, kept layers and gate)")
     p.add_argument("--calibration-steps", type=int, default=CALIBRATION_STEPS,
                    help=f"{CALIBRATION_SAMPLER} steps per calibration image (default {CALIBRATION_STEPS})")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -247,6 +284,8 @@ def build(args, source: Source, work: Path, arithmetic: str) -> Built:
     calibration = Calibration(args.calibration, images=args.calibration_images, steps=args.calibration_steps)
     rows = calibration_rows(source.path, source.manifest, source.entry, calibration)
     log.info("calibration: %d UNet inputs (%s)", len(rows), calibration.to_build(len(rows)))
+    if args.backend == "openvino":
+        return build_openvino(source, work, rows, keep, calibration, arithmetic)
     tmp = work / INT8_NAME
     quantized = call_in_child("the INT8 quantization", quantize_file, source.path, tmp, rows, keep)
     calibrated, rows = len(rows), None
@@ -273,6 +312,50 @@ def build(args, source: Source, work: Path, arithmetic: str) -> Built:
         artifacts.update(graphs)
         summary += "; " + reuse_summary(next(iter(graphs.values())).build["gate"], graphs)
     return Built(INT8_NAME, artifacts, summary)  # the UNet published last, after the graphs it is built with
+
+
+def build_openvino(source: Source, work: Path, rows: list[dict[str, np.ndarray]], keep: tuple[str, ...],
+                   calibration: Calibration, arithmetic: str) -> Built:
+    """``unet.int8.ov.xml``: NNCF's quantization of the OpenVINO IR, gated as the ONNX Runtime engine is."""
+    from importlib import metadata
+
+    from runtime.runners.openvino import OpenVinoRunner
+
+    xml, weights = work / OV_INT8_NAME, work / OV_INT8_WEIGHTS
+    quantized = call_in_child("the OpenVINO INT8 quantization (NNCF)", quantize_openvino, source.path, xml, rows, keep)
+    calibrated, rows = len(rows), None
+    candidate = ArtifactEntry(kind="openvino", precision="int8", sha256=sha256_file(xml), bytes=xml.stat().st_size,
+                              source=ONNX_NAME, source_sha256=source.entry.sha256,
+                              external_data={OV_INT8_WEIGHTS: sha256_file(weights)})
+    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
+    gate = accuracy_gate(OrtRunner(source.path, io, source.entry, cpu), OpenVinoRunner(xml, io, candidate, cpu),
+                         source.manifest, "OpenVINO INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
+    entry = replace(candidate, build={
+        "quantization": {"tool": "nncf.quantize (preset MIXED)", "weights": "int8, symmetric, per output channel",
+                         "activations": "uint8, asymmetric, per tensor", "quantized_nodes": quantized["quantized_nodes"],
+                         "kept_fp32": quantized["kept"], "calibration": calibration.to_build(calibrated)},
+        "gate_arithmetic": arithmetic, "gate": gate,
+        "tools": {**tool_versions(), "openvino": metadata.version("openvino"), "nncf": metadata.version("nncf")}})
+    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
+    return Built(OV_INT8_NAME, {OV_INT8_NAME: entry},
+                 f"weights in {OV_INT8_WEIGHTS}; {quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; "
+                 f"OpenVINO INT8 {gate_summary(gate)} (its feature-reuse graphs: the ONNX Runtime backend's)",
+                 files=[OV_INT8_WEIGHTS, OV_INT8_NAME])
+
+
+def openvino_preflight() -> str:
+    """OpenVINO and NNCF installed, and VNNI/AMX here (OpenVINO's INT8 kernels cannot be simulated): exit 4 first."""
+    import_openvino()
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        raise BackendUnavailableError("NNCF is not installed here: `pip install nncf` (OpenVINO's quantization "
+                                      "tool), or use --backend onnxruntime") from None
+    arithmetic = int8_arithmetic()
+    if arithmetic == SIMULATED:
+        raise BackendUnavailableError("this CPU has no VNNI or AMX units, and OpenVINO's INT8 kernels cannot be "
+                                      "simulated; use --backend onnxruntime")
+    return arithmetic
 
 
 def quantize_graphs(source: Source, pair: GraphPair, work: Path, calibration: Calibration, keep: tuple[str, ...],
@@ -314,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= value <= 1000:
             raise InputError(f"{flag} must be 1..1000, got {value}")
     # exit 4 before any work on a CPU without VNNI/AMX (unless simulated)
-    stage = Stage("int8", partial(build, args), preflight=lambda source: int8_arithmetic())
+    preflight = openvino_preflight if args.backend == "openvino" else int8_arithmetic
+    stage = Stage("int8", partial(build, args), preflight=lambda source: preflight())
     return run_stage(stage, Path(args.engines))
 
 

@@ -97,9 +97,11 @@ def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> G
         if chosen is not None and engine.precision != "fp32":
             gated = (engine.build.get(REUSE_KEY) or {}).get("graphs") or {}
             if {name: manifest.artifacts[name].sha256 for name, _ in chosen.values()} != gated:
+                how = (f"run `python -m export.bf16 --engines {manifest.path.parent}` again (it gates them with the "
+                       "engine)" if engine.precision == "bf16" else "load unet.int8.onnx for cache schedules (export.int8 "
+                       "quantizes the graphs with it)")
                 raise InputError(f"the feature-reuse graphs in {manifest.path.parent} were not gated at "
-                                 f"{engine.precision} with {engine_name}; run `python -m export.bf16 --engines "
-                                 f"{manifest.path.parent}` again (it gates them with the engine)")
+                                 f"{engine.precision} with {engine_name}; {how}")
     if chosen is None:
         raise InputError(f"the feature-reuse graphs in {manifest.path.parent} serve {', '.join(sorted(pairs))}, not "
                          f"{engine_name}; load one of those for cache schedules, or build them for it (export.fp16 and "

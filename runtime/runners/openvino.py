@@ -1,5 +1,6 @@
 """OpenVINO backend (CPU): runs the OpenVINO IR written by ``python -m export.bf16``, in BF16 on CPUs
-with BF16 units (or in FP32).
+with BF16 units (or in FP32), and the INT8 IR of ``python -m export.int8 --backend openvino`` on CPUs with
+VNNI or AMX.
 
 ``openvino`` is imported in ``activate()``, only for an artifact of kind ``openvino``. The precision
 comes from the manifest entry (``bf16`` or ``fp32``), and BF16 is refused with a clear message (exit
@@ -32,7 +33,8 @@ BLOB = "compiled.blob"
 # or slower (BF16, a Zen 4: 3.18 vs 1.14 s): off unless DDPM_DEPLOY_OPENVINO_CACHE=1 (it pays on small
 # models: 0.68 vs 1.13 s). docs/bench-openvino-cache-*.md, python -m bench.openvino_cache.
 CACHE_COMPILED = os.environ.get("DDPM_DEPLOY_OPENVINO_CACHE", "") == "1"
-PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
+# an INT8 IR (export.int8 --backend openvino) runs its quantized layers in INT8 and the rest in FP32
+PRECISIONS = {"bf16": "bf16", "fp32": "f32", "int8": "f32"}
 
 
 def import_openvino():
@@ -50,6 +52,12 @@ def check_precision(core, precision: str) -> str:
     """OpenVINO's inference precision for ``precision``; BackendUnavailableError where the CPU cannot run it."""
     if precision not in PRECISIONS:
         raise EngineError(f"the manifest asks for OpenVINO precision {precision!r}; this runtime runs {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        from ..cpu import SIMULATED, int8_arithmetic
+
+        if int8_arithmetic() == SIMULATED:
+            raise BackendUnavailableError("this CPU has no VNNI or AMX units, and OpenVINO's INT8 engine cannot run "
+                                          "simulated; use the ONNX Runtime engines (unet.int8.onnx or unet.onnx)")
     if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         raise BackendUnavailableError(
             "this CPU has no BF16 units (OpenVINO reports no BF16 capability: it needs AVX512_BF16 or AMX); "

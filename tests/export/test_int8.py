@@ -234,3 +234,27 @@ def test_sampler_calibration_of_a_conditional_model(class_engine):
     rows = calibration_rows(class_engine, manifest, entry, Calibration(images=3, steps=2))
     assert len(rows) >= 3 * 2 and all(set(r) == set(manifest.io.input_names) for r in rows)
     assert len({int(r["class_labels"][0]) for r in rows}) >= 3
+
+
+@pytest.mark.slow  # a minute on 2 cores: NNCF's quantization and the 8-image gate
+def test_openvino_backend(demo_engine, tmp_path):
+    """``--backend openvino``: NNCF's quantization of the IR with the same calibration, kept layers and gate; samples
+    close to FP32; serves no cache schedule (its graphs: the ONNX Runtime engine's). Needs VNNI/AMX (OpenVINO's INT8
+    kernels cannot be simulated): elsewhere the refusal is checked."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    folder = tmp_path / "engines"
+    shutil.copytree(demo_engine.parent, folder)
+    if not any(flag in cpu.cpu_flags() for flag in cpu.INT8_FLAGS):
+        assert run(int8_main, "export.int8", ["--engines", str(folder), "--backend", "openvino"]) == 4
+        return
+    assert int8_main(["--engines", str(folder), "--backend", "openvino"]) == 0
+    entry = read_manifest(folder / "manifest.json").artifact("unet.int8.ov.xml")
+    assert (entry.kind, entry.precision) == ("openvino", "int8") and set(entry.external_data) == {"unet.int8.ov.bin"}
+    assert entry.build["quantization"]["kept_fp32"].keys() == set(GROUPS)
+    assert entry.build["gate"]["sampling"]["image_psnr_db"] >= INT8_MIN_IMAGE_PSNR_DB
+    request = dict(scheduler="dpmpp-2m", steps=10, seed=5, count=4)
+    with Pipeline.load(folder / ONNX_NAME, device="cpu", cache_dir=None) as ref, \
+            Pipeline.load(folder, precision="int8", device="cpu", cache_dir=None) as pipe:
+        assert pipe.runner.name == "openvino"
+        assert psnr(ref.run(**request).unit_images(), pipe.run(**request).unit_images(), peak=1.0) >= INT8_MIN_IMAGE_PSNR_DB
