@@ -243,17 +243,159 @@ def timesteps_search(count: int, out: Path) -> None:
     print("\n".join(lines))
 
 
+# (label, request fields): the composed recipes; the baseline first
+RECIPES = [
+    ("dpmpp-2m 25", dict(scheduler="dpmpp-2m", steps=25)),
+    ("dpmpp-2m 25, reuse every 2", dict(scheduler="dpmpp-2m", steps=25, cache_interval=2)),
+    ("dpmpp-2m 10, reuse every 2", dict(scheduler="dpmpp-2m", steps=10, cache_interval=2)),
+    ("unipc-3m 8", dict(scheduler="unipc-3m", steps=8)),
+    ("unipc-3m 8, reuse every 2", dict(scheduler="unipc-3m", steps=8, cache_interval=2)),
+    ("unipc-3m 6", dict(scheduler="unipc-3m", steps=6)),
+    ("dpmpp-3m 6", dict(scheduler="dpmpp-3m", steps=6)),
+    ("unipc-3m 5", dict(scheduler="unipc-3m", steps=5)),
+    ("dpmpp-3m 5", dict(scheduler="dpmpp-3m", steps=5)),
+]
+ENGINES = ("unet.onnx", "unet.ov.xml", "unet.int8.onnx", "unet.int8.ov.xml")
+CAT_FOLDER = ROOT / "build" / "bench" / "reuse" / "full-branch0"  # bench.reuse's cat-256 engines + graphs
+
+
+def recipes() -> list[tuple[str, dict]]:
+    """RECIPES and the tuned timestep schedules of runtime.schedulers.tuned."""
+    from runtime.schedulers.tuned import TUNED
+
+    return RECIPES + [(f"{sampler} {len(ts)}, tuned timesteps", dict(scheduler=sampler, timesteps=list(ts)))
+                      for (sampler, _), ts in TUNED.items()]
+
+
+def cat_folder() -> Path:
+    """The cat-256 config (random weights) with its feature-reuse graphs, and export.cpu's engines (noise calibration:
+    random weights make no images to calibrate on)."""
+    from export.cpu import main as cpu_main
+
+    from .__main__ import prepare
+    from .reuse import with_graphs
+
+    model, engine = prepare("full")
+    folder = with_graphs(model, engine, 0, CAT_FOLDER).parent
+    if not (folder / "unet.int8.onnx").is_file():
+        assert cpu_main(["--engines", str(folder), "--calibration", "noise"]) == 0
+    return folder
+
+
+def cat_seconds(folder: Path, engine: str, fields: dict) -> float | None:
+    """Seconds for one cat-256 image at batch 1 (None: the engine refuses the recipe, e.g. a schedule without graphs)."""
+    from runtime import Pipeline
+    from runtime.errors import DeployError
+
+    with Pipeline.load(folder / engine, device="cpu", cache_dir=None) as pipe:
+        try:
+            pipe.denoise(count=1, seed=0, **{**fields, "steps": 2} if "timesteps" not in fields else fields)  # warm-up
+        except DeployError:
+            return None
+        started = time.perf_counter()
+        pipe.denoise(count=1, seed=0, **fields)
+        return time.perf_counter() - started
+
+
+def table(count: int, out: Path) -> None:
+    from runtime import Pipeline
+    from runtime.errors import DeployError
+    from runtime.manifest import read_manifest
+    from runtime.selection import TIMING_KEY, cpu_key
+
+    judge, rows = Judge(), []
+    folders = {model: digits_folder(model) for model in DIGITS}
+    cat = cat_folder()
+    for engine in ENGINES:
+        if not all((f / engine).is_file() for f in (*folders.values(), cat)):
+            print(f"{engine}: not built on this CPU (export.cpu leaves out what it has no units for)", flush=True)
+            continue
+        for label, fields in recipes():
+            row = {"engine": engine, "recipe": label, "fd": {}}
+            for model, folder in folders.items():
+                with Pipeline.load(folder / engine, device="cpu", cache_dir=None) as pipe:
+                    pipe.scheduler_config = {**pipe.scheduler_config, **SPACING}
+                    try:
+                        row["fd"][model] = judge.fd(sample_digits(pipe, model, count, **fields)[0])
+                    except DeployError as exc:
+                        row["refused"] = str(exc)
+                        break
+            if "refused" not in row:
+                row["seconds"] = cat_seconds(cat, engine, fields)
+                print(f"{engine} {label}: FD " + ", ".join(f"{m} {v:.2f}" for m, v in row["fd"].items())
+                      + f"; {row['seconds']:.1f} s per cat-256 image", flush=True)
+            rows.append(row)
+    base = next(r for r in rows if r["engine"] == "unet.onnx" and r["recipe"] == RECIPES[0][0])
+    timings = {name: entry.build.get(TIMING_KEY, {}).get(cpu_key(), {}).get("s_per_call")
+               for name, entry in read_manifest(cat / "manifest.json").artifacts.items()}
+    lines = [
+        "# Speed by composition: precision x sampler x steps x feature reuse",
+        "",
+        f"`python -m bench.compose --part table --count {count}`. {machine.describe()}",
+        "",
+        f"Quality: FD of {count} images per row and model (per-image seeds 0..{count - 1}, numpy noise, timestep spacing "
+        "\"linspace\"; digits16-cond unguided, the ten digits in equal shares) on each precision's engine of the trained "
+        "digits models, built by `python -m export.cpu` (INT8 calibrated by our sampler; every engine gated). Time: one "
+        "google/ddpm-cat-256-config image (random weights; `export.cpu --calibration noise`), batch 1, this CPU. "
+        "ΔFD against FP32 dpmpp-2m 25 without reuse on the same model (FD " + ", ".join(
+            f"{m} {base['fd'][m]:.2f}" for m in DIGITS) + f"; {base['seconds']:.1f} s per cat-256 image).",
+        "",
+        "| engine | recipe | FD digits16 | ΔFD | FD digits16-cond | ΔFD | s per cat-256 image | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "refused" in r:
+            lines.append(f"| {r['engine']} | {r['recipe']} | refused: {r['refused'][:90]}... | | | | | |")
+            continue
+        lines.append(f"| {r['engine']} | {r['recipe']} | " + " | ".join(
+            f"{r['fd'][m]:.2f} | {r['fd'][m] - base['fd'][m]:+.2f}" for m in DIGITS)
+            + f" | {r['seconds']:.1f} | {base['seconds'] / r['seconds']:.2f}x |")
+    lines += ["", "export.cpu's batch-1 timings of the cat-256 engines here: " + ", ".join(
+        f"{name} {s:.3f} s per call" for name, s in timings.items() if s) + "."]
+    plot(rows, base, out / "bench-compose.png")
+    lines += ["", "![quality against seconds per cat-256 image](bench-compose.png)"]
+    (out / "bench-compose.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(rows: list[dict], base: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for engine in dict.fromkeys(r["engine"] for r in rows):
+        pts = [r for r in rows if r["engine"] == engine and "refused" not in r]
+        worst = [max(r["fd"][m] - base["fd"][m] for m in DIGITS) for r in pts]
+        ax.scatter([r["seconds"] for r in pts], worst, label=engine)
+        for r, y in zip(pts, worst):
+            ax.annotate(r["recipe"], (r["seconds"], y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(PRESET_MAX_DFD, color="gray", ls="--", label=f"ΔFD {PRESET_MAX_DFD}")
+    ax.axvline(5.0, color="gray", ls=":", label="5 s")
+    ax.set(xscale="log", yscale="symlog", xlabel="s per google/ddpm-cat-256-config image (batch 1, this CPU)",
+           ylabel="worst ΔFD of the two digits models vs FP32 dpmpp-2m 25",
+           title="precision x sampler x steps x reuse")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.compose", description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("schedules", "timesteps", "table"), default="table")
     ap.add_argument("--count", type=int, default=1000, help="digits images per row and model (default 1000)")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args(argv)
-    require("bench.compose", {"torch": "export", "diffusers": "export", "sklearn": "test", "scipy": "test"})
+    require("bench.compose", {"torch": "export", "diffusers": "export", "sklearn": "test", "scipy": "test",
+                              "matplotlib": "bench"})
     if args.part == "schedules":
         schedules(args.count, Path(args.out))
     elif args.part == "timesteps":
         timesteps_search(args.count, Path(args.out))
+    else:
+        table(args.count, Path(args.out))
     return 0
 
 

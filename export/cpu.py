@@ -2,8 +2,9 @@
 records the times in the manifest, so that ``--precision auto`` (the default with an engines folder) runs the fastest.
 
 Next to the FP32 ``unet.onnx``: the OpenVINO BF16 engine (``export.bf16``) where the CPU has BF16 units
-(AVX512_BF16 or AMX), and the INT8 engine (``export.int8``) where it has VNNI or AMX; each with its own gate, and
-with the folder's feature-reuse graphs converted and gated with it. Engines already built are kept. A precision
+(AVX512_BF16 or AMX), and the INT8 engines (``export.int8``: ONNX Runtime's, and OpenVINO's where OpenVINO and NNCF
+are installed) where it has VNNI or AMX; each with its own gate, and with the folder's feature-reuse graphs converted
+and gated with it (the OpenVINO INT8 engine serves no cache schedule). Engines already built are kept. A precision
 the CPU has no units for, or whose gate refuses the model, is left out with one line saying why: FP32 always runs.
 
 Then each CPU engine of the folder (FP32, BF16, INT8) is timed at batch 1 (median of ``--repeats`` UNet calls
@@ -33,7 +34,7 @@ from runtime.manifest import read_manifest, update_artifact
 from runtime.runners.ort import default_threads
 from runtime.selection import CPU_KINDS, TIMING_KEY, cpu_key, fastest, precision_of, unet_engines
 
-from .artifacts import INT8_NAME, OV_NAME
+from .artifacts import INT8_NAME, OV_INT8_NAME, OV_NAME
 from .stage import verified_source
 
 PROG = "export.cpu"
@@ -71,15 +72,17 @@ def units_missing(precision: str) -> str | None:
 
 
 def build_missing(folder: Path, calibration: str) -> list[str]:
-    """Builds the BF16 and INT8 engines this CPU has units for and the folder lacks; one line each about what was
-    left out and why."""
+    """Builds the BF16 and INT8 engines (ONNX Runtime's, then OpenVINO's) this CPU has units for and the folder
+    lacks; one line each about what was left out and why."""
     from .bf16 import main as bf16_main
     from .int8 import main as int8_main
 
+    def int8(backend: str):
+        return lambda: int8_main(["--engines", str(folder), "--calibration", calibration, "--backend", backend])
+
     notes = []
     for precision, name, build in (("bf16", OV_NAME, lambda: bf16_main(["--engines", str(folder)])),
-                                   ("int8", INT8_NAME, lambda: int8_main(["--engines", str(folder),
-                                                                         "--calibration", calibration]))):
+                                   ("int8", INT8_NAME, int8("onnxruntime")), ("int8", OV_INT8_NAME, int8("openvino"))):
         why = units_missing(precision)
         if why is None and name in read_manifest(folder / "manifest.json").artifacts and (folder / name).is_file():
             continue  # built before (update_artifact drops an entry whose source changed)
@@ -87,7 +90,7 @@ def build_missing(folder: Path, calibration: str) -> list[str]:
             try:
                 build()
             except (GateError, BackendUnavailableError) as exc:
-                why = f"no {precision.upper()} engine: {exc}"
+                why = f"no {name}: {exc}"
         if why is not None:
             notes.append(why)
     return notes
