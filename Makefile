@@ -29,7 +29,7 @@ DEMO_ENGINES ?= build/demo/engines
 DEMO_COND_MODEL ?= models/digits16-cond
 DEMO_COND_ENGINES ?= build/demo/cond-engines
 
-.PHONY: help install dev demo quality engine sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
+.PHONY: help install dev demo quality engine cpu-engines sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
 
 help:
 	@echo "make demo       the shipped digits models → $(DEMO_ENGINES), $(DEMO_COND_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, out/demo-digits-grid.png (a row per digit), offline"
@@ -37,6 +37,7 @@ help:
 	@echo "make install    runtime only (numpy, onnxruntime, Pillow, tqdm) into $(VENV)"
 	@echo "make dev        runtime + export + test dependencies"
 	@echo "make engine     MODEL=$(MODEL) → $(ENGINES)/unet.onnx, unet.fp16.onnx (gated), unet.plan (TensorRT + GPU)"
+	@echo "make cpu-engines  ENGINES=$(ENGINES): + BF16/INT8 engines where this CPU has the units, gated, timed; --engine $(ENGINES) runs the fastest"
 	@echo "make sample     sample ENGINE=$(ENGINE) BATCH=$(BATCH) STEPS=$(STEPS) SEED=$(SEED) NOISE=$(NOISE) into OUT=$(OUT)/"
 	@echo "make embed      the C ABI (libddpm_runtime.so) and ddpm_sample_cpp into $(EMBED_BUILD)/ (CMake, g++, pybind11)"
 	@echo "make triton-deps  NVIDIA Triton (the nvidia-pytriton wheel) + the runtime in $(TRITON_VENV) (numpy<2) for its tests"
@@ -44,7 +45,7 @@ help:
 	@echo "make serve-deps only what the service needs (then it starts offline)"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
-	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md, docs/bench-family-MODE.md, docs/bench-samplers-MODE.md/.png, docs/bench-reuse-MODE.md/.png, docs/bench-int8-MODE.md"
+	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md, docs/bench-family-MODE.md, docs/bench-samplers-MODE.md/.png, docs/bench-reuse-MODE.md/.png, docs/bench-int8-MODE.md, docs/bench-peak-MODE.md, and in full mode docs/bench-compose.md/.png (bench.compose's other parts, the searches, run apart)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +89,11 @@ engine: $(VENV)/.dev
 	$(PY) -m export.onnx --model $(MODEL) --out $(ENGINES)
 	$(PY) -m export.fp16 --engines $(ENGINES)
 	$(PY) -m export.trt --engines $(ENGINES) --min-batch $(MIN_BATCH) --opt-batch $(OPT_BATCH) --max-batch $(MAX_BATCH)
+
+# What this CPU runs best beside unet.onnx (BF16 where it has BF16 units, INT8 where it has VNNI/AMX), gated and
+# timed here; `--engine $(ENGINES)` (a folder) then runs the fastest.
+cpu-engines: $(VENV)/.dev
+	$(PY) -m export.cpu --engines $(ENGINES)
 
 sample: $(VENV)/.runtime
 	$(PY) -m runtime.sample --engine $(ENGINE) --batch $(BATCH) --steps $(STEPS) --seed $(SEED) --noise $(NOISE) --out $(OUT)
@@ -150,6 +156,8 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.reuse --mode $(MODE)
 	$(PY) -m bench.int8 --mode $(MODE)
 	$(PY) -m bench.openvino_cache --mode $(MODE)
+	$(PY) -m bench.peak --mode $(MODE)
+	$(if $(filter full,$(MODE)),$(PY) -m bench.compose --part table)
 	$(PY) -m bench.serve
 
 clean:

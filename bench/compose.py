@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from .peak import engines_folder
 from .samplers import SPACING
 from runtime.cli import require, run
 
@@ -256,7 +257,6 @@ RECIPES = [
     ("dpmpp-3m 5", dict(scheduler="dpmpp-3m", steps=5)),
 ]
 ENGINES = ("unet.onnx", "unet.ov.xml", "unet.int8.onnx", "unet.int8.ov.xml")
-CAT_FOLDER = ROOT / "build" / "bench" / "reuse" / "full-branch0"  # bench.reuse's cat-256 engines + graphs
 
 
 def recipes() -> list[tuple[str, dict]]:
@@ -265,21 +265,6 @@ def recipes() -> list[tuple[str, dict]]:
 
     return RECIPES + [(f"{sampler} {len(ts)}, tuned timesteps", dict(scheduler=sampler, timesteps=list(ts)))
                       for (sampler, _), ts in TUNED.items()]
-
-
-def cat_folder() -> Path:
-    """The cat-256 config (random weights) with its feature-reuse graphs, and export.cpu's engines (noise calibration:
-    random weights make no images to calibrate on)."""
-    from export.cpu import main as cpu_main
-
-    from .__main__ import prepare
-    from .reuse import with_graphs
-
-    model, engine = prepare("full")
-    folder = with_graphs(model, engine, 0, CAT_FOLDER).parent
-    if not (folder / "unet.int8.onnx").is_file():
-        assert cpu_main(["--engines", str(folder), "--calibration", "noise"]) == 0
-    return folder
 
 
 def cat_seconds(folder: Path, engine: str, fields: dict) -> float | None:
@@ -305,7 +290,7 @@ def table(count: int, out: Path) -> None:
 
     judge, rows = Judge(), []
     folders = {model: digits_folder(model) for model in DIGITS}
-    cat = cat_folder()
+    cat = engines_folder("full")
     for engine in ENGINES:
         if not all((f / engine).is_file() for f in (*folders.values(), cat)):
             print(f"{engine}: not built on this CPU (export.cpu leaves out what it has no units for)", flush=True)

@@ -11,8 +11,8 @@ square GEMM large enough to be compute-bound):
   BF16 units.
 
 Then each engine of the cat-256 config (``full``; ``quick``: a 64x64 config) that ``export.cpu`` built in the
-folder (``build/bench/reuse/MODE-branch0``, FP32 + BF16 + INT8 + their feature-reuse graphs) is timed per batch-1
-call, and its arithmetic rate (the UNet's FLOPs per call, counted by PyTorch's FlopCounterMode: INT8 engines count
+folder (``build/bench/reuse/MODE-branch0``: FP32, and BF16 and INT8 where this CPU has the units, with the feature-
+reuse graphs) is timed per batch-1 call, and its arithmetic rate (the UNet's FLOPs per call, counted by PyTorch's FlopCounterMode: INT8 engines count
 the same operations, some of them FP32) is printed as a fraction of its precision's peak; with ONNX Runtime's
 profile of one call, time per op type, which says what holds an engine back. Writes ``docs/bench-peak-MODE.md``.
 """
@@ -147,6 +147,23 @@ def op_profile(engine: Path, threads: int) -> dict[str, float]:
     return dict(sorted(per_op.items(), key=lambda item: -item[1]))
 
 
+def engines_folder(mode: str) -> Path:
+    """The MODE config (random weights) with its feature-reuse graphs (bench.reuse's folder) and export.cpu's engines
+    (noise calibration: random weights sample no images to calibrate on); built once."""
+    from export.cpu import main as cpu_main
+    from runtime.manifest import read_manifest
+    from runtime.selection import fastest
+
+    from .__main__ import prepare
+    from .reuse import with_graphs
+
+    model, engine = prepare(mode)
+    folder = with_graphs(model, engine, 0, ROOT / "build" / "bench" / "reuse" / f"{mode}-branch0").parent
+    if fastest(read_manifest(folder / "manifest.json")) is None:  # export.cpu has not run on this CPU kind
+        assert cpu_main(["--engines", str(folder), "--calibration", "noise"]) == 0
+    return folder
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.peak", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=MODES, default="quick")
@@ -162,16 +179,14 @@ def main(argv=None) -> int:
     from runtime.manifest import read_manifest
 
     from .__main__ import prepare
-    from .reuse import with_graphs
 
     threads, n = default_threads(), cfg["gemm"]
     fp32 = fp32_peak(n, cfg["repeats"], threads)
     peaks = {"fp32": max(fp32.values()), "int8": int8_peak(n, cfg["repeats"], threads),
              "bf16": bf16_peak(n, cfg["repeats"], threads)}
     print(f"peaks: FP32 {fp32}, INT8 {peaks['int8']:.0f} GOP/s, BF16 {peaks['bf16']}", flush=True)
-    model, engine = prepare(args.mode)
-    folder = with_graphs(model, engine, 0, ROOT / "build" / "bench" / "reuse" / f"{args.mode}-branch0").parent
-    flops = unet_flops(model)
+    folder = engines_folder(args.mode)
+    flops = unet_flops(prepare(args.mode)[0])
     manifest = read_manifest(folder / "manifest.json")
     rows = []
     for name, entry in sorted(unet_engines(manifest).items()):
