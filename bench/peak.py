@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from . import machine
+from .cpu_precision import median_time
 from runtime.cli import require, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +37,7 @@ MODES = {"quick": {"gemm": 1024, "repeats": 5, "calls": 3}, "full": {"gemm": 204
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_time(fn, repeats)[0]
 
 
 def _ort_session(model, threads: int):

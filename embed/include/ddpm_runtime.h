@@ -42,8 +42,10 @@ typedef struct ddpm_handle ddpm_handle;
 /* "ddpm-deploy X.Y.Z (C ABI 1)"; needs no interpreter. */
 DDPM_API const char *ddpm_version(void);
 
-/* Opens an engine (unet.onnx, unet.fp16.onnx, unet.plan, unet.ov.xml; its manifest.json beside it).
- * options_json: NULL or a JSON object of runtime.host.HostOptions: "device" ("auto"|"cpu"|"cuda"), "threads",
+/* Opens an engine (unet.onnx, unet.fp16.onnx, unet.int8.onnx, unet.plan, unet.ov.xml; its manifest.json beside it),
+ * or an engines folder: its engine of "precision" runs (runtime.selection).
+ * options_json: NULL or a JSON object of runtime.host.HostOptions: "device" ("auto"|"cpu"|"cuda"), "precision"
+ * ("auto": the fastest engine `python -m export.cpu` timed on this CPU, else FP32; "fp32"|"bf16"|"int8"|"fp16"), "threads",
  * "cache_dir" (string or null), "max_batch" (rows per UNet call, default 8 or the plan's profile max),
  * "max_queue" (default 64), "timeout_s" (a request's default deadline and its ceiling), "max_count", "max_steps". */
 DDPM_API int ddpm_open(const char *engine_path, const char *options_json, ddpm_handle **handle);
