@@ -7,8 +7,8 @@ are installed) where it has VNNI or AMX; each with its own gate, and with the fo
 and gated with it (the OpenVINO INT8 engine serves no cache schedule). Engines already built are kept. A precision
 the CPU has no units for, or whose gate refuses the model, is left out with one line saying why: FP32 always runs.
 
-Then each CPU engine of the folder (FP32, BF16, INT8) is timed at batch 1 (median of ``--repeats`` UNet calls
-after a warm-up, the runtime's default threads) and its manifest entry records ``cpu_timing[CPU kind]``
+Then each CPU engine of the folder (FP32, BF16, INT8) is timed at ``--batch`` rows (default 1; median of
+``--repeats`` UNet calls after a warm-up, the runtime's default threads) and its manifest entry records ``cpu_timing[CPU kind]``
 (:func:`runtime.selection.cpu_key`); the runtime chooses among the engines timed on the CPU kind it runs on
 (:mod:`runtime.selection`). Timing a folder on each kind of machine it is deployed to records each.
 """
@@ -50,6 +50,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--engines", default="engines", help="folder with unet.onnx and manifest.json (default engines/)")
     p.add_argument("--repeats", type=whole_number(1), default=DEFAULT_REPEATS,
                    help=f"timed UNet calls per engine, after a warm-up (default {DEFAULT_REPEATS})")
+    p.add_argument("--batch", type=whole_number(1), default=1,
+                   help="rows per timed UNet call (default 1: one image; a service's typical batch may rank engines "
+                        "differently: small models are overhead-bound at batch 1)")
     p.add_argument("--no-build", action="store_true", help="time the engines the folder has; build nothing")
     p.add_argument("--calibration", choices=("sampler", "noise"), default="sampler",
                    help="the INT8 calibration (export.int8's --calibration; noise: random-weight models only)")
@@ -96,14 +99,14 @@ def build_missing(folder: Path, calibration: str) -> list[str]:
     return notes
 
 
-def time_engine(path: Path, repeats: int, threads: int) -> float:
-    """Median seconds of one batch-1 UNet call of ``path`` here, after a warm-up."""
+def time_engine(path: Path, repeats: int, threads: int, batch: int = 1) -> float:
+    """Median seconds of one UNet call of ``path`` at ``batch`` rows here, after a warm-up."""
     runner, manifest, _ = open_engine(path, device="cpu", threads=threads, cache_dir=None)
     try:
         io = manifest.domain_io
         rng = np.random.default_rng(0)
-        feed = {SAMPLE: rng.standard_normal(io.sample.concrete(1), dtype=np.float32),
-                TIMESTEP: io.timestep_feed(io.timestep.at((0.5,))), **io.example_conditioning(1, rng)}
+        feed = {SAMPLE: rng.standard_normal(io.sample.concrete(batch), dtype=np.float32),
+                TIMESTEP: io.timestep_feed(io.timestep.at((0.5,) * batch)), **io.example_conditioning(batch, rng)}
         runner.infer(feed)
         times = []
         for _ in range(repeats):
@@ -115,7 +118,7 @@ def time_engine(path: Path, repeats: int, threads: int) -> float:
         runner.deactivate()
 
 
-def time_engines(folder: Path, repeats: int) -> dict[str, float]:
+def time_engines(folder: Path, repeats: int, batch: int = 1) -> dict[str, float]:
     """Times the folder's CPU engines here and records each in the manifest; returns seconds per call by name."""
     source = verified_source(folder)
     threads, key, measured = default_threads(), cpu_key(), datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -124,10 +127,11 @@ def time_engines(folder: Path, repeats: int) -> dict[str, float]:
                and units_missing(precision_of(entry)) is None}
     seconds, timed = {}, {}
     for name, entry in engines.items():
-        seconds[name] = time_engine(folder / name, repeats, threads)
-        log.info("%s: %.3f s per batch-1 UNet call (median of %d, %d threads)", name, seconds[name], repeats, threads)
+        seconds[name] = time_engine(folder / name, repeats, threads, batch)
+        log.info("%s: %.3f s per batch-%d UNet call (median of %d, %d threads)", name, seconds[name], batch, repeats,
+                 threads)
         record = {**(entry.build.get(TIMING_KEY) or {}), key: {
-            "s_per_call": seconds[name], "batch": 1, "threads": threads, "repeats": repeats, "measured": measured}}
+            "s_per_call": seconds[name], "batch": batch, "threads": threads, "repeats": repeats, "measured": measured}}
         timed[name] = replace(entry, build={**entry.build, TIMING_KEY: record})
     main = next(iter(timed))
     update_artifact(folder, source.manifest.base(), main, timed[main], {k: v for k, v in timed.items() if k != main})
@@ -140,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.engines)
     verified_source(folder)  # unet.onnx, checked: a missing one is refused before any work
     notes = [] if args.no_build else build_missing(folder, args.calibration)
-    seconds = time_engines(folder, args.repeats)
+    seconds = time_engines(folder, args.repeats, args.batch)
     best = fastest(read_manifest(folder / "manifest.json"))
     fp32 = seconds.get("unet.onnx")
     timed = ", ".join(f"{name} {s:.3g} s" + (f" ({fp32 / s:.2f}x FP32)" if fp32 and name != "unet.onnx" else "")
                       for name, s in sorted(seconds.items(), key=lambda item: item[1]))
-    print(f"{folder}: on {cpu_key()}, per batch-1 UNet call: {timed}; --precision auto runs {best[0]}"
+    print(f"{folder}: on {cpu_key()}, per batch-{args.batch} UNet call: {timed}; --precision auto runs {best[0]}"
           + "".join(f"; {note}" for note in notes))
     return 0
 

@@ -18,15 +18,17 @@ def test_times_every_engine_and_auto_runs_the_fastest(int8_engine, tmp_path, cap
     this CPU has units for is timed and recorded under this CPU kind; auto resolves to the fastest recorded."""
     folder = tmp_path / "engines"
     shutil.copytree(int8_engine.parent, folder)
-    assert cpu_main(["--engines", str(folder), "--no-build", "--repeats", "1"]) == 0
+    assert cpu_main(["--engines", str(folder), "--no-build", "--repeats", "1", "--batch", "2"]) == 0
     line = capsys.readouterr().out.strip()
+    assert "per batch-2 UNet call" in line
     manifest = read_manifest(folder / "manifest.json")
     timed = {name for name, entry in manifest.artifacts.items() if cpu_key() in entry.build.get(TIMING_KEY, {})}
     has_vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
     assert timed == ({"unet.onnx", "unet.int8.onnx"} if has_vnni else {"unet.onnx"})  # never the reuse graphs
     best, seconds = fastest(manifest)
     assert resolve_engine(folder) == folder / best and f"--precision auto runs {best}" in line
-    assert seconds == min(manifest.artifact(name).build[TIMING_KEY][cpu_key()]["s_per_call"] for name in timed)
+    records = [manifest.artifact(name).build[TIMING_KEY][cpu_key()] for name in timed]
+    assert seconds == min(r["s_per_call"] for r in records) and {r["batch"] for r in records} == {2}
     with Pipeline.load(folder, device="cpu", cache_dir=None) as pipe:  # a folder is an engine argument
         assert pipe.runner.path == folder / best
 
