@@ -59,3 +59,25 @@ def test_units_missing_names_the_units(precision, monkeypatch):
         "no VNNI or AMX units" in export_cpu.units_missing("int8")
     monkeypatch.setattr(export_cpu, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx512_vnni"}))
     assert export_cpu.units_missing(precision) is None
+
+
+def test_a_refused_precision_is_one_line_and_fp32_still_runs(tiny_engine, tmp_path, monkeypatch, capsys):
+    """A gate that refuses the model, or a backend missing, leaves that engine out with one line; exit 0."""
+    import export.bf16
+    import export.int8
+    from runtime.errors import BackendUnavailableError, GateError
+
+    def refuse(error):
+        def main(argv):
+            raise error
+        return main
+
+    folder = tmp_path / "engines"
+    shutil.copytree(tiny_engine.parent, folder)
+    monkeypatch.setattr(export_cpu, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx512_vnni"}))
+    monkeypatch.setattr(export.bf16, "main", refuse(GateError("BF16 gate failed: image PSNR 20.0 dB")))
+    monkeypatch.setattr(export.int8, "main", refuse(BackendUnavailableError("NNCF is not installed here")))
+    assert cpu_main(["--engines", str(folder), "--repeats", "1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "--precision auto runs unet.onnx" in line and "no unet.ov.xml: BF16 gate failed" in line
+    assert "no unet.int8.onnx: NNCF is not installed here" in line and "no unet.int8.ov.xml" in line
