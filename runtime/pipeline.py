@@ -25,6 +25,7 @@ from .results import SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import SAMPLERS, Sampler, SchedulerConfig, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
+from .schedulers.tuned import tuned_timesteps
 from .selection import resolve_engine
 from .trajectory import ProgressFn, Trajectory, advance
 
@@ -153,10 +154,14 @@ class Pipeline:
         self.close()
 
     def table(self, scheduler: str | None = None, steps: int | None = None, eta: float = 0.0,
-              timesteps: tuple[int, ...] | None = None):
+              timesteps: tuple[int, ...] | None = None, tuned: bool = False):
         """(sampler, table) for a scheduler name, step count (None: the sampler's default), eta and timesteps
-        given outright (None: from the step count); cached."""
-        key = (scheduler or self.default_scheduler, steps, eta, timesteps)
+        given outright (None: from the step count; ``tuned``: the tuned ones for the sampler and steps); cached."""
+        name = scheduler or self.default_scheduler
+        if tuned:
+            train_steps = SchedulerConfig.from_dict(self.scheduler_config, name).num_train_timesteps
+            steps, timesteps = None, tuned_timesteps(name, steps, train_steps)
+        key = (name, steps, eta, timesteps)
         with self._lock:
             if key not in self._tables:
                 self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps))
@@ -185,10 +190,13 @@ class Pipeline:
 
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
-        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
+        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps,
+                                    request.tuned_timesteps)
         full = full_steps(table.num_steps, request.cache_interval, request.cache_full_steps)
+        given = request.timesteps is not None or request.tuned_timesteps
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
-                               None if full is None else tuple(sorted(full)))
+                               None if full is None else tuple(sorted(full)),
+                               tuple(int(t) for t in table.timesteps) if given else None)
 
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                    **fields: Any) -> Trajectory:
@@ -198,7 +206,8 @@ class Pipeline:
         guidance = request.guidance
         rows = request_rows(self.runner.io, self.conditioning, request)
         self.runner.check_batch(request.count * guidance.rows_per_image)  # the engine's batch profile
-        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps)
+        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps,
+                                    request.tuned_timesteps)
         full = self.denoiser.schedule(table.num_steps, request.cache_interval, request.cache_full_steps)
         return Trajectory(sampler, table, self.noise_source(request),
                           (request.count, self.channels, self.height, self.width), rows, progress,

@@ -131,6 +131,9 @@ class SampleRequest(RequestSurfaces):
         "instead of steps); on the command line: 22,0",
         json=(list, type(None)), cli=whole_number_list, triton="TYPE_INT64", triton_dims=(-1,),
         limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
+    tuned_timesteps: bool = request_field(
+        False, "the timesteps tuned by measurement for this sampler and steps (runtime.schedulers.tuned: dpmpp-3m 5 "
+        "and 6, dpmpp-2m 6) instead of the spaced ones", json=(bool,), cli="flag", triton="TYPE_BOOL")
     eta: float = request_field(0.0, "DDIM noise scale, >= 0 (default 0: deterministic)", json=NUMBER,
                                cli=non_negative_number, triton="TYPE_FP32", limits={"minimum": 0})
     noise: str = request_field(
@@ -195,6 +198,9 @@ class SampleRequest(RequestSurfaces):
         object.__setattr__(self, "timesteps", _whole_numbers(self.timesteps, "timesteps must be a list of whole numbers >= 0"))
         if self.timesteps is not None and self.steps is not None:
             raise InputError("give steps or timesteps, not both")
+        if self.tuned_timesteps and (self.timesteps is not None or self.steps is None):
+            raise InputError("tuned_timesteps takes steps (and a scheduler), not timesteps: the tuned schedule of that "
+                             "sampler at that many steps")
         if self.scheduler is not None and self.scheduler not in SAMPLERS:
             raise InputError(f"unknown scheduler {brief(self.scheduler)}; choose one of: {', '.join(SAMPLERS)}")
         object.__setattr__(self, "eta", check_eta(self.eta))

@@ -25,6 +25,7 @@ class SamplerSettings:
     eta: float
     config: Mapping[str, Any]  # the sampler's scheduler config (diffusers keys), as used
     full_steps: tuple[int, ...] | None = None  # feature reuse: the steps that ran the full UNet (None: all)
+    timesteps: tuple[int, ...] | None = None  # the steps, where the request gave them (or asked for tuned ones)
 
 
 def _array_sha256(arr: np.ndarray) -> str:
@@ -52,6 +53,7 @@ class SampleResult:
             "noise": request.noise,
             "steps": str(settings.steps),
             "scheduler": json.dumps({**settings.config, "eta": settings.eta}, sort_keys=True),
+            **({"timesteps": ",".join(map(str, settings.timesteps))} if settings.timesteps else {}),
             **({"feature_cache_full_steps": ",".join(map(str, settings.full_steps))} if settings.full_steps else {}),
             **self._conditioning_metadata(index),
             "engine": self.engine,
