@@ -88,10 +88,17 @@ def sample_digits(pipe, model: str, count: int, first_seed: int = 0, **fields) -
     return np.concatenate(out), (time.perf_counter() - started) / count
 
 
-def candidates(steps: int) -> dict[tuple[int, ...], str]:
-    """Full-step sets of the form "the first H steps, every P-th after them, the last T" (by set; the cheapest name)."""
-    from runtime.reuse import rule_steps
+def rule_steps(num_steps: int, head: int, period: int, tail: int) -> tuple[int, ...]:
+    """The full steps of a schedule rule: the first ``head`` steps, every ``period``-th step after the last of them
+    (0: none), and the last ``tail`` steps."""
+    chosen = set(range(min(head, num_steps))) | set(range(max(num_steps - tail, 0), num_steps))
+    if period:
+        chosen |= set(range(head - 1 + period, num_steps, period))
+    return tuple(sorted(chosen))
 
+
+def candidates(steps: int) -> dict[tuple[int, ...], str]:
+    """Full-step sets of the form "the first H steps, every P-th after them, the last T" (by set; the first name)."""
     out: dict[tuple[int, ...], str] = {}
     for head, period, tail in itertools.product((1, 2, 3), (2, 3, 0), (0, 1)):
         full = rule_steps(steps, head, period, tail)

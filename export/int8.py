@@ -22,6 +22,12 @@ over the gate timesteps >= INT8_MIN_PSNR_DB and the image PSNR of INT8_GATE_IMAG
 (``unet.int8.onnx``, kind onnx, precision int8) records the figures, the kept layers, the calibration and the
 arithmetic the gate ran (this CPU's VNNI/AMX kernels, or ``simulated``). Exits 4 on a CPU without VNNI or AMX (:mod:`runtime.cpu`: its integer kernels
 saturate) unless ``DDPM_DEPLOY_INT8_SIMULATE=1``, where the gate computes the quantized arithmetic in FP32.
+
+Where the folder has feature-reuse graphs (``export.deepcache``), they are quantized the same way, calibrated on
+their own inputs while the sampler runs a cache schedule, and gated together with the INT8 UNet against the FP32
+graphs (``export.gates.reuse_gate``, INT8's thresholds): ``unet.cache-{full,shallow}.int8.onnx`` serve
+``unet.int8.onnx``. ``--backend openvino`` writes ``unet.int8.ov.xml`` instead: NNCF's quantization of the OpenVINO
+IR with the same rows, kept layers, scheme and gate (VNNI/AMX only; no feature-reuse graphs).
 """
 
 from __future__ import annotations
@@ -222,11 +228,13 @@ def quantize_openvino(fp32_path: Path, out: Path, rows: list[dict[str, np.ndarra
     """Writes the OpenVINO INT8 IR of ``fp32_path`` to ``out`` (+ its .bin): NNCF's post-training quantization of the
     converted model (preset MIXED: int8 weights symmetric per output channel, uint8 activations asymmetric per
     tensor, ranges over all rows, as the ONNX Runtime backend), calibrated on the same rows, the same layer groups
-    kept FP32 (matched by
-    their ONNX node names, which OpenVINO keeps: "node_conv2d_7/WithoutBiases"). Run it in a child process."""
+    kept FP32 (matched by their ONNX node names, which OpenVINO keeps: "node_conv2d_7/WithoutBiases"). Run it in a
+    child process."""
     import nncf
     import onnx
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     groups = layer_groups(onnx.load(str(fp32_path), load_external_data=False))
@@ -235,9 +243,6 @@ def quantize_openvino(fp32_path: Path, out: Path, rows: list[dict[str, np.ndarra
     layers = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("Convolution", "MatMul")]
     names = [name for names in kept.values() for name in names]
     ignored = [op for op in layers if any(op == name or op.startswith(name + "/") for name in names)]
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
     # activation ranges as ONNX Runtime's MinMax takes them: over all rows (NNCF's default averages per-row ranges);
     # full 8-bit weights everywhere (NNCF's overflow fix keeps 7 bits in the first layer for CPUs without VNNI, which
     # this backend refuses)
@@ -303,8 +308,7 @@ def build(args, source: Source, work: Path, arithmetic: str) -> Built:
         "gate": gate,
         "tools": tool_versions(),
     })
-    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
-    summary = f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; INT8 {gate_summary(gate)}"
+    summary = f"{layers_summary(quantized)}; INT8 {gate_summary(gate)}"
     artifacts = {INT8_NAME: entry}
     pair = graphs_for(source.manifest, ONNX_NAME, source.entry)
     if pair is not None:  # the feature-reuse graphs: quantized the same way and gated with the INT8 UNet
@@ -336,11 +340,14 @@ def build_openvino(source: Source, work: Path, rows: list[dict[str, np.ndarray]]
                          "kept_fp32": quantized["kept"], "calibration": calibration.to_build(calibrated)},
         "gate_arithmetic": arithmetic, "gate": gate,
         "tools": {**tool_versions(), "openvino": metadata.version("openvino"), "nncf": metadata.version("nncf")}})
-    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
     return Built(OV_INT8_NAME, {OV_INT8_NAME: entry},
-                 f"weights in {OV_INT8_WEIGHTS}; {quantized['quantized_nodes']} layers INT8, kept FP32: {kept}; "
-                 f"OpenVINO INT8 {gate_summary(gate)} (its feature-reuse graphs: the ONNX Runtime backend's)",
-                 files=[OV_INT8_WEIGHTS, OV_INT8_NAME])
+                 f"weights in {OV_INT8_WEIGHTS}; {layers_summary(quantized)}; OpenVINO INT8 {gate_summary(gate)} (no "
+                 f"feature-reuse graphs: cache schedules run on {INT8_NAME})", files=[OV_INT8_WEIGHTS, OV_INT8_NAME])
+
+
+def layers_summary(quantized: dict[str, Any]) -> str:
+    kept = ", ".join(f"{group} ({len(names)})" for group, names in quantized["kept"].items()) or "none"
+    return f"{quantized['quantized_nodes']} layers INT8, kept FP32: {kept}"
 
 
 def openvino_preflight() -> str:

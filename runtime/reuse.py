@@ -113,15 +113,6 @@ def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> G
     return GraphPair({"full": full_name, "shallow": shallow_name}, full, like)
 
 
-def rule_steps(num_steps: int, head: int, period: int, tail: int) -> tuple[int, ...]:
-    """The full steps of a schedule rule: the first ``head`` steps, every ``period``-th step after the last of them
-    (0: none), and the last ``tail`` steps."""
-    chosen = set(range(min(head, num_steps))) | set(range(max(num_steps - tail, 0), num_steps))
-    if period:
-        chosen |= set(range(head - 1 + period, num_steps, period))
-    return tuple(sorted(chosen))
-
-
 def full_steps(num_steps: int, interval: int | None, steps: Sequence[int] | None) -> frozenset[int] | None:
     """The step indices that run the full graph under a request's schedule (None: every step runs the plain
     engine, no feature reuse)."""
