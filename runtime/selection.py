@@ -7,7 +7,9 @@ under ``cpu_timing``, keyed by the CPU (:func:`cpu_key`). Every entry point that
 
 * ``auto`` (default): the artifact with the fewest seconds per UNet call on this CPU kind; a folder never timed
   on this CPU kind runs ``unet.onnx`` (FP32) and says, in one log line, how to time it;
-* ``fp32``, ``bf16``, ``int8``, ``fp16``: that precision's engine, refused in one line where the folder has none.
+* ``fp32``, ``bf16``, ``int8``, ``fp16``: that precision's engine (``fp16``: the TensorRT plan where the folder has
+  one, else ``unet.fp16.onnx``; ``int8``: ONNX Runtime's before OpenVINO's), refused in one line where the folder
+  has none.
 
 A path to an engine file is run as it is (a precision other than ``auto`` must then be the file's).
 """
@@ -96,8 +98,10 @@ def resolve_engine(engine: str | Path, precision: str = "auto") -> Path:
         log.info("%s: no engine was timed on this CPU kind (%s), so %s (FP32) runs; `%s` builds and times what "
                  "this CPU runs best", path, cpu_key(), FP32_NAME, HOW_TO_TIME.format(folder=path))
         return path / FP32_NAME
-    matching = sorted(name for name, entry in engines.items() if precision_of(entry) == precision
-                      and (entry.kind in CPU_KINDS or precision == "fp16"))
+    # FP16 is a GPU precision: its TensorRT plan first, then the FP16 ONNX model
+    matching = sorted((name for name, entry in engines.items() if precision_of(entry) == precision
+                       and (entry.kind in CPU_KINDS or precision == "fp16")),
+                      key=lambda name: (engines[name].kind != "tensorrt", name))
     if not matching:
         raise InputError(f"{path} has no {precision} engine (it has: {', '.join(sorted(engines)) or 'none'}); "
                          f"build one (`{HOW_TO_TIME.format(folder=path)}`, or export.{precision})")

@@ -91,3 +91,20 @@ def test_every_host_takes_a_folder_and_a_precision(folder, simulated_int8):
     with Host(folder, options) as host:
         assert host.pipeline.runner.path.name == "unet.int8.onnx"
         assert host.submit(SampleRequest(steps=2)).result().shape == (1, 16, 16, 1)
+
+
+def test_fp16_prefers_the_tensorrt_plan(folder):
+    """FP16 is a GPU precision: the plan where the folder has one, else the FP16 ONNX model (entries only here)."""
+    from runtime.manifest import ArtifactEntry
+
+    manifest = read_manifest(folder / "manifest.json")
+    fp32 = manifest.artifact("unet.onnx")
+    fp16 = ArtifactEntry(kind="onnx", precision="fp16-mixed", sha256="1" * 64, bytes=1, source="unet.onnx",
+                         source_sha256=fp32.sha256)
+    (folder / "unet.fp16.onnx").write_bytes(b"x")
+    update_artifact(folder, manifest.base(), "unet.fp16.onnx", fp16)
+    assert resolve_engine(folder, "fp16") == folder / "unet.fp16.onnx"
+    (folder / "unet.plan").write_bytes(b"x")
+    plan = replace(fp16, kind="tensorrt", precision="fp16", source="unet.fp16.onnx", source_sha256=fp16.sha256)
+    update_artifact(folder, manifest.base(), "unet.plan", plan)
+    assert resolve_engine(folder, "fp16") == folder / "unet.plan"
