@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import ArgumentParser, run, setup_logging, whole_number
-from runtime.cpu import cpu_flags, int8_arithmetic
+from runtime.cpu import BF16_FLAGS, SIMULATED, cpu_flags, int8_arithmetic
 from runtime.engine import open_engine
 from runtime.errors import BackendUnavailableError, GateError
 from runtime.io_spec import SAMPLE, TIMESTEP
@@ -34,12 +34,11 @@ from runtime.manifest import read_manifest, update_artifact
 from runtime.runners.ort import default_threads
 from runtime.selection import CPU_KINDS, TIMING_KEY, cpu_key, fastest, precision_of, unet_engines
 
-from .artifacts import INT8_NAME, OV_INT8_NAME, OV_NAME
+from .artifacts import INT8_NAME, ONNX_NAME, OV_INT8_NAME, OV_NAME
 from .stage import verified_source
 
 PROG = "export.cpu"
 TIMED_PRECISIONS = ("fp32", "bf16", "int8")  # FP16 is a GPU precision: on a CPU it runs casts around FP32 kernels
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 DEFAULT_REPEATS = 3
 
 log = logging.getLogger(PROG)
@@ -67,7 +66,7 @@ def units_missing(precision: str) -> str | None:
         return f"this CPU has no BF16 units (none of {', '.join(BF16_FLAGS)}): no BF16 engine"
     if precision == "int8":
         try:
-            if int8_arithmetic(flags) == "simulated":
+            if int8_arithmetic(flags) == SIMULATED:
                 return "this CPU has no VNNI or AMX units (INT8 would be simulated in FP32): no INT8 engine"
         except BackendUnavailableError:
             return "this CPU has no VNNI or AMX units (its integer kernels saturate): no INT8 engine"
@@ -96,7 +95,7 @@ def build_missing(folder: Path, calibration: str) -> list[str]:
                 why = f"no {name}: {exc}"
         if why is not None:
             notes.append(why)
-    return notes
+    return list(dict.fromkeys(notes))  # both INT8 engines left out for want of units: one line
 
 
 def time_engine(path: Path, repeats: int, threads: int, batch: int = 1) -> float:
@@ -146,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [] if args.no_build else build_missing(folder, args.calibration)
     seconds = time_engines(folder, args.repeats, args.batch)
     best = fastest(read_manifest(folder / "manifest.json"))
-    fp32 = seconds.get("unet.onnx")
-    timed = ", ".join(f"{name} {s:.3g} s" + (f" ({fp32 / s:.2f}x FP32)" if fp32 and name != "unet.onnx" else "")
+    fp32 = seconds.get(ONNX_NAME)
+    timed = ", ".join(f"{name} {s:.3g} s" + (f" ({fp32 / s:.2f}x FP32)" if fp32 and name != ONNX_NAME else "")
                       for name, s in sorted(seconds.items(), key=lambda item: item[1]))
     print(f"{folder}: on {cpu_key()}, per batch-{args.batch} UNet call: {timed}; --precision auto runs {best[0]}"
           + "".join(f"; {note}" for note in notes))

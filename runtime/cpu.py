@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import BackendUnavailableError
 
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")  # /proc/cpuinfo's names, best first
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # BF16 units (OpenVINO's BF16 inference precision)
 SIMULATED = "simulated"
 INT8_SIMULATE_ENV = "DDPM_DEPLOY_INT8_SIMULATE"
 

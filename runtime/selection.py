@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .cpu import cpu_flags, cpu_generation, cpu_model
+from .cpu import BF16_FLAGS, INT8_FLAGS, cpu_flags, cpu_generation, cpu_model
 from .errors import InputError
 from .manifest import MANIFEST_NAME, ArtifactEntry, Manifest, artifact_entry, read_manifest
 from .reuse import BUILD_KEY
@@ -38,8 +38,7 @@ def cpu_key() -> str:
     """This CPU kind, as timings are recorded: the model name, its family and model numbers (a VM's name may
     say only "AMD EPYC"), and whether it has BF16 and VNNI units."""
     flags = cpu_flags()
-    units = [name for name, present in (("bf16", bool({"avx512_bf16", "amx_bf16"} & flags)),
-                                        ("vnni", bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags))) if present]
+    units = [name for name, kinds in (("bf16", BF16_FLAGS), ("vnni", INT8_FLAGS)) if flags & set(kinds)]
     generation = cpu_generation()
     return f"{cpu_model()}{f' ({generation})' if generation else ''}; {'+'.join(units) or 'no bf16/vnni'}"
 
