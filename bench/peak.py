@@ -215,7 +215,7 @@ def main(argv=None) -> int:
            "not measured (no BF16 units on this CPU, or no OpenVINO)") + ".",
         "",
         f"Engines of the {config} (`export.cpu`'s, random weights), one batch-1 UNet call (median of {cfg['calls']}); "
-        f"{flops / 1e9:.0f} GFLOP per call (PyTorch's count; the INT8 engine's counted alike, some of it kept FP32):",
+        f"{flops / 1e9:.3g} GFLOP per call (PyTorch's count; the INT8 engine's counted alike, some of it kept FP32):",
         "",
         "| engine | precision | s per call | G(FL)OP/s | of its precision's peak |",
         "|---|---|---|---|---|",
