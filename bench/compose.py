@@ -1,20 +1,26 @@
-"""``python -m bench.compose --part schedules|table``: speed by composition — engine precision x sampler x steps x
-feature reuse, quality on both trained digits models, seconds on the google/ddpm-cat-256 config.
+"""``python -m bench.compose --part schedules|timesteps|table|confirm``: speed by composition — engine precision x
+sampler x steps x feature reuse, quality on both trained digits models, seconds on the google/ddpm-cat-256 config.
 
-``schedules``: the feature-reuse schedules for 5-10-step samplers, searched on both trained digits models
+``schedules``: feature-reuse schedules for 5-10-step samplers, searched on both trained digits models
 (``models/digits16``, unconditional; ``models/digits16-cond``, cross-attention on the digit, sampled unguided in
 equal shares of the ten digits): each candidate (the first H steps full, then every P-th, and the last T) against
 the same sampler and steps without reuse, ΔFD on each model and the cost of an image in UNet calls on the cat-256
-config (a shallow call costs ``SHALLOW_COST`` of a full one there: docs/bench-reuse-full.md). The presets of
-:mod:`runtime.reuse` are the cheapest schedules within ``PRESET_MAX_DFD`` on both models; this table is where they
-come from. Writes ``docs/bench-compose-schedules.md``.
+config (a shallow call costs ``SHALLOW_COST`` of a full one there: docs/bench-reuse-full.md). A schedule within
+``PRESET_MAX_DFD`` on both models would become a preset; none was (the README says why). Writes
+``docs/bench-compose-schedules.md``.
 
-``table``: the composed rows, each (precision, sampler, steps, reuse preset) with its FD on both digits models
-(engines built by ``python -m export.cpu`` from the trained models: INT8 calibrated by our sampler, BF16 where
-the CPU has BF16 units) and its seconds per cat-256 image (random weights, batch 1, one image; engines from
-``export.cpu --calibration noise``, whose INT8 and BF16 gates are no quality claim on random weights), and the
-cat-256 trajectory error of each preset against a 100-step reference (a calmed random model: the preset's
-departure from no reuse, where 16x16 digits cannot say). Writes ``docs/bench-compose.md``.
+``timesteps``: DPM-Solver++ timestep schedules for 5-6 calls, tuned on the summed FD of both models (a power-law
+family, then coordinate descent); the winners are :mod:`runtime.schedulers.tuned`. Writes
+``docs/bench-compose-timesteps.md``.
+
+``table``: the composed rows, each (engine, recipe: sampler, steps or tuned timesteps, reuse) with its FD on both
+digits models on held-out seeds (engines built by ``python -m export.cpu`` from the trained models: INT8 calibrated
+by our sampler, BF16 where the CPU has BF16 units) and its seconds per cat-256 image (random weights, batch 1, one
+image; engines from ``export.cpu --calibration noise``, whose INT8 and BF16 gates are no quality claim on random
+weights), and the quality-vs-seconds plot. Writes ``docs/bench-compose.md`` and ``.png``.
+
+``confirm``: the fastest rows within the bar again, on more images and other held-out seeds. Writes
+``docs/bench-compose-confirm.md``.
 """
 
 from __future__ import annotations
