@@ -52,20 +52,20 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.runtime: pyproject.toml | $(PY)
-	$(PIP) install --quiet $(FIND_LINKS) -e .
+	$(PIP) install --quiet $(FIND_LINKS) -e '.[cpu]'
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test,serve]'
+	$(PIP) install --quiet $(FIND_LINKS) -e '.[cpu,export,test,serve]'
 	touch $@ $(VENV)/.runtime $(VENV)/.serve
 
 # The service alone (Ray Serve, FastAPI, httpx): after this it starts with no network at all.
 $(VENV)/.serve: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[serve]'
+	$(PIP) install --quiet -e '.[cpu,serve]'
 	touch $@ $(VENV)/.runtime
 
 $(VENV)/.bench: $(VENV)/.dev
-	$(PIP) install --quiet $(FIND_LINKS) -e '.[export,test,bench]'
+	$(PIP) install --quiet $(FIND_LINKS) -e '.[cpu,export,test,bench]'
 	touch $@
 
 install: $(VENV)/.runtime
@@ -135,7 +135,7 @@ embed: $(VENV)/.dev
 $(TRITON_VENV)/.ok: pyproject.toml
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
-	$(TRITON_VENV)/bin/pip install --quiet nvidia-pytriton==0.7.0 -e .
+	$(TRITON_VENV)/bin/pip install --quiet nvidia-pytriton==0.7.0 -e '.[cpu]'
 	touch $@
 
 triton-deps: $(TRITON_VENV)/.ok

@@ -96,9 +96,9 @@ def check_parity(onnx_path: Path, cases: list[ParityCase], atol: float = FP32_PA
                  output: str = NOISE_PRED) -> list[ParityResult]:
     """Runs the ONNX model in ONNX Runtime (CPU) on ``cases`` (anything with ``feed()``, ``reference``, ``batch``,
     ``timesteps``, ``conditioning``); raises GateError past ``atol``."""
-    import onnxruntime as ort
+    from runtime.runners.ort import require_onnxruntime, session_options
 
-    from runtime.runners.ort import session_options
+    ort = require_onnxruntime()
 
     options = session_options()
     options.enable_cpu_mem_arena = False  # a few calls: give each call's activations back (peak -0.4 GB at cat-256)

@@ -26,6 +26,7 @@ from runtime.errors import DeployError, SchedulerConfigError
 from runtime.io_spec import IMAGE, SAMPLE, TIMESTEP, UNetIO
 from runtime.atomic import publish
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
+from runtime.runners.ort import require_onnxruntime
 from runtime.schedulers import SchedulerConfig, scheduler_name_for
 from runtime.schedulers.config import read_config_file
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DeployError(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
     if not args.tolerance > 0:
         raise DeployError(f"--tolerance must be positive, got {args.tolerance}")
+    require_onnxruntime()  # the parity gate runs the export in ONNX Runtime: exit 4 before any work without it
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DeployError(f"--out {out} is a file; pass a folder")

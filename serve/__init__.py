@@ -1,4 +1,4 @@
-"""ddpm-deploy as an HTTP image service on Ray Serve (``pip install 'ddpm-deploy[serve]'``).
+"""ddpm-deploy as an HTTP image service on Ray Serve (``pip install 'ddpm-deploy[cpu,serve]'``).
 
 ``serve.app`` holds the deployments (an engine replica per device with a StepBatcher, a FastAPI
 ingress), ``serve.config`` the service's configuration file, ``python -m serve`` starts it,

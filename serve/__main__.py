@@ -38,7 +38,7 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         import ray
         from ray import serve
     except ImportError:
-        raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[serve]' (or make serve-deps)") from None
+        raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[cpu,serve]' (or make serve-deps)") from None
     from runtime.manifest import artifact_entry
     from runtime.selection import resolve_engine
 

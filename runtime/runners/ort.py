@@ -9,13 +9,55 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..cpu import SIMULATED, int8_arithmetic
 from ..errors import BackendUnavailableError, EngineError, first_line
 from .base import Runner
 
 log = logging.getLogger(__name__)
+
+# ONNX Runtime's wheels: each unpacks into the same onnxruntime/ folder, and pip treats them as unrelated packages
+ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
+NO_ORT = ("ONNX Runtime is not installed here: `pip install 'ddpm-deploy[cpu]'` (onnxruntime), or "
+          "`pip install 'ddpm-deploy[gpu]'` (onnxruntime-gpu) on an NVIDIA GPU host")
+
+
+def installed_wheels() -> list[str]:
+    """The ONNX Runtime wheels pip has installed here."""
+    from importlib import metadata
+
+    found = []
+    for name in ORT_WHEELS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def _import_onnxruntime():
+    """onnxruntime (None when missing: refused with NO_ORT, exit 4, when an engine needs it); one warning line when
+    several of its wheels are installed, since the last one installed overwrote the others' files."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    wheels = installed_wheels()
+    if len(wheels) > 1:
+        log.warning("%s are all installed: they share one onnxruntime/ folder, so the last one installed overwrote the "
+                    "others (ONNX Runtime supports one); `pip uninstall -y %s`, then install one: "
+                    "'ddpm-deploy[cpu]' or 'ddpm-deploy[gpu]'", " and ".join(wheels), " ".join(wheels))
+    return onnxruntime
+
+
+ort = _import_onnxruntime()
+
+
+def require_onnxruntime():
+    if ort is None:
+        raise BackendUnavailableError(NO_ORT)
+    return ort
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -36,7 +78,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
       UNet is a chain where parallel branches gain nothing and extra pools steal cores;
     * spinning left at ORT's default: the loop calls the session back to back.
     """
-    opts = ort.SessionOptions()
+    opts = require_onnxruntime().SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads or default_threads()
@@ -46,7 +88,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def choose_providers(device: str) -> list[str]:
-    available = ort.get_available_providers()
+    available = require_onnxruntime().get_available_providers()
     if device == "auto":
         device = "cuda" if PROVIDERS["cuda"] in available else "cpu"
     if device not in PROVIDERS:
