@@ -25,7 +25,6 @@ from .results import SampleResult, SamplerSettings
 from .runners.base import Runner
 from .schedulers import SAMPLERS, Sampler, SchedulerConfig, build_table, scheduler_name_for
 from .schedulers.config import read_config_file
-from .schedulers.tuned import tuned_timesteps
 from .selection import resolve_engine
 from .trajectory import ProgressFn, Trajectory, advance
 
@@ -157,14 +156,11 @@ class Pipeline:
               timesteps: tuple[int, ...] | None = None, tuned: bool = False):
         """(sampler, table) for a scheduler name, step count (None: the sampler's default), eta and timesteps
         given outright (None: from the step count; ``tuned``: the tuned ones for the sampler and steps); cached."""
-        name = scheduler or self.default_scheduler
-        if tuned:
-            train_steps = SchedulerConfig.from_dict(self.scheduler_config, name).num_train_timesteps
-            steps, timesteps = None, tuned_timesteps(name, steps, train_steps)
-        key = (name, steps, eta, timesteps)
+        key = (scheduler or self.default_scheduler, steps, eta, timesteps, tuned)
         with self._lock:
             if key not in self._tables:
-                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps))
+                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps,
+                                                               tuned))
             return self._tables[key]
 
     def _checked(self, sampler: Sampler, table: Any) -> tuple[Sampler, Any]:

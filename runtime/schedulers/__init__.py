@@ -32,6 +32,7 @@ from . import sde_ve  # noqa: F401
 from .config import SAMPLERS, Sampler, SchedulerConfig
 from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table
+from .tuned import tuned_timesteps
 
 
 def __getattr__(name: str):
@@ -62,14 +63,17 @@ def get_sampler(name: str) -> Sampler:
 
 
 def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: float = 0.0,
-                timesteps: tuple[int, ...] | None = None):
+                timesteps: tuple[int, ...] | None = None, tuned: bool = False):
     """(sampler, table) for ``name`` from a diffusers config dict, converted as ``from_config`` would;
-    ``timesteps``: the steps outright (samplers that take them: consistency models)."""
+    ``timesteps``: the steps outright (samplers that take them: consistency models, DPM-Solver++); ``tuned``: the
+    timesteps tuned for ``name`` at ``steps`` (:mod:`.tuned`)."""
     sampler = get_sampler(name)
     eta = check_eta(eta)
     if eta and not sampler.uses_eta:
         raise InputError(f"eta applies to ddim only; {name} takes no eta (leave it at 0)")
     config = SchedulerConfig.from_dict(raw_config, name)
+    if tuned:
+        timesteps = tuned_timesteps(name, steps, config.num_train_timesteps)
     if timesteps is not None:
         if sampler.make_table_from_timesteps is None:
             takes = [s.name for s in SAMPLERS.values() if s.make_table_from_timesteps is not None]
