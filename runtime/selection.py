@@ -62,10 +62,12 @@ def timing(entry: ArtifactEntry, key: str | None = None) -> dict[str, Any] | Non
     return value if isinstance(value, dict) and isinstance(value.get("s_per_call"), (int, float)) else None
 
 
-def fastest(manifest: Manifest) -> tuple[str, float] | None:
-    """(artifact name, seconds per call) of the fastest CPU engine timed on this CPU kind, or None."""
-    timed = [(name, timing(entry)["s_per_call"]) for name, entry in unet_engines(manifest).items()
-             if entry.kind in CPU_KINDS and timing(entry) is not None]
+def fastest(manifest: Manifest, key: str | None = None) -> tuple[str, float] | None:
+    """(artifact name, seconds per call) of the fastest CPU engine timed on this CPU kind (``key``: another), or
+    None."""
+    key = key or cpu_key()  # reads /proc/cpuinfo: once, not per engine
+    records = {name: timing(entry, key) for name, entry in unet_engines(manifest).items() if entry.kind in CPU_KINDS}
+    timed = [(name, record["s_per_call"]) for name, record in records.items() if record is not None]
     return min(timed, key=lambda item: item[1]) if timed else None
 
 
@@ -87,15 +89,15 @@ def resolve_engine(engine: str | Path, precision: str = "auto") -> Path:
     manifest = read_manifest(path / MANIFEST_NAME)
     engines = unet_engines(manifest)
     if precision == "auto":
-        best = fastest(manifest)
+        key = cpu_key()
+        best = fastest(manifest, key)
         if best is not None:
-            log.info("%s: %s is the fastest engine timed on this CPU (%s: %.3g s per call)", path, best[0], cpu_key(),
-                     best[1])
+            log.info("%s: %s is the fastest engine timed on this CPU (%s: %.3g s per call)", path, best[0], key, best[1])
             return path / best[0]
         if FP32_NAME not in engines:
             raise InputError(f"{path} has no {FP32_NAME}; pass an engine file in it")
         log.info("%s: no engine was timed on this CPU kind (%s), so %s (FP32) runs; `%s` builds and times what "
-                 "this CPU runs best", path, cpu_key(), FP32_NAME, HOW_TO_TIME.format(folder=path))
+                 "this CPU runs best", path, key, FP32_NAME, HOW_TO_TIME.format(folder=path))
         return path / FP32_NAME
     # FP16 is a GPU precision: its TensorRT plan first, then the FP16 ONNX model
     matching = sorted((name for name, entry in engines.items() if precision_of(entry) == precision
