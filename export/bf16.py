@@ -31,7 +31,7 @@ from runtime.runners.openvino import OpenVinoRunner, check_precision, import_ope
 from runtime.runners.ort import OrtRunner
 
 from .artifacts import ONNX_NAME, OV_NAME, OV_WEIGHTS, raise_if_disk_full, tool_versions
-from .gates import ReuseEngines, accuracy_gate, gate_summary, reuse_gate, reuse_summary
+from .gates import ReuseEngines, accuracy_gate, gate_summary, ort_reuse_engines, reuse_gate, reuse_summary
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.bf16"
@@ -78,13 +78,11 @@ def build(precision: str, source: Source, work: Path, ov) -> Built:
 def reuse_record(source: Source, pair: GraphPair, xml: Path, candidate: ArtifactEntry, precision: str) -> dict:
     """The reuse gate of the folder's FP32 feature-reuse graphs run by OpenVINO at ``precision`` with the engine,
     against ONNX Runtime FP32, and the graphs' sha256 it was run on (the runtime runs those only)."""
-    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
-    ios = {role: io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    io, cpu, ios = source.manifest.io, RunnerOptions(device="cpu"), pair.ios(source.manifest.io)
     graphs = {role: source.folder / pair.names[role] for role in ROLES}
     entries = {role: verify_artifact(path)[1] for role, path in graphs.items()}
     gate = reuse_gate(
-        ReuseEngines(OrtRunner(source.path, io, source.entry, cpu),
-                     {role: OrtRunner(graphs[role], ios[role], entries[role], cpu) for role in ROLES}),
+        ort_reuse_engines(source.manifest, pair, source.path, graphs, source.entry, entries),
         ReuseEngines(OpenVinoRunner(xml, io, candidate, cpu),
                      {role: OpenVinoRunner(graphs[role], ios[role], replace(entries[role], kind="openvino",
                                                                              precision=precision), cpu) for role in ROLES}),

@@ -39,8 +39,8 @@ from runtime.runners.ort import OrtRunner
 
 from .artifacts import DECODER_FP16_NAME, FP16_NAME, ONNX_NAME, tool_versions
 from .child import call_in_child
-from .gates import (FP16_MIN_IMAGE_PSNR_DB, GATE_SEED, ReuseEngines, accuracy_gate, gate_summary, psnr,
-                    reuse_gate, reuse_summary)
+from .gates import (FP16_MIN_IMAGE_PSNR_DB, GATE_SEED, accuracy_gate, gate_summary, psnr,
+                    ort_reuse_engines, reuse_gate, reuse_summary)
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.fp16"
@@ -197,13 +197,9 @@ def build(source: Source, work: Path, ready: None = None) -> Built:
             verify_artifact(folder / pair.names[role])
             call_in_child(f"the FP16 conversion of the {role} graph", convert_file, folder / pair.names[role],
                           work / names16[role])
-        ios = {role: manifest.io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
-        cpu = RunnerOptions(device="cpu")
         gated = reuse_gate(
-            ReuseEngines(OrtRunner(fp32_path, manifest.io, options=cpu),
-                         {role: OrtRunner(folder / pair.names[role], ios[role], options=cpu) for role in ROLES}),
-            ReuseEngines(OrtRunner(tmp, manifest.io, options=cpu),
-                         {role: OrtRunner(work / names16[role], ios[role], options=cpu) for role in ROLES}),
+            ort_reuse_engines(manifest, pair, fp32_path, {role: folder / pair.names[role] for role in ROLES}),
+            ort_reuse_engines(manifest, pair, tmp, {role: work / names16[role] for role in ROLES}),
             pair.graph, manifest, "FP16")
         for role in ROLES:
             artifacts[names16[role]] = ArtifactEntry(

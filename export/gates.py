@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,18 @@ class ReuseEngines:
 
     unet: Any
     graphs: dict[str, Any]  # role -> runner
+
+
+def ort_reuse_engines(manifest: Manifest, pair, unet: Path, graphs: Mapping[str, Path], unet_entry=None,
+                      entries: Mapping[str, Any] | None = None) -> ReuseEngines:
+    """ONNX Runtime on the CPU for ``unet`` and the graphs of ``pair`` (a :class:`runtime.reuse.GraphPair`) at
+    ``graphs`` (role -> path); the entries, where given, say how the runners run them (an INT8 engine's arithmetic)."""
+    from runtime.runners import RunnerOptions
+    from runtime.runners.ort import OrtRunner
+
+    cpu, ios = RunnerOptions(device="cpu"), pair.ios(manifest.io)
+    return ReuseEngines(OrtRunner(unet, manifest.io, unet_entry, cpu),
+                        {role: OrtRunner(path, ios[role], (entries or {}).get(role), cpu) for role, path in graphs.items()})
 
 
 def reuse_gate(reference: ReuseEngines, candidate: ReuseEngines, graph, manifest: Manifest, label: str,

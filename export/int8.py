@@ -55,7 +55,8 @@ from runtime.runners.ort import OrtRunner
 
 from .artifacts import INT8_NAME, ONNX_NAME, OV_INT8_NAME, OV_INT8_WEIGHTS, tool_versions
 from .child import call_in_child
-from .gates import REUSE_GATE_INTERVAL, ReuseEngines, accuracy_gate, gate_summary, reuse_gate, reuse_summary
+from .gates import (REUSE_GATE_INTERVAL, accuracy_gate, gate_summary, ort_reuse_engines, reuse_gate,
+                    reuse_summary)
 from .stage import Built, Source, Stage, run_stage
 
 PROG = "export.int8"
@@ -139,7 +140,7 @@ def reuse_calibration_rows(source: Source, pair: GraphPair, calibration: Calibra
     gate's schedule), or (``source`` "noise") the noise rows, the shallow graph's with the FP32 full graph's
     feature of the same input."""
     manifest, cpu = source.manifest, RunnerOptions(device="cpu")
-    ios = {role: manifest.io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    ios = pair.ios(manifest.io)
     recorders = {role: _RecordingRunner(source.folder / pair.names[role], ios[role], options=cpu) for role in ROLES}
     if calibration.source == "noise":
         rows = calibration_rows(source.path, manifest, source.entry, calibration)
@@ -381,14 +382,12 @@ def quantize_graphs(source: Source, pair: GraphPair, work: Path, calibration: Ca
                                       source_sha256=source.manifest.artifact(pair.names[role]).sha256)
     calibrated = {role: len(rows[role]) for role in ROLES}
     rows = None
-    io, cpu = source.manifest.io, RunnerOptions(device="cpu")
-    ios = {role: io.with_feature(role, pair.graph.feature_shape) for role in ROLES}
+    manifest = source.manifest
     gate = reuse_gate(
-        ReuseEngines(OrtRunner(source.path, io, source.entry, cpu),
-                     {role: OrtRunner(source.folder / pair.names[role], ios[role], options=cpu) for role in ROLES}),
-        ReuseEngines(OrtRunner(unet, io, unet_entry, cpu),
-                     {role: OrtRunner(work / names[role], ios[role], entries[role], cpu) for role in ROLES}),
-        pair.graph, source.manifest, "INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
+        ort_reuse_engines(manifest, pair, source.path, {role: source.folder / pair.names[role] for role in ROLES},
+                          source.entry),
+        ort_reuse_engines(manifest, pair, unet, {role: work / names[role] for role in ROLES}, unet_entry, entries),
+        pair.graph, manifest, "INT8", INT8_MIN_PSNR_DB, INT8_MIN_IMAGE_PSNR_DB, INT8_GATE_IMAGES)
     return {names[role]: replace(entries[role], build={
         **replace(pair.graph, role=role, engine=INT8_NAME).to_build(),
         "quantization": {"quantized_nodes": quantized[role]["quantized_nodes"], "kept_fp32": quantized[role]["kept"],

@@ -138,7 +138,7 @@ def build(args, profile: BatchProfile, source: Source, work: Path, ready) -> Bui
         for role in ROLES:
             verify_artifact(folder / pair.names[role])
             name = CacheGraph.file_name(role, ".plan")
-            built = write_plan(pair.names[role], manifest.io.with_feature(role, pair.graph.feature_shape), name)
+            built = write_plan(pair.names[role], pair.ios(manifest.io)[role], name)
             plans[name] = replace(built, build={**built.build, **replace(pair.graph, role=role, engine=PLAN_NAME).to_build()})
     plans[PLAN_NAME] = write_plan(FP16_NAME, manifest.io, PLAN_NAME)
     also = f"with {', '.join(name for name in plans if name != PLAN_NAME)}; " if len(plans) > 1 else ""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, ManifestError
+from .io_spec import UNetIO
 from .manifest import ArtifactEntry, Manifest
 
 ROLES = ("full", "shallow")
@@ -71,6 +72,10 @@ class GraphPair:
     names: dict[str, str]  # role -> artifact file name
     graph: CacheGraph  # the full graph's record (branch, feature shape, engine)
     like: ArtifactEntry | None = None  # run them with this entry's backend and precision (None: their own)
+
+    def ios(self, io: UNetIO) -> dict[str, UNetIO]:
+        """Each graph's I/O declaration (the engine's ``io`` with the deep feature), by role."""
+        return {role: io.with_feature(role, self.graph.feature_shape) for role in ROLES}
 
 
 def graphs_for(manifest: Manifest, engine_name: str, engine: ArtifactEntry) -> GraphPair | None:
