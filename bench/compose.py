@@ -29,6 +29,7 @@ import argparse
 import itertools
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -281,19 +282,12 @@ def recipes() -> list[tuple[str, dict]]:
                       for (sampler, _), ts in TUNED.items()]
 
 
-def cat_seconds(folder: Path, engine: str, fields: dict) -> float | None:
-    """Seconds for one cat-256 image at batch 1 (None: the engine refuses the recipe, e.g. a schedule without graphs)."""
-    from runtime import Pipeline
-    from runtime.errors import DeployError
-
-    with Pipeline.load(folder / engine, device="cpu", cache_dir=None) as pipe:
-        try:
-            pipe.denoise(count=1, seed=0, **{**fields, "steps": 2} if "timesteps" not in fields else fields)  # warm-up
-        except DeployError:
-            return None
-        started = time.perf_counter()
-        pipe.denoise(count=1, seed=0, **fields)
-        return time.perf_counter() - started
+def cat_seconds(pipe, fields: dict) -> float:
+    """Seconds for one cat-256 image at batch 1, after a short warm-up of the recipe (it opens a schedule's graphs)."""
+    pipe.denoise(count=1, seed=0, **{**fields, "steps": 2} if "timesteps" not in fields else fields)
+    started = time.perf_counter()
+    pipe.denoise(count=1, seed=0, **fields)
+    return time.perf_counter() - started
 
 
 def table(count: int, out: Path) -> None:
@@ -309,21 +303,24 @@ def table(count: int, out: Path) -> None:
         if not all((f / engine).is_file() for f in (*folders.values(), cat)):
             print(f"{engine}: not built on this CPU (export.cpu leaves out what it has no units for)", flush=True)
             continue
-        for label, fields in recipes():
-            row = {"engine": engine, "recipe": label, "fd": {}}
-            for model, folder in folders.items():
-                with Pipeline.load(folder / engine, device="cpu", cache_dir=None) as pipe:
-                    pipe.scheduler_config = {**pipe.scheduler_config, **SPACING}
-                    try:
+        with ExitStack() as stack:  # each engine loaded once for all recipes
+            pipes = {model: stack.enter_context(Pipeline.load(folder / engine, device="cpu", cache_dir=None))
+                     for model, folder in folders.items()}
+            for pipe in pipes.values():
+                pipe.scheduler_config = {**pipe.scheduler_config, **SPACING}
+            cat_pipe = stack.enter_context(Pipeline.load(cat / engine, device="cpu", cache_dir=None))
+            for label, fields in recipes():
+                row = {"engine": engine, "recipe": label, "fd": {}}
+                try:
+                    for model, pipe in pipes.items():
                         row["fd"][model] = judge.fd(sample_digits(pipe, model, count, HELD_OUT_SEED, **fields)[0])
-                    except DeployError as exc:
-                        row["refused"] = str(exc)
-                        break
-            if "refused" not in row:
-                row["seconds"] = cat_seconds(cat, engine, fields)
-                print(f"{engine} {label}: FD " + ", ".join(f"{m} {v:.2f}" for m, v in row["fd"].items())
-                      + f"; {row['seconds']:.1f} s per cat-256 image", flush=True)
-            rows.append(row)
+                    row["seconds"] = cat_seconds(cat_pipe, fields)
+                except DeployError as exc:  # e.g. a cache schedule on an engine without graphs
+                    row = {"engine": engine, "recipe": label, "refused": str(exc)}
+                else:
+                    print(f"{engine} {label}: FD " + ", ".join(f"{m} {v:.2f}" for m, v in row["fd"].items())
+                          + f"; {row['seconds']:.1f} s per cat-256 image", flush=True)
+                rows.append(row)
     base = next(r for r in rows if r["engine"] == "unet.onnx" and r["recipe"] == RECIPES[0][0])
     timings = {name: entry.build.get(TIMING_KEY, {}).get(cpu_key(), {}).get("s_per_call")
                for name, entry in read_manifest(cat / "manifest.json").artifacts.items()}
