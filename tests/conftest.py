@@ -223,3 +223,14 @@ def int8_engine(demo_cache_engine, tmp_path_factory):
 def simulated_int8(monkeypatch):
     """INT8 engines run here whatever the CPU: on one without VNNI/AMX their arithmetic is computed in FP32."""
     monkeypatch.setenv("DDPM_DEPLOY_INT8_SIMULATE", "1")
+
+
+def import_blocker(*packages: str) -> str:
+    """Python source that makes ``import`` of ``packages`` (and their submodules) fail in the process that runs it:
+    a runtime without torch, or without ONNX Runtime."""
+    return ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {packages!r}:\n"
+            "            raise ImportError(f'{name} is blocked in this test')\n"
+            "sys.meta_path.insert(0, Block())\n")

@@ -10,17 +10,9 @@ import tomllib
 import pytest
 
 from runtime.runners import ort as ort_module
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_blocker
 
-BLOCK_ORT = (
-    "import sys\n"
-    "class Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] == 'onnxruntime':\n"
-    "            raise ImportError(f'{name} is blocked in this test')\n"
-    "sys.meta_path.insert(0, Block())\n"
-    "import runpy\n"
-)
+BLOCK_ORT = import_blocker("onnxruntime") + "import runpy\n"
 
 
 def test_onnxruntime_comes_through_an_extra():

@@ -59,6 +59,7 @@ def require_onnxruntime():
         raise BackendUnavailableError(NO_ORT)
     return ort
 
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 

@@ -3,16 +3,9 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_blocker
 
-BLOCK = (
-    "import sys\n"
-    "class Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in ('torch', 'diffusers'):\n"
-    "            raise ImportError(f'{name} is blocked in this test')\n"
-    "sys.meta_path.insert(0, Block())\n"
-)
+BLOCK = import_blocker("torch", "diffusers")
 
 
 def run_blocked(code: str):
