@@ -213,7 +213,7 @@ class StepBatcher:
                     self._finish(job, RequestCancelledError("the request was cancelled"))
                 elif job.deadline is not None and now >= job.deadline:
                     self._finish(job, RequestTimeoutError(
-                        f"the request did not finish within its timeout ({job.trajectory.step_index}/"
+                        f"the request did not finish within its timeout ({job.trajectory.steps_done}/"
                         f"{job.trajectory.num_steps} steps done)"))
                 else:
                     kept.append(job)

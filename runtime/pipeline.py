@@ -17,6 +17,7 @@ from .engine import open_engine
 from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API's image helpers)
 from .errors import InputError, ManifestError, RequestTimeoutError
 from .reuse import ReuseGraphs, full_steps, graphs_for
+from .image_input import shape_text
 from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
@@ -54,6 +55,20 @@ def decoder_for(manifest: Manifest, unet: ArtifactEntry) -> str:
     if unet.kind == "tensorrt" and DECODER_PLAN_NAME in manifest.artifacts:
         return DECODER_PLAN_NAME
     return manifest.decoder_artifact
+
+
+IMG2IMG_STRENGTH = 0.8  # diffusers' img2img pipelines' default strength
+
+
+def img2img_begin(steps: int, strength: float | None) -> int:
+    """The step image-to-image begins at, as diffusers' img2img pipelines' ``get_timesteps`` (the samplers that
+    take an image have ``order`` 1): ``steps - min(int(steps * strength), steps)``; refused where no step remains."""
+    strength = IMG2IMG_STRENGTH if strength is None else strength
+    init = min(int(steps * strength), steps)
+    if init == 0:
+        raise InputError(f"strength {strength:g} with {steps} steps runs no step (int(steps * strength) is 0); raise "
+                         f"strength to at least {1 / steps:.4g} or take more steps")
+    return steps - init
 
 
 class Pipeline:
@@ -153,15 +168,40 @@ class Pipeline:
         self.close()
 
     def table(self, scheduler: str | None = None, steps: int | None = None, eta: float = 0.0,
-              timesteps: tuple[int, ...] | None = None, tuned: bool = False):
+              timesteps: tuple[int, ...] | None = None, tuned: bool = False, begin: int = 0, **options: Any):
         """(sampler, table) for a scheduler name, step count (None: the sampler's default), eta and timesteps
-        given outright (None: from the step count; ``tuned``: the tuned ones for the sampler and steps); cached."""
-        key = (scheduler or self.default_scheduler, steps, eta, timesteps, tuned)
+        given outright (None: from the step count; ``tuned``: the tuned ones for the sampler and steps), a loop
+        beginning at step ``begin`` (image-to-image) and a sampler's own options (RePaint's jumps); cached."""
+        key = (scheduler or self.default_scheduler, steps, eta, timesteps, tuned, begin, tuple(sorted(options.items())))
         with self._lock:
-            if key not in self._tables:
-                self._tables[key] = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps,
-                                                               tuned))
-            return self._tables[key]
+            made = self._tables.get(key)
+        if made is None:
+            if begin:
+                sampler, table = self.table(key[0], steps, eta, timesteps, tuned, **options)
+                made = sampler, (table if sampler.start_at is None else sampler.start_at(table, begin))
+            else:
+                made = self._checked(*build_table(key[0], self.scheduler_config, steps, eta, timesteps, tuned, **options))
+            with self._lock:
+                made = self._tables.setdefault(key, made)
+        return made
+
+    def request_table(self, request: SampleRequest) -> tuple[Sampler, Any, int]:
+        """(sampler, table, the step its loop begins at) of ``request``: image-to-image begins where diffusers'
+        img2img pipelines do (``get_timesteps``), every other request at 0."""
+        args = (request.sampler_name, request.steps, request.eta, request.timesteps, request.tuned_timesteps)
+        jumps = dict(jump_length=request.jump_length, jump_n_sample=request.jump_n_sample)
+        sampler, table = self.table(*args, **jumps)
+        if sampler.inpaint_state is not None and not request.inpainting:
+            raise InputError(f"the {sampler.name} sampler (this engine's default) inpaints: give image and mask_image, "
+                             "or name another scheduler")
+        if request.image is None or request.inpainting or self.image_conditioned:
+            return sampler, table, 0
+        if sampler.add_noise is None:
+            takes = [s.name for s in SAMPLERS.values() if s.add_noise is not None]
+            raise InputError(f"image-to-image runs with {', '.join(takes)} (as diffusers' img2img pipelines); the "
+                             f"{sampler.name} sampler has none")
+        begin = img2img_begin(table.num_steps, request.strength)
+        return (sampler, *self.table(*args, begin=begin, **jumps)[1:], begin) if begin else (sampler, table, 0)
 
     def _checked(self, sampler: Sampler, table: Any) -> tuple[Sampler, Any]:
         """Refuses a sampler that feeds another timestep domain than the engine's, or a learned variance the
@@ -186,8 +226,7 @@ class Pipeline:
 
     def settings(self, request: SampleRequest) -> SamplerSettings:
         """What ``request`` samples with, defaults resolved (checked against the scheduler config)."""
-        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps,
-                                    request.tuned_timesteps)
+        sampler, table, _ = self.request_table(request)
         full = full_steps(table.num_steps, request.cache_interval, request.cache_full_steps)
         given = request.timesteps is not None or request.tuned_timesteps
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
@@ -202,12 +241,35 @@ class Pipeline:
         guidance = request.guidance
         rows = request_rows(self.runner.io, self.conditioning, request)
         self.runner.check_batch(request.count * guidance.rows_per_image)  # the engine's batch profile
-        sampler, table = self.table(request.scheduler, request.steps, request.eta, request.timesteps,
-                                    request.tuned_timesteps)
+        sampler, table, begin = self.request_table(request)
+        image = self.check_image(request)
         full = self.denoiser.schedule(table.num_steps, request.cache_interval, request.cache_full_steps)
+        initial = state = None
+        if request.inpainting:
+            state = sampler.inpaint_state(image, request.mask_image)
+        elif image is not None:
+            def initial(noise: np.ndarray) -> np.ndarray:  # the image noised to the first step's level
+                return sampler.add_noise(table, begin, image, noise)
         return Trajectory(sampler, table, self.noise_source(request),
                           (request.count, self.channels, self.height, self.width), rows, progress,
-                          guidance, decode=self.decode if self.decoder is not None else None, full_steps=full)
+                          guidance, decode=self.decode if self.decoder is not None else None, full_steps=full,
+                          begin=begin, initial=initial, state=state)
+
+    image_conditioned = False  # whether the engine takes the request's image as its condition (super-resolution)
+
+    def check_image(self, request: SampleRequest) -> np.ndarray | None:
+        """The request's image (model range), refused where this engine cannot take it or it is not the model's size."""
+        image = request.image
+        if image is None:
+            return None
+        if self.decoder is not None:
+            raise InputError("image-to-image and inpainting on a latent model need its encoder, which this engine "
+                             "folder does not have (only the decoder is exported)")
+        want = (self.channels, self.height, self.width)
+        if image.shape[1:] != want:
+            raise InputError(f"image is {shape_text(image.shape[1:])}; this model takes {shape_text(want)} (images are "
+                             "not resized)")
+        return image
 
     def denoise(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                 **fields: Any) -> np.ndarray:
@@ -231,7 +293,7 @@ class Pipeline:
             while not trajectory.done:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise RequestTimeoutError(f"the request did not finish within its timeout "
-                                              f"({trajectory.step_index}/{trajectory.num_steps} steps done)")
+                                              f"({trajectory.steps_done}/{trajectory.num_steps} steps done)")
                 for _, error in advance(self.denoiser, [trajectory], pool):
                     raise error
         return trajectory

@@ -32,10 +32,12 @@ import numpy as np
 from .cli import non_negative_number, whole_number
 from .errors import InputError, brief
 from .guidance import Guidance
+from .image_input import image_array, image_file, mask_array, mask_file
 from .json_body import NUMBER
 from .noise import MAX_SEED, NOISE_KINDS, check_seed
 from .results import SampleResult, SamplerSettings  # noqa: F401 (re-exported: their module is runtime.results)
 from .schedulers import SAMPLERS, check_eta, default_steps_help
+from .schedulers.repaint import DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE, check_jump
 from .surfaces import RequestSurfaces, npy_file, request_field, whole_number_list
 
 def _is_whole(value: Any) -> bool:
@@ -175,6 +177,29 @@ class SampleRequest(RequestSurfaces):
         "(step 0 always does); instead of cache_interval; on the command line: 0,1,2,4,8", json=(list, type(None)),
         cli=whole_number_list, triton="TYPE_INT64", triton_dims=(-1,),
         limits={"items": {"type": "integer", "minimum": 0}, "minItems": 1})
+    image: np.ndarray | None = request_field(
+        None, "the starting image of image-to-image (with strength) and inpainting (with mask_image), the size of "
+        "the model's sample (no resizing): a PNG (base64 in JSON; a .png or .npy file on the command line) for every "
+        "image, or a list of them, one per image", json=(str, list, type(None)), cli=image_file, triton="TYPE_UINT8",
+        triton_dims=(-1, -1, -1, -1), compare=False,
+        limits={"contentEncoding": "base64", "contentMediaType": "image/png", "minItems": 1,
+                "items": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}})
+    mask_image: np.ndarray | None = request_field(
+        None, "inpainting (the repaint sampler) of image: white keeps a pixel, black is inpainted (grayscale, "
+        "thresholded at 0.5, as RePaintPipeline); a PNG as image, or a list of them", json=(str, list, type(None)),
+        cli=mask_file, triton="TYPE_UINT8", triton_dims=(-1, -1, -1), compare=False,
+        limits={"contentEncoding": "base64", "contentMediaType": "image/png", "minItems": 1,
+                "items": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}})
+    strength: float | None = request_field(
+        None, "image-to-image: how far image is noised, in (0, 1] (1: pure noise); the last int(steps * strength) "
+        "steps run, as diffusers' img2img pipelines (default with an image and no mask: 0.8)",
+        json=(*NUMBER, type(None)), cli=float, triton="TYPE_FP32", limits={"exclusiveMinimum": 0, "maximum": 1})
+    jump_length: int | None = request_field(
+        None, f"repaint: steps forward before each jump back (default {DEFAULT_JUMP_LENGTH}, as RePaintPipeline)",
+        json=(int, type(None)), cli=whole_number(1), triton="TYPE_INT32", limits={"minimum": 1})
+    jump_n_sample: int | None = request_field(
+        None, f"repaint: how many times each jump is made (default {DEFAULT_JUMP_N_SAMPLE}, as RePaintPipeline)",
+        json=(int, type(None)), cli=whole_number(1), triton="TYPE_INT32", limits={"minimum": 1})
 
     def __post_init__(self):
         count = _whole_at_least(self.count, 1, "count (batch) must be a whole number of at least 1")
@@ -232,6 +257,55 @@ class SampleRequest(RequestSurfaces):
             self.cache_full_steps, "cache_full_steps must be ascending step indices >= 0", ascending=True))
         if self.cache_full_steps is not None and self.cache_interval is not None:
             raise InputError("give cache_interval or cache_full_steps, not both")
+        self._check_images()
+
+    def _check_images(self) -> None:
+        """image, mask_image, strength and RePaint's jumps: what they need of each other (the engine checks sizes)."""
+        image, mask = image_array(self.image), mask_array(self.mask_image)
+        for name, value in (("image", image), ("mask_image", mask)):
+            if value is not None and len(value) not in (1, self.count):
+                raise InputError(f"{name} holds {len(value)} images for a count of {self.count}; give one for all or "
+                                 "one per image")
+            object.__setattr__(self, name, value)
+        strength = self.strength
+        if strength is not None:
+            if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)) \
+                    or not 0 < float(strength) <= 1:
+                raise InputError(f"strength must be a number in (0, 1] (strength 0 would run no step), got "
+                                 f"{brief(strength)}")
+            object.__setattr__(self, "strength", float(strength))
+        for name in ("jump_length", "jump_n_sample"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_jump(getattr(self, name), name))
+        if mask is not None:
+            if image is None:
+                raise InputError("mask_image inpaints an image; give image too")
+            if mask.shape[2:] != image.shape[2:]:
+                raise InputError(f"mask_image is {mask.shape[2]}x{mask.shape[3]} and image {image.shape[2]}x"
+                                 f"{image.shape[3]}; give a mask of the image's size")
+            if mask.shape[1] not in (1, image.shape[1]):
+                raise InputError(f"mask_image has {mask.shape[1]} channels and image {image.shape[1]}; give a "
+                                 "grayscale mask")
+            if strength is not None:
+                raise InputError("strength is image-to-image's; inpainting (with mask_image) runs the whole schedule")
+            if self.scheduler not in (None, "repaint"):
+                raise InputError(f"inpainting (mask_image) runs the repaint sampler, not {self.scheduler}; leave "
+                                 "scheduler out or give repaint")
+        elif self.scheduler == "repaint":
+            raise InputError("the repaint sampler inpaints: give image and mask_image")
+        elif strength is not None and image is None:
+            raise InputError("strength is image-to-image's; give image too")
+        if (self.jump_length is not None or self.jump_n_sample is not None) and mask is None:
+            raise InputError("jump_length and jump_n_sample are repaint's (inpainting); give image and mask_image")
+
+    @property
+    def inpainting(self) -> bool:
+        return self.mask_image is not None
+
+    @property
+    def sampler_name(self) -> str | None:
+        """The sampler it asks for: its scheduler, repaint for inpainting, or None (the engine's default)."""
+        return "repaint" if self.inpainting else self.scheduler
 
     # what the request means ----------------------------------------------------------------------
     @property

@@ -53,11 +53,17 @@ class Trajectory:
         guidance: Guidance = NO_GUIDANCE,
         decode: Callable[[np.ndarray], np.ndarray] | None = None,
         full_steps: frozenset[int] | None = None,
+        begin: int = 0,
+        initial: Callable[[np.ndarray], np.ndarray] | None = None,
+        state: Any = None,
     ):
         """``conditioning``: the engine's conditioning inputs for this trajectory's engine rows (two per
         image when ``guidance`` is active: unconditional rows first). ``decode``: a latent model's decoder
         (final sample → image in [-1, 1]). ``full_steps``: feature reuse's cache schedule, the steps that run
-        the full graph (the others run the shallow one; None: every step runs the plain engine)."""
+        the full graph (the others run the shallow one; None: every step runs the plain engine). ``begin``: the
+        table step the loop begins at (image-to-image); ``initial``: the first sample from the first noise draw
+        (image-to-image: the image noised to step ``begin``; None: the noise times ``init_noise_sigma``); ``state``:
+        the sampler's state before the first step (inpainting: the known image and mask)."""
         self.decode = decode
         self.full_steps = full_steps
         self.feature: np.ndarray | None = None  # the deep feature of the last full step, one row per engine row
@@ -68,8 +74,10 @@ class Trajectory:
         self.guidance = guidance
         self.conditioning = dict(conditioning or {})
         self.progress = progress
-        self.step_index = 0
-        self.state: Any = None
+        self.begin = begin
+        self.initial = initial
+        self.step_index = begin
+        self.state: Any = state
         self.cancelled = False
         self._x: np.ndarray | None = None
         self._spare: tuple[np.ndarray, np.ndarray] | None = None  # working space for steps that take it
@@ -85,7 +93,12 @@ class Trajectory:
 
     @property
     def num_steps(self) -> int:
-        return self.table.num_steps
+        """The steps this trajectory takes (from ``begin``; RePaint's jumps back count as steps)."""
+        return self.table.num_steps - self.begin
+
+    @property
+    def steps_done(self) -> int:
+        return self.step_index - self.begin
 
     @property
     def done(self) -> bool:
@@ -96,9 +109,12 @@ class Trajectory:
         """The current sample; the initial noise (times the sampler's ``init_noise_sigma``) is drawn on first
         use (so a queued request holds none)."""
         if self._x is None:
-            self._x = self.source.draw(self.shape)
-            if self.table.init_noise_sigma != 1:
-                self._x *= np.float32(self.table.init_noise_sigma)
+            noise = self.source.draw(self.shape)
+            if self.initial is not None:
+                noise = np.ascontiguousarray(self.initial(noise), dtype=np.float32)
+            elif self.table.init_noise_sigma != 1:
+                noise *= np.float32(self.table.init_noise_sigma)
+            self._x = noise
         return self._x
 
     def image(self) -> np.ndarray:
@@ -116,13 +132,26 @@ class Trajectory:
     def needs_noise(self) -> bool:
         return self.table.needs_noise(self.step_index)
 
-    def step_noise(self) -> np.ndarray:
-        """This step's noise, drawn from the trajectory's own stream (after the initial draw)."""
-        self.x  # the initial draw comes first in the stream
-        return self.source.draw(self.shape)
+    def needs_model(self) -> bool:
+        return self.table.needs_model(self.step_index)
 
-    def apply(self, model_output: np.ndarray, noise: np.ndarray | None) -> None:
-        """Takes the sampler step with this step's prediction (:meth:`runtime.denoiser.Denoiser.predict`)."""
+    def step_noise(self) -> np.ndarray:
+        """This step's noise, drawn from the trajectory's own stream (after the initial draw); a step that takes
+        several arrays gets them stacked."""
+        self.x  # the initial draw comes first in the stream
+        draws = self.table.noise_draws(self.step_index)
+        if draws == 1:
+            return self.source.draw(self.shape)
+        return np.stack([self.source.draw(self.shape) for _ in range(draws)])
+
+    def model_free_steps(self) -> None:
+        """Takes the steps ahead that call no model (RePaint's jumps back), up to the next that does."""
+        while not self.done and not self.needs_model():
+            self.apply(None, self.step_noise() if self.needs_noise() else None)
+
+    def apply(self, model_output: np.ndarray | None, noise: np.ndarray | None) -> None:
+        """Takes the sampler step with this step's prediction (:meth:`runtime.denoiser.Denoiser.predict`; None
+        on a step that calls no model)."""
         i = self.step_index
         old = self.x
         if self._spare is None:
@@ -134,12 +163,12 @@ class Trajectory:
         if self.done:
             self.feature = None
         if self.progress is not None:
-            self.progress(self.step_index, self.table.num_steps)
+            self.progress(self.steps_done, self.num_steps)
 
     def nonfinite_error(self) -> EngineError:
         i = self.step_index
         return EngineError(
-            f"the model returned NaN or Inf at step {i + 1}/{self.table.num_steps} (timestep "
+            f"the model returned NaN or Inf at step {self.steps_done + 1}/{self.num_steps} (timestep "
             f"{self.table.model_timestep(i):g}); no image was written. Check the engine against the FP32 ONNX "
             "model (rebuild with `make engine`)"
         )
@@ -156,7 +185,16 @@ def advance(
     have advanced. An error of the engine call itself is raised: it concerns every row of it.
     """
     failed: list[tuple[Trajectory, BaseException]] = []
-    for group in denoiser.groups(trajectories):
+    ready = []
+    for tr in trajectories:  # steps that call no model (RePaint's jumps back) first: they are the trajectory's own
+        try:
+            tr.model_free_steps()
+        except Exception as exc:  # a progress callback's error belongs to its own request
+            failed.append((tr, exc))
+            continue
+        if not tr.done:
+            ready.append(tr)
+    for group in denoiser.groups(ready):
         for tr in group:
             tr.x  # initial draws first, in the caller's thread
         draws = [pool.submit(tr.step_noise) if pool is not None and tr.needs_noise() else None for tr in group]

@@ -29,6 +29,7 @@ from . import unipc  # noqa: F401
 from . import pndm  # noqa: F401
 from . import cm  # noqa: F401
 from . import sde_ve  # noqa: F401
+from . import repaint  # noqa: F401
 from .config import SAMPLERS, Sampler, SchedulerConfig
 from .ddim import check_eta
 from .ddpm import DDPMTable, ddpm_step, ddpm_table
@@ -63,14 +64,21 @@ def get_sampler(name: str) -> Sampler:
 
 
 def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: float = 0.0,
-                timesteps: tuple[int, ...] | None = None, tuned: bool = False):
+                timesteps: tuple[int, ...] | None = None, tuned: bool = False, **options: Any):
     """(sampler, table) for ``name`` from a diffusers config dict, converted as ``from_config`` would;
     ``timesteps``: the steps outright (samplers that take them: consistency models, DPM-Solver++); ``tuned``: the
-    timesteps tuned for ``name`` at ``steps`` (:mod:`.tuned`)."""
+    timesteps tuned for ``name`` at ``steps`` (:mod:`.tuned`); ``options``: a sampler's own (RePaint's jumps; None:
+    its default)."""
     sampler = get_sampler(name)
     eta = check_eta(eta)
     if eta and not sampler.uses_eta:
-        raise InputError(f"eta applies to ddim only; {name} takes no eta (leave it at 0)")
+        takes = [s.name for s in SAMPLERS.values() if s.uses_eta]
+        raise InputError(f"eta applies to {' and '.join(takes)} only; {name} takes no eta (leave it at 0)")
+    options = {key: value for key, value in options.items() if value is not None}
+    for key in options:
+        if key not in sampler.table_options:
+            takes = [s.name for s in SAMPLERS.values() if key in s.table_options]
+            raise InputError(f"{key} applies to {' and '.join(takes)} only; {name} does not take it")
     config = SchedulerConfig.from_dict(raw_config, name)
     if tuned:
         timesteps = tuned_timesteps(name, steps, config.num_train_timesteps)
@@ -79,7 +87,7 @@ def build_table(name: str, raw_config: dict[str, Any], steps: int | None, eta: f
             takes = [s.name for s in SAMPLERS.values() if s.make_table_from_timesteps is not None]
             raise InputError(f"timesteps apply to {', '.join(takes)} only; {name} takes steps")
         return sampler, sampler.make_table_from_timesteps(config, timesteps)
-    return sampler, sampler.make_table(config, sampler.steps_for(config) if steps is None else steps, eta)
+    return sampler, sampler.make_table(config, sampler.steps_for(config) if steps is None else steps, eta, **options)
 
 
 def default_steps_help() -> str:

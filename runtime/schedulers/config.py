@@ -69,6 +69,14 @@ class Sampler:
     make_table_from_timesteps: Callable[..., Any] | None = None  # (config, timesteps): steps given outright
     common_keys: bool = True  # whether it takes COMMON's noise-schedule keys (the sigma-based samplers do not)
     implied: Mapping[str, Any] = field(default_factory=dict)
+    # image-to-image (runtime.image_input): ``add_noise(table, i, image, noise)``, the image noised to step i's level
+    # as the scheduler's add_noise does (None: no image-to-image); ``start_at(table, i)``, the table of a loop that
+    # begins at step i (set_begin_index: multistep solvers warm up again; None: the table as it is)
+    add_noise: Callable[..., Any] | None = None
+    start_at: Callable[[Any, int], Any] | None = None
+    # inpainting: ``inpaint_state(image, mask)``, the state the first step takes (None: the sampler does not inpaint)
+    inpaint_state: Callable[..., Any] | None = None
+    table_options: tuple[str, ...] = ()  # keyword arguments of make_table beyond (config, steps, eta): RePaint's jumps
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -103,6 +111,24 @@ class StepTable:
     def model_input_divisor(self, i: int):
         """The engine's sample input at step i is the sample divided by this (None: the sample itself)."""
         return None
+
+    def needs_model(self, i: int) -> bool:
+        """Whether step i calls the UNet (RePaint's jumps back re-noise the sample without it)."""
+        return True
+
+    def noise_draws(self, i: int) -> int:
+        """How many noise arrays of the sample's shape step i takes where it needs noise (stacked when more than one)."""
+        return 1
+
+
+def add_noise_alpha_prod(table: Any, i: int, image, noise):
+    """DDPMScheduler / DDIMScheduler ``add_noise`` at step i: sqrt(alpha_prod_t) x + sqrt(1 - alpha_prod_t) z."""
+    return table.sqrt_alpha_prod[i] * image + table.sqrt_beta_prod[i] * noise
+
+
+def add_noise_sigma(table: Any, i: int, image, noise):
+    """The sigma-based solvers' ``add_noise`` at step i (DPM-Solver++, UniPC): alpha_t x + sigma_t z."""
+    return table.alpha[i] * image + table.sigma[i] * noise
 
 
 SAMPLERS: dict[str, Sampler] = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, brief
-from .config import Sampler, SchedulerConfig, StepTable, check_clip_range, register
+from .config import Sampler, SchedulerConfig, StepTable, add_noise_alpha_prod, check_clip_range, register
 from .prediction import fold_eps, to_eps, to_x0
 from .tables import alphas_cumprod, as_f32, step_alphas
 
@@ -105,5 +105,6 @@ SAMPLER = register(
         uses_eta=True,
         validate=check_clip_range,
         plan_row=_plan_row,
+        add_noise=add_noise_alpha_prod,
     )
 )

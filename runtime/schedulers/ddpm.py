@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .config import Sampler, SchedulerConfig, StepTable, check_clip_range, choice, register
+from .config import Sampler, SchedulerConfig, StepTable, add_noise_alpha_prod, check_clip_range, choice, register
 from .prediction import to_x0
 from .tables import as_f32, f32_exp, f32_log, step_alphas
 
@@ -168,5 +168,6 @@ SAMPLER = register(
         default_steps=None,  # DDPMPipeline's default: every training timestep
         validate=_validate,
         plan_row=_plan_row,
+        add_noise=add_noise_alpha_prod,
     )
 )

@@ -12,13 +12,14 @@ capped under 15 steps with ``lower_order_final``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SchedulerConfigError
-from .config import Sampler, SchedulerConfig, StepTable, register
+from .config import Sampler, SchedulerConfig, StepTable, add_noise_sigma, register
 from .prediction import to_x0
 from .sigmas import sigma_schedule, validate_sigma_options
 from .tables import f32_exp
@@ -110,6 +111,13 @@ def dpmpp_table(config: SchedulerConfig, num_inference_steps: int | None, order:
     )
 
 
+def start_at(table: DPMTable, begin: int) -> DPMTable:
+    """The table of a loop that begins at step ``begin`` (diffusers' ``set_begin_index``, image-to-image): the solver
+    warms up again from first order there (it has no earlier data predictions)."""
+    warm_up = np.arange(len(table.order)) - begin + 1
+    return dataclasses.replace(table, order=np.minimum(table.order, np.maximum(warm_up, 1)).astype(np.int8))
+
+
 def dpmpp_step(
     table: DPMTable, i: int, model_output: np.ndarray, sample: np.ndarray, history: tuple[np.ndarray, ...] | None
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
@@ -191,6 +199,8 @@ def _register(order: int) -> Sampler:
             default_steps=25,
             validate=_validate,
             plan_row=_plan_row if order <= 2 else None,
+            add_noise=add_noise_sigma,
+            start_at=start_at,
         )
     )
 

@@ -14,12 +14,12 @@ torch does) and the solved rho weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import SchedulerConfigError
-from .config import Sampler, SchedulerConfig, StepTable, choice, register
+from .config import Sampler, SchedulerConfig, StepTable, add_noise_sigma, choice, register
 from .prediction import to_x0
 from .sigmas import SigmaSchedule, sigma_schedule, validate_sigma_options
 
@@ -51,6 +51,7 @@ class UniPCTable(StepTable):
     c_cb: np.ndarray
     c_rk: np.ndarray
     c_rho: np.ndarray
+    schedule: SigmaSchedule | None = field(default=None, compare=False, repr=False)  # what start_at rebuilds from
 
     def needs_noise(self, i: int) -> bool:
         return False
@@ -91,12 +92,15 @@ def unipc_table(config: SchedulerConfig, num_inference_steps: int, order: int | 
     return table_for_schedule(config, sched, solver_order)
 
 
-def table_for_schedule(config: SchedulerConfig, sched: SigmaSchedule, solver_order: int) -> UniPCTable:
-    """The table of a given noise schedule (the tests pass diffusers' own, computed by torch)."""
+def table_for_schedule(config: SchedulerConfig, sched: SigmaSchedule, solver_order: int, begin: int = 0) -> UniPCTable:
+    """The table of a given noise schedule (the tests pass diffusers' own, computed by torch); ``begin``: the step
+    the loop begins at (diffusers' ``set_begin_index``, image-to-image), where the solver warms up from first order
+    with no corrector."""
     k = len(sched.timesteps)
     steps = np.arange(k)
     cap = np.minimum(solver_order, k - steps) if config.lower_order_final else np.full(k, solver_order)
-    orders = np.minimum(cap, steps + 1).astype(np.int8)  # warm-up: step i has i data predictions behind it
+    # warm-up: step i has i - begin data predictions behind it
+    orders = np.minimum(cap, np.maximum(steps - begin, 0) + 1).astype(np.int8)
     orders[sched.lam[1:] == sched.lam[:-1]] = 1  # a step of zero length (Karras' own sigma_min) leaves the sample
     if config.final_sigmas_type == "zero" and orders[-1] > 1:
         raise SchedulerConfigError(
@@ -105,7 +109,7 @@ def table_for_schedule(config: SchedulerConfig, sched: SigmaSchedule, solver_ord
             "or final_sigmas_type sigma_min"
         )
     disabled = set(config.disable_corrector)
-    corr = np.array([0] + [orders[i - 1] if i - 1 not in disabled else 0 for i in range(1, k)], dtype=np.int8)
+    corr = np.array([orders[i - 1] if i > begin and i - 1 not in disabled else 0 for i in range(k)], dtype=np.int8)
     bh2 = config.solver_type == "bh2"
     cols = {name: np.zeros(k, F32) for name in ("p_cx", "p_cm", "p_cb", "c_cx", "c_cm", "c_cb")}
     rk = {"p": np.zeros((k, MAX_ORDER - 1), F32), "c": np.zeros((k, MAX_ORDER - 1), F32)}
@@ -122,7 +126,13 @@ def table_for_schedule(config: SchedulerConfig, sched: SigmaSchedule, solver_ord
                 rk[kind][i, : len(rks)] = rks
                 rho[kind][i, : len(weights)] = weights
     return UniPCTable(config=config, timesteps=sched.timesteps, alpha=alpha[:k], sigma=sigma[:k], order=orders,
-                      corrector_order=corr, **cols, p_rk=rk["p"], p_rho=rho["p"], c_rk=rk["c"], c_rho=rho["c"])
+                      corrector_order=corr, **cols, p_rk=rk["p"], p_rho=rho["p"], c_rk=rk["c"], c_rho=rho["c"],
+                      schedule=sched)
+
+
+def start_at(table: UniPCTable, begin: int) -> UniPCTable:
+    """The table of a loop that begins at step ``begin`` (image-to-image)."""
+    return table_for_schedule(table.config, table.schedule, table.config.solver_order, begin)
 
 
 def _apply(cx, cm, cb, rks, rhos, x, m0, older, last=None):
@@ -205,6 +215,8 @@ def _register(order: int) -> Sampler:
             step=lambda table, i, m, x, z, state, out=None: unipc_step(table, i, m, x, state),
             default_steps=25,
             validate=_validate,
+            add_noise=add_noise_sigma,
+            start_at=start_at,
         )
     )
 
