@@ -74,12 +74,14 @@ def input_list() -> str:
     """The README's list of inputs, from the request type."""
     from dataclasses import fields
 
+    from runtime.surfaces import triton_name
+
     lines = []
     for f in fields(SampleRequest):
         if f.metadata["triton"]:
             dims = f.metadata["triton_dims"]
             shape = "" if dims == (1,) else f" {list(dims)}"
-            lines.append(f"  - `{f.name}` {f.metadata['triton'].removeprefix('TYPE_')}{shape}: {f.metadata['help']}")
+            lines.append(f"  - `{triton_name(f)}` {f.metadata['triton'].removeprefix('TYPE_')}{shape}: {f.metadata['help']}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,9 @@ import base64
 import binascii
 import io
 import math
+import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,21 +45,23 @@ def decode_png(data: bytes, what: str, gray: bool = False) -> np.ndarray:
     """PNG bytes → uint8 [H, W, C] (C 1 or 3; ``gray``: [H, W], converted to luminance as PIL's "L" does, as
     RePaintPipeline converts a mask). Palette images become RGB; an alpha channel is refused (it has no meaning
     here). InputError (one line) for anything that is not a PNG within :data:`MAX_IMAGE_PIXELS`."""
-    if not isinstance(data, (bytes, bytearray, memoryview)) or not bytes(data[:8]) == PNG_SIGNATURE:
+    data = bytes(data)
+    if not data.startswith(PNG_SIGNATURE):
         raise InputError(f"{what} is not a PNG (it does not start with the PNG signature)")
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InputError(f"{what} is not a readable PNG (no IHDR header)")
+    width, height = struct.unpack(">II", data[16:24])  # the header's claim, checked before anything is decoded
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{what} is {width}x{height} pixels, more than {MAX_IMAGE_PIXELS} (no model takes it)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            pil = Image.open(io.BytesIO(bytes(data)), formats=["PNG"])
-            width, height = pil.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise InputError(f"{what} is {width}x{height} pixels, more than {MAX_IMAGE_PIXELS} (no model takes it)")
+            pil = Image.open(io.BytesIO(data), formats=["PNG"])
             pil.load()
-    except InputError:
-        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, EOFError) as exc:
-        raise InputError(f"{what} is not a readable PNG ({brief(str(exc) or type(exc).__name__, 80)})") from None
+            Image.DecompressionBombWarning, EOFError, struct.error, zlib.error) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+        raise InputError(f"{what} is not a readable PNG ({why})") from None
     mode = pil.mode
     if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in pil.info):
         if not gray:

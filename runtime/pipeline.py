@@ -229,9 +229,12 @@ class Pipeline:
         sampler, table, _ = self.request_table(request)
         full = full_steps(table.num_steps, request.cache_interval, request.cache_full_steps)
         given = request.timesteps is not None or request.tuned_timesteps
+        img2img = request.image is not None and not request.inpainting and not self.image_conditioned
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
                                None if full is None else tuple(sorted(full)),
-                               tuple(int(t) for t in table.timesteps) if given else None)
+                               tuple(int(t) for t in table.timesteps) if given else None,
+                               (IMG2IMG_STRENGTH if request.strength is None else request.strength) if img2img else None,
+                               (table.jump_length, table.jump_n_sample) if request.inpainting else None)
 
     def trajectory(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
                    **fields: Any) -> Trajectory:

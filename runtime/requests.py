@@ -181,7 +181,7 @@ class SampleRequest(RequestSurfaces):
         None, "the starting image of image-to-image (with strength) and inpainting (with mask_image), the size of "
         "the model's sample (no resizing): a PNG (base64 in JSON; a .png or .npy file on the command line) for every "
         "image, or a list of them, one per image", json=(str, list, type(None)), cli=image_file, triton="TYPE_UINT8",
-        triton_dims=(-1, -1, -1, -1), compare=False,
+        triton_dims=(-1, -1, -1, -1), triton_name="input_image", compare=False,
         limits={"contentEncoding": "base64", "contentMediaType": "image/png", "minItems": 1,
                 "items": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}})
     mask_image: np.ndarray | None = request_field(

@@ -26,6 +26,8 @@ class SamplerSettings:
     config: Mapping[str, Any]  # the sampler's scheduler config (diffusers keys), as used
     full_steps: tuple[int, ...] | None = None  # feature reuse: the steps that ran the full UNet (None: all)
     timesteps: tuple[int, ...] | None = None  # the steps, where the request gave them (or asked for tuned ones)
+    strength: float | None = None  # image-to-image: the strength it ran with (None: not image-to-image)
+    jumps: tuple[int, int] | None = None  # RePaint: (jump_length, jump_n_sample)
 
 
 def _array_sha256(arr: np.ndarray) -> str:
@@ -56,10 +58,25 @@ class SampleResult:
             **({"timesteps": ",".join(map(str, settings.timesteps))} if settings.timesteps else {}),
             **({"feature_cache_full_steps": ",".join(map(str, settings.full_steps))} if settings.full_steps else {}),
             **self._conditioning_metadata(index),
+            **self._image_metadata(index),
             "engine": self.engine,
             "engine_sha256": str(self.engine_sha256),
             "software": f"ddpm-deploy {__version__}",
         }
+
+    def _image_metadata(self, index: int) -> dict[str, str]:
+        """The image inputs of image ``index``: the sha256 of its starting image and mask (float32 little-endian bytes,
+        in the model's range / 0 and 1), image-to-image's strength, RePaint's jumps."""
+        request, settings, out = self.request, self.settings, {}
+        for name in ("image", "mask_image"):
+            value = getattr(request, name)
+            if value is not None:
+                out[f"{name}_sha256"] = _array_sha256(value[index if len(value) > 1 else 0])
+        if settings.strength is not None:
+            out["strength"] = repr(settings.strength)
+        if settings.jumps is not None:
+            out["jump_length"], out["jump_n_sample"] = (str(j) for j in settings.jumps)
+        return out
 
     def _conditioning_metadata(self, index: int) -> dict[str, str]:
         """The image's condition: its class label, the sha256 of its embeddings (float32 little-endian

@@ -28,15 +28,18 @@ JSON_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "strin
 
 
 def request_field(default: Any, help: str, *, json: tuple | None, cli: Callable | str | None = None,
-                  triton: str | None = None, triton_dims: tuple[int, ...] = (1,), aliases: tuple[str, ...] = (),
+                  triton: str | None = None, triton_dims: tuple[int, ...] = (1,), triton_name: str | None = None,
+                  aliases: tuple[str, ...] = (),
                   choices: Sequence[str] | None = None, limits: Mapping[str, Any] | None = None, compare: bool = True):
     """A request field and what the generated surfaces need of it.
 
     ``json``: the JSON types accepted (None: not in JSON); ``cli``: the flag's value parser, "flag" for a
     switch (None: not on the CLI); ``triton``: the Triton input data type (None: not a Triton input) and
-    ``triton_dims`` its dims ([1]: a scalar); ``limits``: JSON-schema keywords for the published API
+    ``triton_dims`` its dims ([1]: a scalar), ``triton_name`` its input's name where it is not the field's (the
+    model's output is ``image``); ``limits``: JSON-schema keywords for the published API
     schema (minimum, items, ...)."""
-    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "triton_dims": triton_dims, "aliases": aliases,
+    meta = {"help": help, "json": json, "cli": cli, "triton": triton, "triton_dims": triton_dims,
+            "triton_name": triton_name, "aliases": aliases,
             "choices": choices, "limits": dict(limits or {})}
     return field(default=default, metadata=meta, compare=compare)
 
@@ -140,7 +143,7 @@ class RequestSurfaces:
     @classmethod
     def triton_inputs(cls) -> list[tuple[str, str, tuple[int, ...]]]:
         """(name, Triton data type, dims) of every field that is a Triton input (each optional; dims [1]: a scalar)."""
-        return [(f.name, f.metadata["triton"], f.metadata["triton_dims"]) for f in fields(cls) if f.metadata["triton"]]
+        return [(triton_name(f), f.metadata["triton"], f.metadata["triton_dims"]) for f in fields(cls) if f.metadata["triton"]]
 
     @classmethod
     def from_triton(cls, read: Callable[[str], Any]) -> RequestSurfaces:
@@ -148,14 +151,19 @@ class RequestSurfaces:
         scalar of a [1] input, the array of the others."""
         values = {}
         for f in fields(cls):
-            if f.metadata["triton"] and (value := read(f.name)) is not None:
+            if f.metadata["triton"] and (value := read(triton_name(f))) is not None:
                 try:
                     values[f.name] = (_from_triton(f.metadata["triton"], value) if f.metadata["triton_dims"] == (1,)
                                       else np.asarray(value))
                 except (TypeError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
-                    raise InputError(f"input {f.name!r} is not a {f.metadata['triton'].removeprefix('TYPE_')} value "
+                    raise InputError(f"input {triton_name(f)!r} is not a {f.metadata['triton'].removeprefix('TYPE_')} value "
                                      f"({type(exc).__name__})") from None
         return cls(**values)
+
+
+def triton_name(f: dataclasses.Field) -> str:
+    """The Triton input's name of a request field."""
+    return f.metadata["triton_name"] or f.name
 
 
 def _flag(name: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from runtime.errors import InputError
 from runtime.host import HostOptions
+from runtime.image_input import png_base64_bound
 from runtime.io_spec import ENCODER_HIDDEN_STATES, UNetIO
 from runtime.json_body import NUMBER, parse_object
 
@@ -88,12 +89,15 @@ class ServiceConfig:
         """``max_body_bytes``, or by default what the largest legitimate request to this engine can take: a
         64 KiB allowance for the scalar fields, per-image seeds and class labels, plus, for a cross-attention
         engine, max_count images' embeddings and as many negative embeddings at the longest sequence,
-        written out as JSON numbers (at most 24 bytes each)."""
+        written out as JSON numbers (at most 24 bytes each), plus max_count starting images and masks of the
+        sample's size as the largest PNGs of that size take in base64 (image inputs)."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         shapes = io.shapes(1, "max")
         per_image = sum(2 * math.prod(shapes[spec.name]) for spec in io.conditioning_inputs if spec.name == ENCODER_HIDDEN_STATES)
-        return BASE_BODY_BYTES + self.max_count * per_image * JSON_NUMBER_BYTES
+        channels, height, width = shapes[io.sample.name][1:]
+        images = png_base64_bound(height, width, channels) + png_base64_bound(height, width, 1)
+        return BASE_BODY_BYTES + self.max_count * (per_image * JSON_NUMBER_BYTES + images)
 
 
 BASE_BODY_BYTES = 64 << 10

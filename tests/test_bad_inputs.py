@@ -169,6 +169,44 @@ def _api_profile(ctx, Pipeline):
         pipe(batch=8, steps=2)
 
 
+def _png_bytes(pixels) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_file(ctx, name: str, pixels=None, data: bytes | None = None) -> str:
+    """A PNG (of ``pixels``, or ``data`` as is) in the case's folder."""
+    data = _png_bytes(pixels) if data is None else data
+    path = ctx.tmp / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _rgb(size: int = 16):
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def _image_case(*args):
+    """``runtime.sample`` with ``--image`` (the tiny model's size unless the case says) and ``args``."""
+    def make(c):
+        image = _png_file(c, "start.png", _rgb())
+        return c.sample("--image", image, *(a(c) if callable(a) else a for a in args))
+    return make
+
+
+def _bomb(c) -> str:
+    from tests.runtime.test_image_input import bomb_png
+
+    return _png_file(c, "bomb.png", data=bomb_png(60000, 60000))
+
+
 CASES = [
     Case("export-no-config", "model folder without config.json", "export.onnx",
          lambda c: ["--model", str(_folder(c, {})), "--out", str(c.out)], "no config.json"),
@@ -219,6 +257,31 @@ CASES = [
          _scheduler_override, "variance_type"),
     Case("sample-nan", "NaN/Inf in the model output during sampling", "runtime.sample", _nan_engine,
          "NaN or Inf at step 1/2 (timestep 500)"),
+    Case("sample-image-not-png", "`--image` a file that is not a PNG", "runtime.sample",
+         lambda c: c.sample("--image", _png_file(c, "x.png", data=b"GIF89a not a png")), "is not a PNG"),
+    Case("sample-image-corrupt", "`--image` a truncated PNG", "runtime.sample",
+         lambda c: c.sample("--image", _png_file(c, "cut.png", data=_png_bytes(_rgb())[:300])),
+         "is not a readable PNG"),
+    Case("sample-image-bomb", "`--image` a PNG whose header claims 60000x60000 pixels (decompression bomb)",
+         "runtime.sample", lambda c: c.sample("--image", _bomb(c)), "60000x60000 pixels, more than"),
+    Case("sample-image-size", "`--image` of another size than the model's (no resizing)", "runtime.sample",
+         lambda c: c.sample("--image", _png_file(c, "small.png", _rgb(8))),
+         "image is 8x8 with 3 channels; this model takes 16x16 with 3 channels"),
+    Case("sample-image-channels", "`--image` grayscale for an RGB model", "runtime.sample",
+         lambda c: c.sample("--image", _png_file(c, "gray.png", _rgb()[:, :, 0])), "image is 16x16 with 1 channel"),
+    Case("sample-mask-size", "`--mask-image` of another size than the image", "runtime.sample",
+         _image_case("--mask-image", lambda c: _png_file(c, "mask.png", _rgb(8)[:, :, 0])),
+         "mask_image is 8x8 and image 16x16"),
+    Case("sample-strength-0", "`--strength 0`", "runtime.sample", _image_case("--strength", "0"),
+         "strength must be a number in (0, 1]"),
+    Case("sample-strength-high", "`--strength 1.5`", "runtime.sample", _image_case("--strength", "1.5"),
+         "strength must be a number in (0, 1]"),
+    Case("sample-strength-no-step", "`--strength 0.2` with `--steps 2` (no step would run)", "runtime.sample",
+         _image_case("--strength", "0.2", "--scheduler", "ddim"), "runs no step"),
+    Case("sample-image-sampler", "`--image` with a sampler that has no image-to-image (`--scheduler pndm`)",
+         "runtime.sample", _image_case("--scheduler", "pndm", "--steps", "10"), "image-to-image runs with ddpm, ddim"),
+    Case("sample-mask-no-image", "`--mask-image` without `--image`", "runtime.sample",
+         lambda c: c.sample("--mask-image", _png_file(c, "mask.png", _rgb()[:, :, 0])), "give image too"),
     Case("api-missing-engine", "`Pipeline.load` of a missing file", "api",
          _api(lambda c, P: P.load(c.tmp / "nope.onnx")), "does not exist", "EngineError"),
     Case("api-stale-engine", "`Pipeline.load` of an engine its manifest does not describe", "api",

@@ -184,5 +184,5 @@ def test_bad_eta_is_refused(eta):
 
 
 def test_eta_is_refused_for_other_samplers():
-    with pytest.raises(InputError, match="ddim only"):
+    with pytest.raises(InputError, match="eta applies to ddim and repaint only; ddpm takes no eta"):
         build_table("ddpm", {}, 10, 0.5)

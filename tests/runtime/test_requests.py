@@ -13,6 +13,9 @@ from runtime.noise import MAX_SEED
 from runtime.requests import SampleRequest
 from runtime.results import SampleResult, SamplerSettings
 
+GRAY = np.arange(256, dtype=np.uint8).reshape(16, 16)  # a 16x16 grayscale image
+MASK = np.where(np.arange(16)[:, None] < 8, 255, 0).astype(np.uint8).repeat(16, axis=1)  # the top half kept
+
 
 def test_defaults_and_image_seeds():
     r = SampleRequest()
@@ -44,6 +47,24 @@ def test_defaults_and_image_seeds():
     ({"timeout_s": float("inf")}, "timeout_s must be"),
     ({"per_image_seeds": "yes"}, "per_image_seeds must be"),
     ({"conditioning": [1, 2]}, "conditioning must map"),
+    # image inputs (tests/runtime/test_image_input.py: decoding)
+    ({"image": GRAY, "strength": 0}, "strength must be a number in (0, 1] (strength 0 would run no step)"),
+    ({"image": GRAY, "strength": 1.5}, "strength must be a number in (0, 1]"),
+    ({"image": GRAY, "strength": float("nan")}, "strength must be"),
+    ({"strength": 0.5}, "strength is image-to-image's; give image too"),
+    ({"mask_image": MASK}, "mask_image inpaints an image; give image too"),
+    ({"image": GRAY, "mask_image": MASK[:8]}, "mask_image is 8x16 and image 16x16; give a mask of the image's size"),
+    ({"image": GRAY, "mask_image": MASK, "strength": 0.5}, "inpainting (with mask_image) runs the whole schedule"),
+    ({"image": GRAY, "mask_image": MASK, "scheduler": "ddim"}, "inpainting (mask_image) runs the repaint sampler"),
+    ({"scheduler": "repaint"}, "the repaint sampler inpaints: give image and mask_image"),
+    ({"jump_length": 3}, "jump_length and jump_n_sample are repaint's"),
+    ({"image": GRAY, "mask_image": MASK, "jump_n_sample": 0}, "jump_n_sample must be a whole number of at least 1"),
+    ({"image": np.stack([GRAY[..., None]] * 3), "count": 2}, "image holds 3 images for a count of 2"),
+    ({"image": GRAY.astype(np.int32)}, "image must be uint8 pixels or a float array"),
+    ({"image": "bm90IGEgcG5n"}, "image is not a PNG"),
+    ({"image": "%%%"}, "image is not base64"),
+    ({"image": 7}, "image must be a PNG (base64 in JSON), a list of them"),
+    ({"image": np.full((1, 1, 4, 4), np.nan, np.float32)}, "image holds NaN or Inf"),
 ])
 def test_every_bad_field_is_refused_with_one_line(values, message):
     with pytest.raises(InputError, match=None) as info:
@@ -127,24 +148,24 @@ def test_result_metadata_names_what_was_sampled():
 
 def test_a_new_field_reaches_every_surface_from_its_declaration_alone():
     """What adding a request field takes: the field, declared once (here in a subclass, as a future
-    an image-to-image strength would be); the CLI flag, the JSON schema, the Triton input and reader follow."""
+    a sharpening amount might be); the CLI flag, the JSON schema, the Triton input and reader follow."""
     from dataclasses import dataclass
 
     from runtime.cli import non_negative_number
     from runtime.requests import request_field
 
     @dataclass(frozen=True)
-    class WithStrength(SampleRequest):
-        strength: float = request_field(1.0, "image-to-image strength", json=(int, float),
-                                        cli=non_negative_number, triton="TYPE_FP32", aliases=("denoise",))
+    class WithSharpness(SampleRequest):
+        sharpness: float = request_field(1.0, "sharpening amount", json=(int, float),
+                                        cli=non_negative_number, triton="TYPE_FP32", aliases=("sharpen",))
 
     parser = argparse.ArgumentParser()
-    WithStrength.add_arguments(parser)
-    assert WithStrength.from_args(parser.parse_args(["--strength", "0.5"])).strength == 0.5
-    assert WithStrength.from_json('{"denoise": 2, "count": 2}')[0] == WithStrength(count=2, strength=2)
-    assert ("strength", "TYPE_FP32", (1,)) in WithStrength.triton_inputs()
-    assert WithStrength.from_triton({"strength": np.float32(4)}.get).strength == 4.0
-    assert WithStrength(strength=7.5).cli_args() == ["--strength", "7.5"]
+    WithSharpness.add_arguments(parser)
+    assert WithSharpness.from_args(parser.parse_args(["--sharpness", "0.5"])).sharpness == 0.5
+    assert WithSharpness.from_json('{"sharpen": 2, "count": 2}')[0] == WithSharpness(count=2, sharpness=2)
+    assert ("sharpness", "TYPE_FP32", (1,)) in WithSharpness.triton_inputs()
+    assert WithSharpness.from_triton({"sharpness": np.float32(4)}.get).sharpness == 4.0
+    assert WithSharpness(sharpness=7.5).cli_args() == ["--sharpness", "7.5"]
 
 
 hypothesis = pytest.importorskip("hypothesis")
