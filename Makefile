@@ -32,7 +32,7 @@ DEMO_COND_ENGINES ?= build/demo/cond-engines
 .PHONY: help install dev demo quality engine cpu-engines sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
 
 help:
-	@echo "make demo       the shipped digits models → $(DEMO_ENGINES), $(DEMO_COND_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, out/demo-digits-grid.png (a row per digit), offline"
+	@echo "make demo       the shipped digits models → $(DEMO_ENGINES), $(DEMO_COND_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, out/demo-digits-grid.png (a row per digit), out/demo-inpaint-grid.png, out/demo-img2img-strip.png, offline"
 	@echo "make quality    Fréchet distance and classifier figures of the demo model's samplers → docs/quality.md"
 	@echo "make install    runtime only (numpy, onnxruntime, Pillow, tqdm) into $(VENV)"
 	@echo "make dev        runtime + export + test dependencies"
@@ -76,6 +76,7 @@ demo: $(VENV)/.dev
 	$(PY) -m export.onnx --model $(DEMO_MODEL) --out $(DEMO_ENGINES)
 	$(PY) -m export.fp16 --engines $(DEMO_ENGINES)
 	$(PY) -m demo.grid --engine $(DEMO_ENGINES)/unet.onnx --out $(OUT)/demo-grid.png
+	$(PY) -m demo.edit --engine $(DEMO_ENGINES)/unet.onnx --out-dir $(OUT)
 	$(PY) -m export.onnx --model $(DEMO_COND_MODEL) --out $(DEMO_COND_ENGINES)
 	$(PY) -m export.fp16 --engines $(DEMO_COND_ENGINES)
 	$(PY) -m demo.grid --engine $(DEMO_COND_ENGINES)/unet.onnx --per-class 8 --guidance-scale 2 --out $(OUT)/demo-digits-grid.png

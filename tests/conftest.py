@@ -55,11 +55,24 @@ def sample_offline(engine: Path, request: dict, out: Path) -> list:
     import json
     import subprocess
 
+    import numpy as np
+
     from runtime.requests import SampleRequest
 
     request, _ = SampleRequest.from_json(json.dumps(request), extra={"format": str})  # the service's own field too
     request = dataclasses.replace(request, timeout_s=None)  # a deadline does not change the images
-    args = ["--engine", str(engine), "--out", str(out), "--quiet", *request.cli_args()]
+    image_args = []  # image inputs as .npy files of what the request decoded them to (the same bits)
+    for name in ("image", "mask_image", "strength", "jump_length", "jump_n_sample"):
+        value = getattr(request, name)
+        if isinstance(value, np.ndarray):
+            path = Path(out).parent / f"{Path(out).name}-{name}.npy"
+            np.save(path, value)
+            value = path
+        if value is not None:
+            image_args += [f"--{name.replace('_', '-')}", str(value)]
+    bare = dataclasses.replace(request, image=None, mask_image=None, strength=None, jump_length=None, jump_n_sample=None,
+                               scheduler=None if request.inpainting else request.scheduler)
+    args = ["--engine", str(engine), "--out", str(out), "--quiet", *bare.cli_args(), *image_args]
     r = subprocess.run([sys.executable, "-m", "runtime.sample", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return [read_png(path) for path in sorted(Path(out).glob("*.png"))]

@@ -132,3 +132,21 @@ def test_conditional_fp16_keeps_class_accuracy_and_distribution(cond_engines):
           f"FD fp32 {fp32['fd']:.2f}, fp16 {fp16['fd']:.2f}, floor {floor:.2f}")
     assert fp32["accuracy"] >= 0.9  # the model does what it is asked
     assert fp16["fp16_holds"]
+
+
+def test_demo_edit_writes_the_inpainting_grid_and_img2img_strip(demo_engine, tmp_path):
+    """`make demo`'s image-input pictures (demo.edit), at fewer steps: the given top halves are kept exactly by
+    RePaint's last step (its known part is the image itself at timestep 0), and strength 0.2 stays near the digit."""
+    from demo.edit import STRENGTHS, main, source_digits
+    from PIL import Image
+
+    assert main(["--engine", str(demo_engine), "--out-dir", str(tmp_path), "--seeds", "1", "--steps", "10"]) == 0
+    digits = source_digits()
+    inpaint = np.asarray(Image.open(tmp_path / "demo-inpaint-grid.png"))
+    strip = np.asarray(Image.open(tmp_path / "demo-img2img-strip.png"))
+    cell = 16 * 4 + 1  # grid(scale=4, pad=1)
+    assert inpaint.shape[:2] == (3 * cell + 1, 10 * cell + 1) and strip.shape[:2] == ((1 + len(STRENGTHS)) * cell + 1, 10 * cell + 1)
+    completions = inpaint[1 + 2 * cell: 1 + 2 * cell + 64: 4]  # the completion row, one line per model pixel
+    for i, digit in enumerate(digits):
+        top = completions[:8, 1 + i * cell: 1 + i * cell + 64: 4]
+        assert np.abs(top.astype(int) - digit[:8, :, 0].astype(int)).max() <= 1, i

@@ -74,7 +74,7 @@ def test_manifest_hash_mismatch(engine_copy, tmp_path):
     (["--scheduler", "ddim", "--eta", "x"], "--eta"),
     (["--scheduler", "dpmpp-2m", "--steps", "1000"], "at most 999 steps"),
     (["--scheduler", "ddim", "--steps", "1001"], "1 to 1000"),
-    (["--scheduler", "ddpm", "--eta", "0.5"], "ddim only"),
+    (["--scheduler", "ddpm", "--eta", "0.5"], "ddim and repaint only"),
 ])
 def test_bad_arguments(tiny_engine, tmp_path, args, needle):
     assert_refused(sample_cli("--engine", str(tiny_engine), "--out", str(tmp_path / "o"), *args), needle)

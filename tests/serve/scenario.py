@@ -54,6 +54,21 @@ def save_images(response: dict, out: Path, prefix: str) -> list[str]:
     return paths
 
 
+def png_base64(pixels: np.ndarray) -> str:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+# The demo model's image inputs (16x16 grayscale): a ring to start from, a mask keeping the top half
+_yy, _xx = np.mgrid[:16, :16]
+RING = png_base64(np.where(np.abs(np.hypot(_yy - 7.5, _xx - 7.5) - 5) < 1.5, 255, 0).astype(np.uint8))
+TOP_HALF = png_base64(np.where(_yy < 8, 255, 0).astype(np.uint8))
+SMALL = png_base64(np.zeros((8, 8), np.uint8))
 MIXED = [
     {"seed": 1, "steps": 10, "scheduler": "ddim"},
     {"seed": 2, "steps": 12, "scheduler": "dpmpp-2m", "count": 2},
@@ -65,6 +80,9 @@ MIXED = [
     {"seed": 8, "steps": 7, "scheduler": "dpmpp-3m", "format": "json"},
     {"seed": 9, "steps": 10, "scheduler": "dpmpp-2m", "cache_interval": 3},  # feature reuse: the engine has its graphs
     {"seed": 10, "steps": 8, "scheduler": "unipc-3m", "count": 2, "cache_full_steps": [0, 1, 4], "format": "json"},
+    {"seed": 11, "steps": 10, "scheduler": "ddim", "image": RING, "strength": 0.6},  # image-to-image
+    {"seed": 12, "steps": 6, "image": RING, "mask_image": TOP_HALF, "jump_length": 2, "jump_n_sample": 2, "count": 2,
+     "format": "json"},  # inpainting
 ]
 BAD = [
     ("not json", "{seed: 1"),
@@ -79,6 +97,11 @@ BAD = [
     ("negative eta", {"eta": -1, "scheduler": "ddim"}),
     ("unknown noise", {"noise": "gauss"}),
     ("timeout above the limit", {"timeout_s": 1e9}),
+    ("image of another size", {"image": SMALL, "strength": 0.5}),
+    ("mask of another size", {"image": RING, "mask_image": SMALL}),
+    ("strength 0", {"image": RING, "strength": 0}),
+    ("strength without image", {"strength": 0.5}),
+    ("image for a sampler without image-to-image", {"image": RING, "scheduler": "pndm", "steps": 10}),
 ]
 
 
@@ -297,7 +320,14 @@ ADVERSARIAL = [
     ("null byte in scheduler", b'{"scheduler": "ddim\\u0000"}'), ("invalid UTF-8", b'{"noise": "\xff\xfe"}'),
     ("top-level array", b"[1, 2, 3]"), ("top-level string", b'"hello"'), ("truncated", b'{"steps": 5'),
     ("100000 nested arrays", b"[" * 100_000), ("100000 nested objects", b'{"a":' * 100_000),
-    ("20 MB string", b'{"scheduler": "' + b"x" * (20 << 20) + b'"}'), ("timeout negative", b'{"timeout_s": -1}'),
+    ("20 MB string", b'{"scheduler": "' + b"x" * (20 << 20) + b'"}'),
+    ("image not base64", b'{"image": "<svg onload=alert(1)>", "strength": 0.5}'),
+    ("image not a PNG", b'{"image": "R0lGODlhAQABAAAAACw=", "strength": 0.5}'),
+    ("image a truncated PNG", json.dumps({"image": RING[:40], "strength": 0.5}).encode()),
+    ("image a decompression bomb", json.dumps({"image": base64.b64encode(
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\xea`\x00\x00\xea`\x08\x02\x00\x00\x00").decode(),
+        "strength": 0.5}).encode()),
+    ("image list of numbers", b'{"image": [1, 2, 3], "strength": 0.5}'), ("timeout negative", b'{"timeout_s": -1}'),
     ("batch and count", b'{"batch": 1, "count": 1}'), ("per_image_seeds as int", b'{"per_image_seeds": 1}'),
 ]
 KEYS = ["k" * 20 + "-first-client", "k" * 20 + "-second-client"]

@@ -60,6 +60,9 @@ EXPECTED_BAD = {
     "unknown scheduler": "unknown scheduler 'euler'", "steps 0": "steps must be", "steps above the limit": "steps must be at most",
     "count above the limit": "count must be at most 3", "png for two images": "format must be json",
     "negative eta": "eta must be", "unknown noise": "unknown noise kind 'gauss'", "timeout above the limit": "timeout_s must be in",
+    "image of another size": "image is 8x8 with 1 channel; this model takes 16x16 with 1 channel",
+    "mask of another size": "mask_image is 8x8 and image 16x16", "strength 0": "strength must be a number in (0, 1]",
+    "strength without image": "give image too", "image for a sampler without image-to-image": "image-to-image runs with",
 }
 
 
