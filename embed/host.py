@@ -13,8 +13,10 @@ import json
 import logging
 import os
 
+import numpy as np
+
 from runtime import __version__
-from runtime.errors import C_FAILED, BufferTooSmallError, DeployError, first_line
+from runtime.errors import C_FAILED, BufferTooSmallError, DeployError, InputError, first_line
 from runtime.host import Host as RuntimeHost, HostOptions
 from runtime.requests import SampleRequest
 
@@ -32,9 +34,20 @@ class Host:
     def image_shape(self) -> tuple[int, int, int]:
         return self.host.image_shape
 
-    def sample(self, request_json: str | bytes, out_len: int) -> bytes:
-        """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work."""
-        request, _ = SampleRequest.from_json(request_json)
+    def sample(self, request_json: str | bytes, out_len: int, image: bytes | None = None, image_shape: tuple | None = None,
+               mask: bytes | None = None, mask_shape: tuple | None = None) -> bytes:
+        """The request's images as bytes (uint8 [count, H, W, C]); checks ``out_len`` before any work. ``image`` /
+        ``mask``: ``ddpm_sample_images``' pixel buffers (uint8 bytes of ``*_shape``, [count, H, W, C])."""
+        pixels = {}
+        for name, data, shape in (("image", image, image_shape), ("mask_image", mask, mask_shape)):
+            if data is not None:
+                arr = np.frombuffer(data, np.uint8).reshape(shape)
+                if name == "mask_image":
+                    if shape[3] != 1:
+                        raise InputError(f"mask has {shape[3]} channels; give a grayscale mask (channels 1)")
+                    arr = arr[..., 0]
+                pixels[name] = arr
+        request, _ = SampleRequest.from_json(request_json, besides=pixels)
         height, width, channels = self.image_shape()
         need = request.count * height * width * channels
         if out_len < need:

@@ -6,6 +6,7 @@ Its users: :meth:`runtime.requests.SampleRequest.from_json` (HTTP and C ABI requ
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ import numpy as np
 from .errors import InputError, brief
 
 NUMBER = (int, float)
+KNOWN_LIST_CHARS = 160  # an unknown field's message lists the known ones up to this length
 MAX_JSON_DEPTH = 16  # nesting of arrays and objects; a request needs 2 (conditioning embeddings: 4)
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear, fast)
 _OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
@@ -48,7 +50,12 @@ def check_object(data: dict[str, Any], what: str, schema: Mapping[str, type | tu
     """``data`` if its fields are all in ``schema`` with accepted types; InputError with one line otherwise."""
     unknown = sorted(set(data) - set(schema))
     if unknown:
-        raise InputError(f"{what} has unknown field(s) {', '.join(unknown)}; known: {', '.join(schema)}")
+        known = ", ".join(schema)
+        if len(known) > KNOWN_LIST_CHARS:  # a long list would bury the message: the closest names, and how many
+            close = sorted({m for name in unknown for m in difflib.get_close_matches(name, list(schema), n=3)})
+            known = f"{', '.join(close)} ({len(schema)} fields in all)" if close else f"{len(schema)} fields, none close"
+        given = ", ".join(u if len(u) <= 40 else u[:40] + "..." for u in unknown[:5])
+        raise InputError(f"{what} has unknown field(s) {given}; known: {known}")
     for key, value in data.items():
         kinds = schema[key] if isinstance(schema[key], tuple) else (schema[key],)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):

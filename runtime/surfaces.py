@@ -79,12 +79,17 @@ class RequestSurfaces:
         return dataclasses.replace(request, **values) if values else request
 
     @classmethod
-    def from_json(cls, text: str | bytes, what: str = "request", extra: Mapping[str, type | tuple] | None = None):
-        """(request, the ``extra`` fields given) from JSON text (C ABI, HTTP); raises InputError with one line."""
+    def from_json(cls, text: str | bytes, what: str = "request", extra: Mapping[str, type | tuple] | None = None,
+                  besides: Mapping[str, Any] | None = None):
+        """(request, the ``extra`` fields given) from JSON text (C ABI, HTTP); ``besides``: fields given outside the
+        JSON (the C ABI's pixel buffers), refused when the JSON gives them too. Raises InputError with one line."""
         schema = _json_schema(cls)
         data = parse_object(text, what, {**schema, **(extra or {})})
-        own = {k: v for k, v in data.items() if k in schema}
-        return cls(**_unalias(cls, own, f"{what} ")), {k: v for k, v in data.items() if k not in schema}
+        own = _unalias(cls, {k: v for k, v in data.items() if k in schema}, f"{what} ")
+        for name in besides or {}:
+            if name in own:
+                raise InputError(f"the {what} JSON gives {name} and so does the pixel buffer; give one")
+        return cls(**own, **(besides or {})), {k: v for k, v in data.items() if k not in schema}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,19 @@ DDPM_API int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width
  * [count, height, width, channels], into out. */
 DDPM_API int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len);
 
+/* Pixels: uint8 [count, height, width, channels], row-major and contiguous (a mask: channels 1, white keeps a pixel). */
+typedef struct ddpm_pixels {
+    const uint8_t *data;
+    size_t count, height, width, channels;
+} ddpm_pixels;
+
+/* ddpm_sample with the request's image inputs as pixel buffers instead of base64 PNGs in the JSON: image (the
+ * starting image of image-to-image, with "strength", or of inpainting; the model's height, width and channels, as
+ * ddpm_image_shape says: no resizing) and mask (inpainting; NULL: none), each of count 1 (for every image) or the
+ * request's count. request_json gives the rest and neither "image" nor "mask_image". */
+DDPM_API int ddpm_sample_images(ddpm_handle *handle, const char *request_json, const ddpm_pixels *image,
+                                const ddpm_pixels *mask, uint8_t *out, size_t out_len);
+
 /* The handle's batching statistics as a JSON object ({"engine_calls", "rows", "mean_batch", "completed",
  * "cancelled", "timed_out", "failed"}), NUL-terminated into buf; DDPM_ERR_BUFFER_TOO_SMALL if it does not fit. */
 DDPM_API int ddpm_stats_json(ddpm_handle *handle, char *buf, size_t buf_len);

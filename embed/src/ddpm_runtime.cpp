@@ -5,6 +5,7 @@
 #include <pybind11/embed.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -162,13 +163,42 @@ int ddpm_image_shape(ddpm_handle *handle, size_t *height, size_t *width, size_t 
     return ok();
 }
 
-int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len) {
+namespace {
+
+// A pixel buffer as (bytes, shape) for the Python side, or None; false (with the error set) when it is unusable.
+bool pixels_arg(const ddpm_pixels *pixels, const char *what, py::object &bytes, py::object &shape) {
+    bytes = py::none();
+    shape = py::none();
+    if (pixels == nullptr) return true;
+    size_t size = 1;
+    for (size_t d : {pixels->count, pixels->height, pixels->width, pixels->channels}) {
+        if (d == 0 || size > SIZE_MAX / d) {
+            fail(DDPM_ERR_INVALID_ARGUMENT, std::string(what) + " has a zero or overflowing dimension");
+            return false;
+        }
+        size *= d;
+    }
+    if (pixels->data == nullptr) {
+        fail(DDPM_ERR_INVALID_ARGUMENT, std::string(what) + ".data is NULL");
+        return false;
+    }
+    bytes = py::bytes(reinterpret_cast<const char *>(pixels->data), size);
+    shape = py::make_tuple(pixels->count, pixels->height, pixels->width, pixels->channels);
+    return true;
+}
+
+int sample_into(ddpm_handle *handle, const char *request_json, const ddpm_pixels *image, const ddpm_pixels *mask,
+                uint8_t *out, size_t out_len) {
     auto entry = find(handle);
     if (!entry) return fail(DDPM_ERR_INVALID_ARGUMENT, "the handle is NULL, closed or not from ddpm_open");
     if (out == nullptr) return fail(DDPM_ERR_INVALID_ARGUMENT, "out is NULL: pass a buffer of count * height * width * channels bytes");
     py::gil_scoped_acquire gil;
     try {
-        py::bytes images = entry->host.attr("sample")(py::bytes(request_json ? request_json : ""), out_len);
+        py::object image_bytes, image_shape, mask_bytes, mask_shape;
+        if (!pixels_arg(image, "image", image_bytes, image_shape) || !pixels_arg(mask, "mask", mask_bytes, mask_shape))
+            return DDPM_ERR_INVALID_ARGUMENT;
+        py::bytes images = entry->host.attr("sample")(py::bytes(request_json ? request_json : ""), out_len, image_bytes,
+                                                      image_shape, mask_bytes, mask_shape);
         char *data = nullptr;
         Py_ssize_t size = 0;
         PyBytes_AsStringAndSize(images.ptr(), &data, &size);
@@ -180,6 +210,19 @@ int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, siz
         return fail(DDPM_ERR_FAILED, std::string("internal error: ") + e.what());
     }
     return ok();
+}
+
+}  // namespace
+
+int ddpm_sample(ddpm_handle *handle, const char *request_json, uint8_t *out, size_t out_len) {
+    return sample_into(handle, request_json, nullptr, nullptr, out, out_len);
+}
+
+int ddpm_sample_images(ddpm_handle *handle, const char *request_json, const ddpm_pixels *image, const ddpm_pixels *mask,
+                       uint8_t *out, size_t out_len) {
+    if (image == nullptr && mask == nullptr)
+        return fail(DDPM_ERR_INVALID_ARGUMENT, "image and mask are both NULL: use ddpm_sample for requests without images");
+    return sample_into(handle, request_json, image, mask, out, out_len);
 }
 
 int ddpm_stats_json(ddpm_handle *handle, char *buf, size_t buf_len) {

@@ -4,6 +4,7 @@ line (never a crash, never an "internal error"); the handle keeps working after 
 import ctypes
 import json
 
+import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -27,12 +28,27 @@ requests = st.one_of(
 )
 
 
+class Pixels(ctypes.Structure):
+    """embed/include/ddpm_runtime.h's ddpm_pixels."""
+    _fields_ = [("data", ctypes.POINTER(ctypes.c_uint8)), ("count", ctypes.c_size_t), ("height", ctypes.c_size_t),
+                ("width", ctypes.c_size_t), ("channels", ctypes.c_size_t)]
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "Pixels":
+        array = np.ascontiguousarray(array, np.uint8)
+        pixels = cls(array.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), *array.shape)
+        pixels.keep = array  # the buffer lives as long as the struct
+        return pixels
+
+
 @pytest.fixture(scope="module")
 def abi(embed_build, demo_engine):
     lib = ctypes.CDLL(str(embed_build / "libddpm_runtime.so"))
     lib.ddpm_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.ddpm_sample.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t]
     lib.ddpm_close.argtypes = [ctypes.c_void_p]
+    lib.ddpm_sample_images.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(Pixels), ctypes.POINTER(Pixels),
+                                       ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t]
     lib.ddpm_last_error.restype = ctypes.c_char_p
     handle = ctypes.c_void_p()
     # a short default deadline: a valid request with every default (1000 steps) times out rather than runs
@@ -77,3 +93,46 @@ def test_regressions_are_invalid_argument(abi, body):
     code, message = sample(abi, body)
     assert code == INVALID and "\n" not in message, (code, message)
     assert sample(abi, b'{"steps": 2}')[0] == OK  # the handle still works
+
+
+def test_pixel_buffers_equal_base64_pngs_and_bad_ones_are_invalid_argument(abi, demo_engine):
+    """ddpm_sample_images: the image and mask as uint8 buffers give the images the same request gives with base64
+    PNGs in its JSON (the demo model: 16x16, one channel)."""
+    from runtime.image_input import image_array, mask_array
+    from tests.serve.scenario import RING, TOP_HALF
+
+    lib, _ = abi
+    handle = ctypes.c_void_p()  # without the fuzzing handle's short deadline
+    assert lib.ddpm_open(str(demo_engine).encode(), b'{"max_batch": 4}', ctypes.byref(handle)) == OK, lib.ddpm_last_error()
+    ring = np.round((image_array(RING)[0, 0] + 1) / 2 * 255).astype(np.uint8)  # the PNG's pixels back
+    top = (mask_array(TOP_HALF)[0, 0] * 255).astype(np.uint8)
+    request = {"seed": 3, "steps": 6, "jump_length": 2, "jump_n_sample": 2}
+
+    def run(body: dict, image=None, mask=None):
+        out = (ctypes.c_uint8 * (16 * 16))()
+        text = json.dumps(body).encode()
+        if image is None and mask is None:
+            code = lib.ddpm_sample(handle, text, out, len(out))
+        else:
+            code = lib.ddpm_sample_images(handle, text, None if image is None else ctypes.byref(image),
+                                          None if mask is None else ctypes.byref(mask), out, len(out))
+        return code, bytes(out), (lib.ddpm_last_error() or b"").decode()
+
+    by_json = run({**request, "image": RING, "mask_image": TOP_HALF})
+    by_pixels = run(request, Pixels.of(ring[None, :, :, None]), Pixels.of(top[None, :, :, None]))
+    assert by_json[0] == by_pixels[0] == OK, (by_json[2], by_pixels[2])
+    assert by_json[1] == by_pixels[1]
+    img2img = run({"seed": 4, "steps": 10, "scheduler": "ddim", "strength": 0.5}, Pixels.of(ring[None, :, :, None]))
+    assert img2img[0] == OK, img2img[2]
+    for image, mask, message in [
+        (Pixels.of(np.zeros((1, 8, 8, 1), np.uint8)), None, "image is 8x8 with 1 channel; this model takes 16x16"),
+        (Pixels.of(ring[None, :, :, None]), Pixels.of(np.zeros((1, 16, 16, 3), np.uint8)), "give a grayscale mask"),
+        (Pixels(None, 1, 16, 16, 1), None, "image.data is NULL"),
+        (Pixels(None, 0, 16, 16, 1), None, "zero or overflowing dimension"),
+        (Pixels(None, 1 << 40, 1 << 40, 16, 1), None, "zero or overflowing dimension"),
+    ]:
+        code, _, error = run({"steps": 4, "scheduler": "ddim", "strength": 0.5}, image, mask)
+        assert code == INVALID and message in error and "\n" not in error, (message, code, error)
+    code, _, error = run({**request, "image": RING, "mask_image": TOP_HALF}, Pixels.of(ring[None, :, :, None]))
+    assert code == INVALID and "gives image and so does the pixel buffer" in error, error
+    assert lib.ddpm_close(handle) == OK
