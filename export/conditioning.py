@@ -128,9 +128,13 @@ def io_for(model: ModelSource, sequence: SequenceRange | None = None, declaratio
         raise ModelSourceError(f"--sequence-length applies to cross-attention UNets only; {model.source} is a {model.unet_class} "
                                "without encoder_hidden_states")
     classes = config.get("num_class_embeds")
-    return UNetIO.for_model(config["in_channels"], config["out_channels"], int(height), int(width),
+    image_channels = model.image_channels
+    if image_channels is not None and (classes or dim is not None):
+        raise ModelSourceError(f"{model.source} takes an image and a class or cross-attention condition; only "
+                               "image-conditioned UNets without another condition are served")
+    return UNetIO.for_model(config["in_channels"] - (image_channels or 0), config["out_channels"], int(height), int(width),
                             num_classes=int(classes) if classes else None, cross_attention_dim=dim, sequence=sequence,
-                            timestep=domain, timestep_dtype=timestep_dtype)
+                            timestep=domain, timestep_dtype=timestep_dtype, image_channels=image_channels)
 
 
 @dataclass(frozen=True)

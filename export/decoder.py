@@ -23,7 +23,7 @@ from runtime.errors import first_line
 from runtime.io_spec import IMAGE, LATENTS, UNetIO
 from runtime.jsonio import read_json_object
 
-from .load import CONFIG, SAFETENSORS, ModelSource, ModelSourceError
+from .load import CONFIG, IMAGE_CONDITIONED, SAFETENSORS, ModelSource, ModelSourceError
 
 DECODER_DIRS = {"vqvae": "VQModel", "vae": "AutoencoderKL"}  # where diffusers' pipelines keep them
 DECODER_MODULES = {"VQModel": "models.autoencoders.vq_model", "AutoencoderKL": "models.autoencoders.autoencoder_kl"}
@@ -37,12 +37,15 @@ class DecoderSource:
     folder: Path
     class_name: str
     config: dict[str, Any]
+    unscaled: bool = False  # LDMSuperResolutionPipeline decodes the latents as they are (no division)
 
     @property
     def scaling_factor(self) -> float:
-        """The config's, or the class's default (what diffusers' pipelines divide by)."""
+        """The config's, or the class's default (what diffusers' pipelines divide by; 1 where the pipeline does not)."""
         from .family import init_signature
 
+        if self.unscaled:
+            return 1.0
         if "scaling_factor" in self.config:
             return float(self.config["scaling_factor"])
         return float(init_signature(DECODER_MODULES[self.class_name], self.class_name)["scaling_factor"])
@@ -66,7 +69,7 @@ def find_decoder(model: ModelSource) -> DecoderSource | None:
                                    f"holds a {class_name}")
         if not (folder / SAFETENSORS).is_file():
             raise ModelSourceError(f"{folder} has no {SAFETENSORS}; re-save the pipeline with save_pretrained")
-        return DecoderSource(folder, class_name, config)
+        return DecoderSource(folder, class_name, config, unscaled=model.pipeline_class in IMAGE_CONDITIONED)
     return None
 
 

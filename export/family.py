@@ -21,7 +21,7 @@ from typing import Any
 
 from runtime.io_spec import TimestepDomain
 
-from .load import ModelSource, ModelSourceError
+from .load import IMAGE_CONDITIONED, ModelSource, ModelSourceError
 
 GRAPH = "graph"  # any value the model accepts: it is traced into the engine
 
@@ -138,9 +138,14 @@ def check_options(model: ModelSource, installed: tuple[str, ...] | None = None) 
         if why:
             raise _refusal(model, option, value, why)
     c_in, c_out = config.get("in_channels", 3), config.get("out_channels", 3)
-    if c_out not in (c_in, 2 * c_in):
+    if model.pipeline_class in IMAGE_CONDITIONED:
+        if not 0 < c_out < c_in:
+            raise _refusal(model, "out_channels", c_out, f"an {model.pipeline_class} UNet takes the sample and the "
+                           f"image ({c_in} channels, in_channels) and predicts fewer (the sample's)")
+    elif c_out not in (c_in, 2 * c_in):
         raise _refusal(model, "out_channels", c_out, f"a UNet2DModel predicts {c_in} channels (in_channels), or "
-                       f"{2 * c_in} with a learned variance")
+                       f"{2 * c_in} with a learned variance; a UNet that takes an image besides the sample is exported "
+                       f"from its pipeline folder ({', '.join(IMAGE_CONDITIONED)}: model_index.json says which)")
 
 
 def timestep_domain(model: ModelSource, scheduler: dict[str, Any]) -> tuple[TimestepDomain, str]:

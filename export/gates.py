@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import DeployError, GateError
-from runtime.io_spec import NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
+from runtime.io_spec import IMAGE_CONDITION, NOISE_PRED, SAMPLE, TIMESTEP, UNetIO
 from runtime.manifest import Manifest
 
 # Largest |ONNX Runtime - PyTorch| accepted on the FP32 noise prediction. Measured errors are around
@@ -87,8 +87,11 @@ def torch_references(unet, io: UNetIO, seed: int = 0) -> list[ParityCase]:
         t = io.timestep_feed(io.timestep.spread(batch))  # distinct, over the model's own timestep range
         conditioning = io.example_conditioning(batch, rng, tokens)
         kwargs = {name: torch.from_numpy(value) for name, value in conditioning.items()}
+        x = torch.from_numpy(sample)
+        if IMAGE_CONDITION in kwargs:  # an image-conditioned UNet: the image after the sample's channels
+            x = torch.cat([x, kwargs.pop(IMAGE_CONDITION)], dim=1)
         with torch.no_grad():
-            reference = unet(torch.from_numpy(sample), torch.from_numpy(t), return_dict=False, **kwargs)[0].numpy()
+            reference = unet(x, torch.from_numpy(t), return_dict=False, **kwargs)[0].numpy()
         cases.append(ParityCase(sample, t, reference, conditioning))
     return cases
 

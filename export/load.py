@@ -21,6 +21,8 @@ from runtime.manifest import sha256_file
 
 CONFIG = "config.json"
 SCHEDULER_CONFIG = "scheduler_config.json"
+MODEL_INDEX = "model_index.json"
+IMAGE_CONDITIONED = ("LDMSuperResolutionPipeline",)  # pipelines whose UNet takes an image after the sample's channels
 SAFETENSORS = "diffusion_pytorch_model.safetensors"
 PICKLE = "diffusion_pytorch_model.bin"
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -42,10 +44,18 @@ class ModelSource:
     weights: Path
     config: dict[str, Any]
     scheduler_config: dict[str, Any] | None
+    pipeline_class: str | None = None  # a pipeline folder's model_index.json _class_name (None: a UNet folder)
 
     @property
     def unet_class(self) -> str:
         return self.config["_class_name"]
+
+    @property
+    def image_channels(self) -> int | None:
+        """An image-conditioned UNet's image channels (in_channels beyond out_channels); None for the others."""
+        if self.pipeline_class not in IMAGE_CONDITIONED:
+            return None
+        return int(self.config.get("in_channels", 3)) - int(self.config.get("out_channels", 3))
 
     @property
     def uses_pickle(self) -> bool:
@@ -136,9 +146,10 @@ def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
         weights = folder / PICKLE
     else:
         raise ModelSourceError(f"{folder} has no weights ({SAFETENSORS}); re-save the model with save_pretrained")
-    return ModelSource(
-        source=source, root=root, folder=folder, weights=weights, config=config, scheduler_config=_scheduler_config(root, folder)
-    )
+    index = root / MODEL_INDEX
+    pipeline = _read_json(index, "pipeline index").get("_class_name") if folder != root and index.is_file() else None
+    return ModelSource(source=source, root=root, folder=folder, weights=weights, config=config,
+                       scheduler_config=_scheduler_config(root, folder), pipeline_class=pipeline)
 
 
 def load_unet(model: ModelSource):

@@ -23,7 +23,7 @@ from typing import Any
 
 from runtime.cli import ArgumentParser, run, setup_logging
 from runtime.errors import DeployError, SchedulerConfigError
-from runtime.io_spec import IMAGE, SAMPLE, TIMESTEP, UNetIO
+from runtime.io_spec import IMAGE, IMAGE_CONDITION, SAMPLE, TIMESTEP, UNetIO
 from runtime.atomic import publish
 from runtime.manifest import ArtifactEntry, sha256_file, update_artifact
 from runtime.runners.ort import require_onnxruntime
@@ -58,7 +58,9 @@ def _forward_module(unet):
             super().__init__()
             self.unet = unet
 
-        def forward(self, sample, timestep, class_labels=None, encoder_hidden_states=None):
+        def forward(self, sample, timestep, class_labels=None, encoder_hidden_states=None, image_condition=None):
+            if image_condition is not None:  # LDMSuperResolutionPipeline: torch.cat([latents, image], dim=1)
+                sample = torch.cat([sample, image_condition], dim=1)
             conditioning = () if encoder_hidden_states is None else (encoder_hidden_states,)
             return self.unet(sample, timestep, *conditioning, class_labels=class_labels, return_dict=False)[0]
 
@@ -243,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if declaration is not None:
         base["conditioning"] = declaration.manifest_section(copies)
+    condition = io.input(IMAGE_CONDITION)
+    if condition is not None:  # what a request's image is to this engine (the io holds its shape)
+        channels, height, width = condition.shape[1:]
+        base["image_condition"] = {
+            "input": IMAGE_CONDITION, "pipeline": model.pipeline_class, "channels": channels, "height": height,
+            "width": width, "range": [-1, 1],
+            "resize": f"none: the request's image must be {height}x{width} (the pipeline's PIL path resizes down to a "
+                      "multiple of 32 with Lanczos; do that before sending)"}
     if decoder is not None:
         base["decoder"] = {"artifact": DECODER_NAME, "io": decoder_io.to_dict(), **decoder.manifest_section()}
     manifest = update_artifact(out, base, ONNX_NAME, entry, {DECODER_NAME: decoder_entry} if decoder_entry else None)

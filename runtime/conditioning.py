@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, ManifestError
-from .io_spec import CLASS_LABELS, ENCODER_HIDDEN_STATES, UNetIO
+from .io_spec import CLASS_LABELS, ENCODER_HIDDEN_STATES, IMAGE_CONDITION, UNetIO
 
 DECLARATION = "conditioning.json"  # in the model's folder
 
@@ -170,6 +170,8 @@ def request_rows(io: UNetIO, conditioning: Conditioning, request) -> dict[str, n
         if high_level or guided:
             raise InputError(f"this model is unconditional: it takes no {(high_level or ['guidance_scale'])[0]}")
         return {}
+    if IMAGE_CONDITION in names:
+        return _image_rows(io, request, high_level or (["guidance_scale"] if guided else []))
     if guided and labels is None and embeddings is None:
         raise InputError("guidance_scale > 1 needs a condition to steer towards: give class_labels or embeddings")
     for name, value in (("embeddings", embeddings), ("negative_embeddings", negative)):
@@ -224,6 +226,25 @@ def request_rows(io: UNetIO, conditioning: Conditioning, request) -> dict[str, n
     if not guided:
         return cond
     return {name: np.concatenate([uncond[name], cond[name]]) for name in cond}
+
+
+def _image_rows(io: UNetIO, request, others: list[str]) -> dict[str, np.ndarray]:
+    """An image-conditioned UNet's rows (super-resolution): the request's image, one per image or one for all."""
+    from .image_input import shape_text
+
+    want = io.input(IMAGE_CONDITION).shape[1:]
+    if others:
+        raise InputError(f"this model is conditioned on an image only: it takes no {others[0]}")
+    if request.image is None:
+        raise InputError(f"this model is conditioned on an image (the low-resolution image it upscales): give image, "
+                         f"{shape_text(want)}")
+    if request.strength is not None or request.inpainting:
+        raise InputError("this model takes image as its condition (super-resolution); strength and mask_image do not "
+                         "apply")
+    if request.image.shape[1:] != tuple(want):
+        raise InputError(f"image is {shape_text(request.image.shape[1:])}; this model takes {shape_text(want)} (the "
+                         "low-resolution image it upscales; images are not resized)")
+    return {IMAGE_CONDITION: np.ascontiguousarray(np.broadcast_to(request.image, (request.count, *want)))}
 
 
 def _checked_embeddings(io: UNetIO, value: np.ndarray, count: int, what: str) -> np.ndarray:

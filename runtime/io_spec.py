@@ -29,6 +29,7 @@ LATENTS = "latents"  # a latent-diffusion decoder's input: the sampler's final s
 IMAGE = "image"  # its output, in [-1, 1] like a pixel-space sample
 CLASS_LABELS = "class_labels"
 ENCODER_HIDDEN_STATES = "encoder_hidden_states"
+IMAGE_CONDITION = "image_condition"  # an image-conditioned UNet's image in [-1, 1], concatenated to the sample's channels
 DEEP_FEATURE = "deep_feature"  # feature reuse: the full graph's cached deep feature, the shallow graph's input
 BATCH = "batch"  # name of the dynamic leading axis
 SEQUENCE = "sequence"  # name of encoder_hidden_states' dynamic token axis (when the length is a range)
@@ -157,11 +158,16 @@ class UNetIO:
     @classmethod
     def for_model(cls, in_channels: int, out_channels: int, height: int, width: int, num_classes: int | None = None,
                   cross_attention_dim: int | None = None, sequence: SequenceRange | None = None,
-                  timestep: TimestepDomain | None = None, timestep_dtype: str = "float32") -> UNetIO:
+                  timestep: TimestepDomain | None = None, timestep_dtype: str = "float32",
+                  image_channels: int | None = None) -> UNetIO:
+        """``in_channels``: the sample's; ``image_channels``: an image-conditioned UNet's image (its UNet takes
+        ``in_channels + image_channels``, the image concatenated after the sample, as LDMSuperResolutionPipeline)."""
         inputs = [
             TensorSpec(SAMPLE, "float32", (BATCH, in_channels, height, width)),
             TensorSpec(TIMESTEP, timestep_dtype, (BATCH,)),
         ]
+        if image_channels is not None:
+            inputs.append(TensorSpec(IMAGE_CONDITION, "float32", (BATCH, image_channels, height, width)))
         if num_classes is not None:
             inputs.append(TensorSpec(CLASS_LABELS, "int64", (BATCH,)))
         if cross_attention_dim is not None:
@@ -216,6 +222,8 @@ class UNetIO:
         for spec in self.conditioning_inputs:
             if spec.name == CLASS_LABELS:
                 out[spec.name] = (np.arange(rows, dtype=np.int64) * 7 + 3) % self.num_classes
+            elif spec.name == IMAGE_CONDITION:  # an image's range
+                out[spec.name] = rng.uniform(-1, 1, spec.concrete(rows)).astype(np.float32)
             else:
                 tokens = sequence or (self.sequence.opt if self.sequence is not None else None)
                 out[spec.name] = rng.standard_normal(spec.concrete(rows, tokens), dtype=np.float32)

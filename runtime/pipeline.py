@@ -18,7 +18,7 @@ from .images import to_uint8, to_unit_range  # noqa: F401 (re-exported: the API'
 from .errors import InputError, ManifestError, RequestTimeoutError
 from .reuse import ReuseGraphs, full_steps, graphs_for
 from .image_input import shape_text
-from .io_spec import IMAGE, LATENTS, TIMESTEP_KINDS
+from .io_spec import IMAGE, IMAGE_CONDITION, LATENTS, TIMESTEP_KINDS
 from .manifest import DECODER_PLAN_NAME, ArtifactEntry, Manifest, file_matches
 from .noise import NoiseSource
 from .requests import SampleRequest
@@ -258,12 +258,17 @@ class Pipeline:
                           guidance, decode=self.decode if self.decoder is not None else None, full_steps=full,
                           begin=begin, initial=initial, state=state)
 
-    image_conditioned = False  # whether the engine takes the request's image as its condition (super-resolution)
+    @property
+    def image_conditioned(self) -> bool:
+        """Whether the engine takes the request's image as its condition (super-resolution), not as a start."""
+        return IMAGE_CONDITION in self.runner.io.input_names
 
     def check_image(self, request: SampleRequest) -> np.ndarray | None:
-        """The request's image (model range), refused where this engine cannot take it or it is not the model's size."""
+        """The request's starting image (model range; None: none, or the engine's condition, which
+        :func:`runtime.conditioning.request_rows` takes), refused where this engine cannot start from it or it is
+        not the model's size."""
         image = request.image
-        if image is None:
+        if image is None or self.image_conditioned:
             return None
         if self.decoder is not None:
             raise InputError("image-to-image and inpainting on a latent model need its encoder, which this engine "

@@ -164,3 +164,98 @@ def test_image_requests_batched_equal_themselves_alone(demo_engine, digit):
             assert batcher.stats.mean_batch > 1  # they did share calls
     for a, b in zip(alone, batched):
         np.testing.assert_array_equal(a, b)
+
+
+# Image-conditioned UNets: LDMSuperResolutionPipeline ----------------------------------------------------------
+# Its fast test (diffusers tests/pipelines/latent_diffusion/test_latent_diffusion_superresolution.py): the RePaint
+# test's UNet with in_channels 6, a VQModel, DDIMScheduler(), 2 steps, a 32x32 image of uniform floats → 64x64
+SUPERRES_TEST_UNET = {**REPAINT_TEST_UNET, "in_channels": 6}
+SUPERRES_TEST_VQ = dict(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=3,
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"])
+SUPERRES_TEST_SLICE = np.array([0.8678, 0.8245, 0.6381, 0.6830, 0.4385, 0.5599, 0.4641, 0.6201, 0.5150])
+SUPERRES_TEST_TOL = 1e-2  # the fast test's own
+# ONNX Runtime vs PyTorch kernels through two DDIM steps and the VQ decoder: measured 3.3e-6
+SUPERRES_VS_DIFFUSERS_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def superres_model(tmp_path_factory) -> tuple[Path, Path]:
+    """An LDMSuperResolutionPipeline folder of the fast test's models (each after torch.manual_seed(0)): (folder,
+    its exported unet.onnx, with decoder.onnx beside it)."""
+    from diffusers import DDIMScheduler, LDMSuperResolutionPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**SUPERRES_TEST_UNET)
+    torch.manual_seed(0)
+    vqvae = VQModel(**SUPERRES_TEST_VQ)
+    folder = tmp_path_factory.mktemp("superres_model")
+    LDMSuperResolutionPipeline(unet=unet, vqvae=vqvae, scheduler=DDIMScheduler()).save_pretrained(folder)
+    return folder, export_engine(folder, tmp_path_factory.mktemp("superres_engine"))
+
+
+def superres_test_image() -> np.ndarray:
+    """The fast test's ``floats_tensor((1, 3, 32, 32), rng=random.Random(0))``: uniform floats in [0, 1)."""
+    import random
+
+    rng = random.Random(0)
+    return np.array([rng.random() for _ in range(3 * 32 * 32)], dtype=np.float32).reshape(1, 3, 32, 32)
+
+
+def test_superresolution_reproduces_diffusers_fast_test(superres_model):
+    from diffusers import LDMSuperResolutionPipeline
+
+    folder, engine = superres_model
+    image = superres_test_image()
+    with Pipeline.load(engine, cache_dir=None) as pipe:
+        assert pipe.image_shape == (64, 64, 3) and pipe.image_conditioned
+        ours = pipe.run(image=image, steps=2, seed=0, noise="torch").unit_images().transpose(0, 2, 3, 1)
+        result = pipe.generate(image=image, steps=2, seed=0, noise="torch")
+        with pytest.raises(InputError, match=r"image is 16x16 with 3 channels; this model takes 32x32 with 3 channels"):
+            pipe.run(image=image[:, :, :16, :16], steps=2)
+        with pytest.raises(InputError, match="conditioned on an image .*: give image, 32x32 with 3 channels"):
+            pipe.run(steps=2)
+        with pytest.raises(InputError, match="strength and mask_image do not apply"):
+            pipe.run(image=image, strength=0.5, steps=2)
+    theirs_pipe = LDMSuperResolutionPipeline.from_pretrained(folder)
+    theirs_pipe.set_progress_bar_config(disable=True)
+    theirs = theirs_pipe(image=torch.from_numpy(image), generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+                         output_type="np").images
+    slice_error = np.abs(ours[0, -3:, -3:, -1].flatten() - SUPERRES_TEST_SLICE).max()
+    print(f"\nLDMSuperResolution fast test: slice error {slice_error:.2e}, max |ours - diffusers| "
+          f"{np.abs(ours - theirs).max():.2e}")
+    assert ours.shape == (1, 64, 64, 3) and slice_error < SUPERRES_TEST_TOL
+    np.testing.assert_allclose(ours, theirs, atol=SUPERRES_VS_DIFFUSERS_ATOL, rtol=0)
+    diff = assert_images_close(result.images, (theirs * 255).round().astype(np.uint8))
+    print(f"uint8: max diff {diff.max()}, {(diff > 0).sum()} of {diff.size} values differ")
+    assert "image_sha256" in result.png_metadata(0) and "strength" not in result.png_metadata(0)
+
+
+def test_superresolution_export_declares_the_image_and_needs_the_pipeline_folder(superres_model, tmp_path):
+    import json
+
+    from export.onnx import main
+    from runtime.errors import DeployError
+
+    folder, engine = superres_model
+    manifest = json.loads((engine.parent / "manifest.json").read_text())
+    assert manifest["image_condition"] == {**manifest["image_condition"], "input": "image_condition", "channels": 3,
+                                           "height": 32, "width": 32, "range": [-1, 1],
+                                           "pipeline": "LDMSuperResolutionPipeline"}
+    assert manifest["decoder"]["scaling_factor"] == 1.0  # the pipeline decodes the latents as they are
+    with pytest.raises(DeployError, match="out_channels=3 .*exported from its pipeline folder"):
+        main(["--model", str(folder / "unet"), "--out", str(tmp_path / "out")])
+
+
+def test_superresolution_requests_batched_equal_themselves_alone(superres_model):
+    _, engine = superres_model
+    low = [superres_test_image(), 1 - superres_test_image()]
+    requests = [dict(image=low[0], steps=3, seed=1), dict(image=np.concatenate(low), count=2, steps=2, seed=2,
+                                                          scheduler="dpmpp-2m")]
+    with Pipeline.load(engine, cache_dir=None) as pipe:
+        alone = [pipe.sample(**r) for r in requests]
+        with StepBatcher(pipe, max_batch=4) as batcher:
+            batched = [f.result(timeout=300) for f in [batcher.submit(**r) for r in requests]]
+            assert batcher.stats.mean_batch > 1
+    for a, b in zip(alone, batched):
+        np.testing.assert_array_equal(a, b)
