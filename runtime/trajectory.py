@@ -4,7 +4,10 @@ A :class:`Trajectory` is one request's state: its images' sample, its sampler an
 it is at, the sampler's carried state, its own noise source, its conditioning rows and guidance, its
 cache schedule and deep feature, a progress callback and a cancelled flag; it takes its own sampler
 step. Everything between its state and the prediction that step takes (input scaling, timesteps,
-guidance, the graph, variance trimming) is the model side, :class:`runtime.denoiser.Denoiser`.
+guidance, the graph, variance trimming) is the model side, :class:`runtime.denoiser.Denoiser`. Image inputs
+change only where it starts: image-to-image begins mid-table from the image noised to that step
+(``begin``, ``initial``), inpainting carries the known image and mask in the sampler's state, and RePaint's
+jumps back are steps that call no model (``needs_model``), taken by :func:`advance` before it groups the rest.
 
 :func:`advance` lets the denoiser gather the rows of many trajectories into one engine call per graph
 and shape group (:meth:`Denoiser.groups`) with a timestep per row, and lets each trajectory take its

@@ -150,6 +150,32 @@ def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(server, t
     assert server["proc"].poll() is None
 
 
+def test_image_requests_as_uint8_inputs_equal_the_python_api(server, demo_cache_engine, tmp_path):
+    """input_image (UINT8 [N, H, W, C]; the output keeps the name image) and mask_image (UINT8 [N, H, W]):
+    image-to-image and inpainting through Triton, equal to the Python API; a wrong size is an error line."""
+    from runtime import Pipeline
+    from runtime.image_input import image_array, mask_array
+    from tests.serve.scenario import RING, TOP_HALF
+
+    ring = np.round((image_array(RING)[0, 0] + 1) / 2 * 255).astype(np.uint8)
+    top = (mask_array(TOP_HALF)[0, 0] * 255).astype(np.uint8)
+    requests = [
+        {"input_image": ring[None, :, :, None].tolist(), "strength": 0.6, "steps": 10, "scheduler": "ddim", "seed": 3},
+        {"input_image": ring[None, :, :, None].tolist(), "mask_image": top[None].tolist(), "count": 2, "steps": 6,
+         "jump_length": 2, "jump_n_sample": 2, "seed": 4},
+    ]
+    result = client(server, requests, tmp_path / "served")
+    with Pipeline.load(demo_cache_engine, device="cpu") as pipe:
+        np.testing.assert_array_equal(np.load(result["responses"]["0"]["file"]),
+                                      pipe.sample(image=ring, strength=0.6, steps=10, scheduler="ddim", seed=3))
+        np.testing.assert_array_equal(np.load(result["responses"]["1"]["file"]),
+                                      pipe.sample(image=ring, mask_image=top, count=2, steps=6, jump_length=2,
+                                                  jump_n_sample=2, seed=4))
+    bad = client(server, [{"input_image": np.zeros((1, 8, 8, 1), np.uint8).tolist(), "strength": 0.5, "steps": 2}],
+                 tmp_path / "bad", sequential=True)["responses"]
+    assert "image is 8x8 with 1 channel; this model takes 16x16" in bad["0"]["error"], bad
+
+
 def test_conditioned_requests_equal_the_python_api(server, xattn_engine, tmp_path):
     """class_labels (INT64 [-1]), embeddings (FP32 [-1, -1, -1]), guidance_scale and guidance_rescale as Triton inputs."""
     from runtime import Pipeline

@@ -23,7 +23,8 @@ from runtime.requests import SampleRequest
 
 # config.pbtxt's data type → the client's name for it and its numpy type
 CLIENT_TYPES = {"TYPE_UINT64": ("UINT64", np.uint64), "TYPE_INT32": ("INT32", np.int32), "TYPE_STRING": ("BYTES", object),
-                "TYPE_FP32": ("FP32", np.float32), "TYPE_BOOL": ("BOOL", np.bool_), "TYPE_INT64": ("INT64", np.int64)}
+                "TYPE_FP32": ("FP32", np.float32), "TYPE_BOOL": ("BOOL", np.bool_), "TYPE_INT64": ("INT64", np.int64),
+                "TYPE_UINT8": ("UINT8", np.uint8)}
 TYPES = {name: (*CLIENT_TYPES[kind], dims) for name, kind, dims in SampleRequest.triton_inputs()}
 
 

@@ -42,6 +42,7 @@ def to_unit_hwc(x: np.ndarray) -> np.ndarray:
     return np.clip(x / np.float32(2) + np.float32(0.5), 0, 1).transpose(0, 2, 3, 1)
 
 
+@pytest.mark.slow  # its own model's export: make test-full (RePaint on the demo model below runs in make test)
 def test_repaint_reproduces_diffusers_fast_test(repaint_model):
     from diffusers import RePaintPipeline, RePaintScheduler, UNet2DModel
 
@@ -59,6 +60,27 @@ def test_repaint_reproduces_diffusers_fast_test(repaint_model):
     print(f"\nRePaint fast test: slice error {slice_error:.2e}, max |ours - diffusers| {np.abs(ours - theirs).max():.2e}")
     assert slice_error < REPAINT_TEST_TOL
     np.testing.assert_allclose(ours, theirs, atol=REPAINT_VS_DIFFUSERS_ATOL, rtol=0)
+
+
+def test_repaint_equals_repaint_pipeline_on_the_trained_model(demo_engine, digit):
+    """RePaintPipeline with the demo model's UNet and its scheduler config converted (RePaintScheduler.from_config),
+    uint8 against uint8: the top half of a digit given, the bottom inpainted."""
+    from diffusers import DDPMScheduler, RePaintPipeline, RePaintScheduler, UNet2DModel
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:8] = 255
+    scheduler = RePaintScheduler.from_config(DDPMScheduler.from_pretrained(DEMO_MODEL / "scheduler").config)
+    theirs_pipe = RePaintPipeline(unet=UNet2DModel.from_pretrained(DEMO_MODEL / "unet"), scheduler=scheduler)
+    theirs_pipe.set_progress_bar_config(disable=True)
+    image = torch.from_numpy(2 * (digit.astype(np.float32) / 255).transpose(2, 0, 1)[None] - 1)
+    theirs = theirs_pipe(image=image, mask_image=torch.from_numpy((mask >= 128).astype(np.float32)[None, None]),
+                         num_inference_steps=20, jump_length=5, jump_n_sample=2, eta=0.0,
+                         generator=torch.manual_seed(7), output_type="np").images
+    with Pipeline.load(demo_engine, cache_dir=None) as pipe:
+        ours = pipe.sample(image=digit, mask_image=mask, steps=20, jump_length=5, jump_n_sample=2, seed=7, noise="torch")
+    diff = assert_images_close(ours, (theirs * 255).round().astype(np.uint8))
+    print(f"\nRePaint 20 steps (jumps 5 x 2) on digits16: max diff {diff.max()}, {(diff > 0).sum()} values differ")
+    np.testing.assert_array_equal(ours[0, :8], digit[:8])  # the given half comes back as given
 
 
 # Image-to-image ----------------------------------------------------------------------------------------------
@@ -202,6 +224,7 @@ def superres_test_image() -> np.ndarray:
     return np.array([rng.random() for _ in range(3 * 32 * 32)], dtype=np.float32).reshape(1, 3, 32, 32)
 
 
+@pytest.mark.slow  # the pipeline folder's export (UNet + VQ decoder): make test-full
 def test_superresolution_reproduces_diffusers_fast_test(superres_model):
     from diffusers import LDMSuperResolutionPipeline
 
@@ -231,6 +254,7 @@ def test_superresolution_reproduces_diffusers_fast_test(superres_model):
     assert "image_sha256" in result.png_metadata(0) and "strength" not in result.png_metadata(0)
 
 
+@pytest.mark.slow  # the pipeline folder's export (UNet + VQ decoder): make test-full
 def test_superresolution_export_declares_the_image_and_needs_the_pipeline_folder(superres_model, tmp_path):
     import json
 
@@ -247,6 +271,7 @@ def test_superresolution_export_declares_the_image_and_needs_the_pipeline_folder
         main(["--model", str(folder / "unet"), "--out", str(tmp_path / "out")])
 
 
+@pytest.mark.slow  # the pipeline folder's export (UNet + VQ decoder): make test-full
 def test_superresolution_requests_batched_equal_themselves_alone(superres_model):
     _, engine = superres_model
     low = [superres_test_image(), 1 - superres_test_image()]
