@@ -117,6 +117,7 @@ def cond_engines(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # 50 s with its export on a 2-core Zen 3: make test-full
 def test_conditional_fp16_keeps_class_accuracy_and_distribution(cond_engines):
     """The FP16 engine's class accuracy stays within 1 percentage point of FP32's, its Fréchet distance within the
     margin of the FP16 test above (guided, scale 2, DPM-Solver++ 10 steps, 400 images: 40 of each digit)."""

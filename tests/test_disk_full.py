@@ -50,6 +50,7 @@ def assert_one_line_disk_full(code, lines, prog):
     assert lines[-1] == errors[0], lines
 
 
+@pytest.mark.slow  # 20 s on a 2-core Zen 3: make test-full (the other disk-full cases stay)
 def test_export_onnx(tiny_model, tmp_path):
     code, lines, left = on_small_disk(tmp_path, 256, "true", ["-m", "export.onnx", "--model", str(tiny_model),
                                                                "--out", str(tmp_path / "disk" / "engines")])

@@ -31,6 +31,7 @@ def gate_of(engines, name: str) -> dict:
     return json.loads((engines / "manifest.json").read_text())["artifacts"][name]
 
 
+@pytest.mark.slow  # 35 s on a 2-core Zen 3: make test-full
 def test_fp16_step_of_a_mid_size_model_fits_512_mib(tmp_path):
     engines = export_engine(save_model(tmp_path / "mid", MID_CONFIG), tmp_path / "engines").parent
     run = memlimit.run_limited(step("export.fp16", "--engines", str(engines)), MID_FP16_LIMIT, cwd=ROOT)

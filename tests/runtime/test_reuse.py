@@ -146,6 +146,7 @@ def test_openvino_runs_both_graphs(class_cache_engine, tmp_path):
     assert np.abs(got - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())  # FP32 kernels of two libraries
 
 
+@pytest.mark.slow  # 24 s on a 2-core Zen 3: make test-full
 def test_cross_attention_model_with_guidance(xattn_model, xattn_engine, tmp_path):
     """A UNet2DConditionModel's graphs (export.deepcache splits it with its condition): guided requests with and
     without a schedule, batched, equal themselves alone; reuse changes the image."""
