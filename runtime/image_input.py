@@ -140,20 +140,14 @@ def image_array(value: Any, what: str = "image") -> np.ndarray | None:
             arr = arr[:, :, None]
         if arr.ndim == 3:
             arr = arr[None]
-        if arr.ndim != 4 or 0 in arr.shape:
-            raise InputError(f"{what} pixels must be [height, width, channels] or [count, height, width, channels], "
-                             f"got shape {list(arr.shape)}")
-        _check_pixels(arr.shape[1] * arr.shape[2], what)
+        _check_layout(arr, 4, 1, what, "pixels must be [height, width, channels] or [count, height, width, channels]")
         out = F32(2.0) * (arr.astype(F32) / F32(255.0)) - F32(1.0)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
     if arr.dtype.kind != "f":
         raise InputError(f"{what} must be uint8 pixels or a float array in the model's range, got {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[None]
-    if arr.ndim != 4 or 0 in arr.shape:
-        raise InputError(f"{what} as floats must be [channels, height, width] or [count, channels, height, width], "
-                         f"got shape {list(arr.shape)}")
-    _check_pixels(arr.shape[2] * arr.shape[3], what)
+    _check_layout(arr, 4, 2, what, "as floats must be [channels, height, width] or [count, channels, height, width]")
     return np.ascontiguousarray(_float_array(arr, what))
 
 
@@ -170,24 +164,24 @@ def mask_array(value: Any, what: str = "mask_image") -> np.ndarray | None:
     if arr.dtype == np.uint8:
         if arr.ndim == 2:
             arr = arr[None]
-        if arr.ndim != 3 or 0 in arr.shape:
-            raise InputError(f"{what} pixels must be grayscale [height, width] or [count, height, width], "
-                             f"got shape {list(arr.shape)}")
-        _check_pixels(arr.shape[1] * arr.shape[2], what)
+        _check_layout(arr, 3, 1, what, "pixels must be grayscale [height, width] or [count, height, width]")
         unit = arr.astype(F32) / F32(255.0)
         return np.ascontiguousarray((unit >= F32(0.5)).astype(F32)[:, None])
     if arr.dtype.kind != "f":
         raise InputError(f"{what} must be grayscale uint8 pixels or a float array, got {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[None, None]
-    if arr.ndim != 4 or 0 in arr.shape:
-        raise InputError(f"{what} as floats must be [height, width], [count, 1, height, width] or "
-                         f"[count, channels, height, width], got shape {list(arr.shape)}")
-    _check_pixels(arr.shape[2] * arr.shape[3], what)
+    _check_layout(arr, 4, 2, what, "as floats must be [height, width], [count, 1, height, width] or "
+                  "[count, channels, height, width]")
     return np.ascontiguousarray((_float_array(arr, what) >= F32(0.5)).astype(F32))
 
 
-def _check_pixels(pixels: int, what: str) -> None:
+def _check_layout(arr: np.ndarray, rank: int, height_axis: int, what: str, layouts: str) -> None:
+    """Refuses ``arr`` unless it has ``rank`` axes, none empty, and at most :data:`MAX_IMAGE_PIXELS` per image (height
+    and width at ``height_axis`` and the axis after); ``layouts``: the message's "must be ..." part."""
+    if arr.ndim != rank or 0 in arr.shape:
+        raise InputError(f"{what} {layouts}, got shape {list(arr.shape)}")
+    pixels = arr.shape[height_axis] * arr.shape[height_axis + 1]
     if pixels > MAX_IMAGE_PIXELS:
         raise InputError(f"{what} has {pixels} pixels per image, more than {MAX_IMAGE_PIXELS} (no model takes it)")
 

@@ -194,7 +194,7 @@ class Pipeline:
         if sampler.inpaint_state is not None and not request.inpainting:
             raise InputError(f"the {sampler.name} sampler (this engine's default) inpaints: give image and mask_image, "
                              "or name another scheduler")
-        if request.image is None or request.inpainting or self.image_conditioned:
+        if not self.img2img(request):
             return sampler, table, 0
         if sampler.add_noise is None:
             takes = [s.name for s in SAMPLERS.values() if s.add_noise is not None]
@@ -229,7 +229,7 @@ class Pipeline:
         sampler, table, _ = self.request_table(request)
         full = full_steps(table.num_steps, request.cache_interval, request.cache_full_steps)
         given = request.timesteps is not None or request.tuned_timesteps
-        img2img = request.image is not None and not request.inpainting and not self.image_conditioned
+        img2img = self.img2img(request)
         return SamplerSettings(sampler.name, table.inference_steps, request.eta, table.config.to_dict(),
                                None if full is None else tuple(sorted(full)),
                                tuple(int(t) for t in table.timesteps) if given else None,
@@ -262,6 +262,11 @@ class Pipeline:
     def image_conditioned(self) -> bool:
         """Whether the engine takes the request's image as its condition (super-resolution), not as a start."""
         return IMAGE_CONDITION in self.runner.io.input_names
+
+    def img2img(self, request: SampleRequest) -> bool:
+        """Whether ``request`` is image-to-image here: an image, no mask, and an engine that does not take the image
+        as its condition."""
+        return request.image is not None and not request.inpainting and not self.image_conditioned
 
     def check_image(self, request: SampleRequest) -> np.ndarray | None:
         """The request's starting image (model range; None: none, or the engine's condition, which

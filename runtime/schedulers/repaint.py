@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError, brief
 from .config import Sampler, SchedulerConfig, StepTable, register
 from .ddim import check_eta
-from .tables import alphas_cumprod, as_f32, betas
+from .tables import as_f32, betas, check_steps, cumprod_f32
 
 F32 = np.float32
 DEFAULT_JUMP_LENGTH = 10  # RePaintPipeline's defaults
@@ -96,17 +96,14 @@ def schedule(num_train_timesteps: int, steps: int, jump_length: int, jump_n_samp
 def repaint_table(config: SchedulerConfig, steps: int, eta: float = 0.0, jump_length: int = DEFAULT_JUMP_LENGTH,
                   jump_n_sample: int = DEFAULT_JUMP_N_SAMPLE) -> RePaintTable:
     n_train = config.num_train_timesteps
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= n_train:
-        raise InputError(f"steps must be a whole number from 1 to {n_train} (the scheduler's num_train_timesteps), "
-                         f"got {brief(steps)}")
-    eta, steps = check_eta(eta), int(steps)
+    eta, steps = check_eta(eta), check_steps(steps, n_train)
     jump_length, jump_n_sample = check_jump(jump_length, "jump_length"), check_jump(jump_n_sample, "jump_n_sample")
     ts = schedule(n_train, steps, jump_length, jump_n_sample)
     k, stride = len(ts), n_train // steps
     model_step = np.concatenate([[True], ts[1:] < ts[:-1]])
-    b = betas(config)
-    ac = alphas_cumprod(config)
     one = F32(1.0)
+    b = betas(config)
+    ac = cumprod_f32(one - b)  # alphas_cumprod, from the betas the jumps back take too
     a = ac[ts]
     prev = ts - stride
     a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], one).astype(F32)
