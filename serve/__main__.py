@@ -1,6 +1,7 @@
 """``python -m serve``: start the image service (Ray Serve) and block until SIGINT/SIGTERM, then drain it
 (new requests get 503, those in flight up to ``shutdown_grace_s`` to finish) and stop.
 
+    python -m serve config [--config serve.json] [--engine ...] --out deploy/   (serve/deploy.py)
     python -m serve [--config serve.json] [--engine engines/unet.onnx] [--host 127.0.0.1] [--port 8000]
                     [--address auto] [--node-ip 127.0.0.1] [--pid-file build/serve.pid]
 
@@ -21,9 +22,8 @@ import time
 from pathlib import Path
 
 from runtime.cli import ArgumentParser, run, setup_logging
-from runtime.errors import BackendUnavailableError, DeployError
+from runtime.errors import BackendUnavailableError
 
-from . import limits
 from .config import ServiceConfig
 
 PROG = "serve"
@@ -39,19 +39,12 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         from ray import serve
     except ImportError:
         raise BackendUnavailableError("Ray Serve is not installed: pip install 'ddpm-deploy[cpu,serve]' (or make serve-deps)") from None
-    from runtime.manifest import artifact_entry
-    from runtime.selection import resolve_engine
-
     from .app import build_app
-    from .config import load_api_keys
+    from .application import prepare, proxy_env
 
-    if not Path(config.engine).exists():
-        raise DeployError(f"engine {config.engine} does not exist; build one (`make engine` or `make demo`) or pass --engine")
-    key_digests = load_api_keys(config)
-    body_limit = config.body_limit(artifact_entry(resolve_engine(config.engine, config.precision))[0].io)
+    prepared = prepare(config)
     # The body limit runs in Ray's HTTP proxies (serve/limits.py); they take it from the environment Ray starts with.
-    os.environ[limits.LIMIT_ENV] = str(body_limit)
-    os.environ.setdefault(limits.CALLBACK_ENV, limits.CALLBACK)
+    os.environ.update(proxy_env(prepared))
     if not ray.is_initialized():  # else: the caller connected (a test's cluster, a notebook)
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
         if address is None:
@@ -61,9 +54,9 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
         else:
             ray.init(address=address, _node_ip_address=node_ip, **kwargs)
     serve.start(http_options={"host": config.host, "port": config.port}, logging_config={"log_level": "WARNING"})
-    serve.run(build_app(config, key_digests, body_limit, name), name=name, route_prefix=route_prefix)
-    log.info("%s: %s, request bodies up to %d bytes", name, f"{len(key_digests)} API key(s)" if key_digests else "no API keys (open)",
-             body_limit)
+    serve.run(build_app(prepared, name), name=name, route_prefix=route_prefix)
+    log.info("%s: %s, request bodies up to %d bytes", name,
+             f"{len(prepared.key_digests)} API key(s)" if prepared.key_digests else "no API keys (open)", prepared.body_limit)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     return f"http://{host}:{config.port}{route_prefix.rstrip('/')}"
 
@@ -83,7 +76,43 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def config_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=f"{PROG} config", description="write the Serve config file, the node environment and a "
+                       "KubeRay RayService (with a NetworkPolicy) from a service config (serve/deploy.py)")
+    p.add_argument("--config", default=None, help="a JSON service config (serve/config.py)")
+    p.add_argument("--engine", default=None, help="the engine file, or an engines folder (overrides the config's)")
+    p.add_argument("--host", default=None, help="HTTP address in serve_config.yaml (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port in serve_config.yaml (default 8000)")
+    p.add_argument("--out", required=True, help="folder for serve_config.yaml, serve.env, kubernetes/rayservice.yaml")
+    p.add_argument("--name", default="ddpm", help="the application's and the RayService's name (default ddpm)")
+    p.add_argument("--image", default="ddpm-deploy:0.1.0", help="the container image (the wheel with [cpu,serve])")
+    p.add_argument("--engines-claim", default="ddpm-engines", help="the PersistentVolumeClaim holding the engines folder")
+    p.add_argument("--api-keys-secret", default="ddpm-api-keys", help="the Secret whose key `keys` holds the API keys "
+                   "(comma-separated); 'none': an open service")
+    p.add_argument("--operator-namespace", default="ray-system", help="the KubeRay operator's namespace (it reaches the "
+                   "head's dashboard port)")
+    return p
+
+
+def write_config(argv: list[str]) -> int:
+    from . import deploy
+    from .application import prepare
+
+    args = config_parser().parse_args(argv)
+    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)
+    prepared = prepare(config)
+    secret = None if args.api_keys_secret == "none" else args.api_keys_secret
+    for path in deploy.write(prepared, args.out, name=args.name, image=args.image, engines_claim=args.engines_claim,
+                             keys_secret=secret, operator_namespace=args.operator_namespace):
+        print(path)
+    print(f"run: env $(cat {Path(args.out) / 'serve.env'}) serve run {Path(args.out) / 'serve_config.yaml'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["config"]:
+        return write_config(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)

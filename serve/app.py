@@ -321,9 +321,13 @@ class Api:
                                  media_type="text/plain; version=0.0.4")
 
 
-def build_app(config: ServiceConfig, key_digests: list[bytes], body_limit: int, name: str = "ddpm"):
-    """The application graph for ``serve.run``: engine replicas (as configured) behind one ingress.
-    ``key_digests``: serve.config.load_api_keys (empty: an open service); ``body_limit``: ServiceConfig.body_limit."""
+def build_app(prepared, name: str = "ddpm"):
+    """The application graph for ``serve.run`` or a Serve config file (serve.application): engine replicas (as
+    configured) behind one ingress. ``prepared``: serve.application.prepare (the config, the API keys' digests,
+    the body limit)."""
+    config = prepared.config
+    # Replicas stopped by a rolling update or a scale-down finish what they hold first: up to a request's deadline.
+    graceful = {"graceful_shutdown_wait_loop_s": 1.0, "graceful_shutdown_timeout_s": config.timeout_s + 10}
     options: dict[str, Any] = {
         "name": f"{name}-engine",
         "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
@@ -331,6 +335,7 @@ def build_app(config: ServiceConfig, key_digests: list[bytes], body_limit: int, 
         # answers 503 at once, rather than Serve holding them in a queue of its own.
         "max_ongoing_requests": 10_000,
         "health_check_period_s": 5,
+        **graceful,
     }
     if config.autoscaling:
         options["autoscaling_config"] = dict(config.autoscaling)
@@ -338,5 +343,5 @@ def build_app(config: ServiceConfig, key_digests: list[bytes], body_limit: int, 
         options["num_replicas"] = config.num_replicas
     engine = serve.deployment(Engine).options(**options).bind(config.to_dict())
     ingress = serve.deployment(Api).options(name=f"{name}-api", ray_actor_options={"num_cpus": 0},
-                                                                 max_ongoing_requests=10_000)
-    return ingress.bind(engine, config.to_dict(), list(key_digests), body_limit)
+                                            max_ongoing_requests=10_000, **graceful)
+    return ingress.bind(engine, config.to_dict(), list(prepared.key_digests), prepared.body_limit)

@@ -52,9 +52,12 @@ class ServiceConfig:
               "max_in_flight_per_key": int, "shutdown_grace_s": NUMBER}
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> ServiceConfig:
+    def load(cls, path: str | Path | None = None, text: str | None = None, **overrides: Any) -> ServiceConfig:
+        """From a JSON file (or its ``text``), then ``overrides`` (those not None); checked."""
         data: dict[str, Any] = {}
-        if path is not None:
+        if text is not None:
+            data = parse_object(text, "service config", cls.SCHEMA)
+        elif path is not None:
             try:
                 text = Path(path).read_text()
             except OSError as exc:
