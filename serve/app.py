@@ -4,7 +4,8 @@ requests from many HTTP calls share every UNet call) behind a FastAPI ingress.
     POST /v1/images   a runtime.requests.SampleRequest as JSON (its schema: docs/request.schema.json, and
                       /openapi.json) and "format"
                       → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
-                        PNG with the metadata `runtime.sample` writes; header X-Replica names the replica
+                        PNG with the metadata `runtime.sample` writes; header X-Replica names the replica,
+                        X-Engine-Sha256 the engine that answered (on every answer an engine replica gave)
     GET  /healthz     → "ok" once an engine replica answers (never needs a key)
     GET  /v1/models   → the engine: file, sha256, kind, precision, batch profile, image shape, samplers
     GET  /metrics     → Prometheus text from this node's Ray metrics port (ddpm_* series)
@@ -64,6 +65,7 @@ class Engine:
         self.host = Host(self.config.engine, self.config.host_options(), on_call=self._on_call)
         self.pipeline, self.batcher = self.host.pipeline, self.host.batcher
         self.engine_name = self.pipeline.runner.path.name  # an engines folder's: the engine chosen
+        self.engine_sha256 = str(self.pipeline.engine_sha256)
         context = serve.get_replica_context()
         node = ray.get_runtime_context().get_node_id()[:12]
         self.replica = f"{context.replica_id.unique_id}@{context.deployment}@node-{node}"
@@ -97,10 +99,11 @@ class Engine:
         except DeployError as exc:
             status = exc.http_status
             self.m_requests.inc(tags={"status": str(status)})
-            return {"status": status, "message": first_line(exc), "replica": self.replica}
+            return {"status": status, "message": first_line(exc), "replica": self.replica, "engine_sha256": self.engine_sha256}
         self.m_requests.inc(tags={"status": "200"})
         metadata = [result.png_metadata(i) for i in range(len(result.images))]
-        return {"status": 200, "images": result.images, "metadata": metadata, "replica": self.replica}
+        return {"status": 200, "images": result.images, "metadata": metadata, "replica": self.replica,
+                "engine_sha256": self.engine_sha256}
 
     def info(self) -> dict[str, Any]:
         runner = self.pipeline.runner
@@ -281,7 +284,7 @@ class Api:
                 if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
                     return self._answer(started, error(503, f"the engine replica failed ({type(exc).__name__}); retry",
                                                        **{"Retry-After": str(RETRY_AFTER_S)}))
-        headers = {"X-Replica": result["replica"], "X-Attempts": str(attempt + 1)}
+        headers = {"X-Replica": result["replica"], "X-Attempts": str(attempt + 1), "X-Engine-Sha256": result["engine_sha256"]}
         if result["status"] != 200:
             if result["status"] == 503:
                 headers["Retry-After"] = str(RETRY_AFTER_S)

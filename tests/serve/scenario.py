@@ -34,8 +34,9 @@ async def post_all(url: str, bodies: list, timeout: float = 300, headers: dict |
                 r = await client.post(f"{url}/v1/images", content=content, headers=headers)
             except httpx.TransportError as exc:  # e.g. a body past the limit: refused, the connection closed under us
                 return {"status": None, "error": type(exc).__name__, "type": "", "replica": None, "attempts": 0,
-                        "retry_after": None, "content": b""}
+                        "retry_after": None, "content": b"", "engine": None}
             return {"status": r.status_code, "type": r.headers.get("content-type", ""), "replica": r.headers.get("x-replica"),
+                    "engine": r.headers.get("x-engine-sha256"),
                     "attempts": int(r.headers.get("x-attempts", "0")),
                     "retry_after": r.headers.get("retry-after"), "content": r.content}
         return await asyncio.gather(*(one(b) for b in bodies))
@@ -414,6 +415,60 @@ def hostile(engine: str, out: Path) -> dict:
     return report
 
 
+def serve_run(engine: str, out: Path) -> dict:
+    """Ray's own `serve run` of the files `python -m serve config` writes (serve_config.yaml, serve.env), no
+    python -m serve: the MIXED requests (to compare with the CLI), the ADVERSARIAL bodies and the API keys."""
+    import signal
+    import subprocess
+
+    from serve import deploy
+    from serve.application import prepare
+
+    os.environ["DDPM_DEPLOY_API_KEYS"] = ",".join(KEYS)  # the node environment the builder reads them from
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=len(MIXED), max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port(), max_in_flight_per_key=len(MIXED))
+    files = {p.name: p for p in deploy.write(prepare(config), out / "deploy")}
+    node_env = dict(line.split("=", 1) for line in files["serve.env"].read_text().splitlines())
+    env = {**os.environ, **node_env, "PYTHONPATH": str(Path.cwd())}
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    proc = subprocess.Popen([serve_cli, "run", str(files["serve_config.yaml"])], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{config.port}"
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    started = time.perf_counter()
+    report: dict = {"node_env": node_env}
+    try:
+        with httpx.Client(timeout=30) as client:
+            while True:
+                try:
+                    if client.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.perf_counter() - started < 240, \
+                    (proc.poll(), proc.communicate(timeout=30)[0][-3000:] if proc.poll() is not None else "not ready")
+                time.sleep(0.5)
+            report["startup_s"] = round(time.perf_counter() - started, 1)
+            report["models"] = client.get(f"{url}/v1/models", headers=auth).json()
+            report["no_key"] = client.post(f"{url}/v1/images", content='{"steps": 2}').status_code
+        responses = asyncio.run(post_all(url, MIXED, headers=auth))
+        report["mixed"] = [{"status": r["status"], "type": r["type"], "engine": r["engine"],
+                            "files": save_images(r, out, f"mixed{i}") if r["status"] == 200 else [],
+                            "body": r["content"][:300].decode("utf-8", "replace") if r["status"] != 200 else ""}
+                           for i, r in enumerate(responses)]
+        bodies = [asyncio.run(post_all(url, [body], headers=auth))[0] for _, body in ADVERSARIAL]
+        report["adversarial"] = {name: {"status": r["status"], "body": r["content"][:300].decode("utf-8", "replace"),
+                                        "error": r.get("error")} for (name, _), r in zip(ADVERSARIAL, bodies)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            report["exit_code"] = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            report["exit_code"] = None
+    return report
+
+
 def fuzz(engine: str, out: Path) -> dict:
     """Schemathesis against the published schema, time-bounded: no server error, every refusal one line
     (tests/serve/schemathesis_hooks.py)."""
@@ -690,7 +745,7 @@ def latent(engine: str, out: Path) -> dict:
     return report
 
 
-SCENARIOS = {"soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+SCENARIOS = {"serve_run": serve_run, "soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

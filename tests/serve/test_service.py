@@ -36,11 +36,16 @@ def basic(demo_cache_engine, tmp_path_factory):
 
 def test_images_equal_runtime_sample_offline(basic, demo_cache_engine, tmp_path):
     report, _ = basic
-    for i, (request, served) in enumerate(zip(MIXED, report["mixed"])):
+    assert_mixed_equal_offline(report["mixed"], demo_cache_engine, tmp_path)
+
+
+def assert_mixed_equal_offline(mixed, engine, tmp_path):
+    """Each served MIXED request: 200, its images and PNG metadata equal to runtime.sample's offline."""
+    for i, (request, served) in enumerate(zip(MIXED, mixed, strict=True)):
         assert served["status"] == 200, (request, served)
         assert served["type"].startswith("image/png" if request.get("count", 1) == 1 and request.get("format") != "json"
                                          else "application/json")
-        expected = sample_offline(demo_cache_engine, request, tmp_path / f"cli{i}")
+        expected = sample_offline(engine, request, tmp_path / f"cli{i}")
         got = [read_png(p) for p in served["files"]]
         assert len(got) == len(expected)
         for (pixels, text), (want_pixels, want_text) in zip(got, expected):
@@ -175,16 +180,33 @@ def test_bodies_past_the_limit_are_413_and_cut_off_while_reading(hostile):
 
 
 def test_adversarial_bodies_get_4xx_with_one_line(hostile):
+    assert_adversarial_refused(hostile["adversarial"], hostile["body_limit"])
+
+
+def assert_adversarial_refused(answers, body_limit):
     from tests.serve.scenario import ADVERSARIAL
 
-    assert list(hostile["adversarial"]) == [name for name, _ in ADVERSARIAL]
-    print("\n" + "\n".join(f"  {name}: {a['status'] or a['error']} {a['body'].strip()[:150]}"
-                            for name, a in hostile["adversarial"].items()))
-    for name, answer in hostile["adversarial"].items():
-        if name == "20 MB string":  # past the 4 MiB limit: 413 before the body is read, the connection closed
-            assert answer["status"] == 413 and one_line(answer) or answer["status"] is None, answer  # under the sender
+    assert list(answers) == [name for name, _ in ADVERSARIAL]
+    print("\n" + "\n".join(f"  {name}: {a['status'] or a['error']} {a['body'].strip()[:150]}" for name, a in answers.items()))
+    for (name, body), answer in zip(ADVERSARIAL, answers.values()):
+        if len(body) > body_limit:  # past the limit: 413 before the body is read, or the connection closed under the sender
+            assert answer["status"] == 413 and one_line(answer) or answer["status"] is None, answer
         else:
             assert answer["status"] == 400 and one_line(answer), (name, answer)
+
+
+def test_serve_run_of_the_generated_config_passes_the_service_scenarios(demo_cache_engine, tmp_path):
+    """Ray's `serve run` of what `python -m serve config` writes (serve_config.yaml with serve.env in its environment):
+    images equal to the CLI's, adversarial bodies refused, API keys from the node environment, the proxies' limit."""
+    report = run_scenario("serve_run", demo_cache_engine, tmp_path / "out", tmp_path)
+    print(f"\nserve run: ready in {report['startup_s']} s, {len(report['mixed'])} mixed requests, exit {report['exit_code']}")
+    assert report["no_key"] == 401
+    model = report["models"]["models"][0]
+    assert model["api_keys"] and str(model["max_body_bytes"]) == report["node_env"]["DDPM_DEPLOY_MAX_BODY_BYTES"]
+    assert_mixed_equal_offline(report["mixed"], demo_cache_engine, tmp_path)
+    assert {m["engine"] for m in report["mixed"]} == {model["sha256"]}  # X-Engine-Sha256 on every answer
+    assert_adversarial_refused(report["adversarial"], model["max_body_bytes"])
+    assert report["exit_code"] == 0
 
 
 def test_json_nested_too_deep_is_400(hostile):
