@@ -115,12 +115,15 @@ class StepBatcher:
 
     # public ------------------------------------------------------------------------------------
     def submit(self, request: SampleRequest | None = None, /, progress: ProgressFn | None = None,
-               **fields: Any) -> SampleFuture:
+               preview_every: int = 0, **fields: Any) -> SampleFuture:
         """Queues one request (a :class:`SampleRequest`, or its fields as keywords, as :meth:`Pipeline.denoise`
         takes them; ``timeout`` is ``timeout_s``'s alias) and returns a Future of its uint8 images
-        [count, H, W, C]. Bad requests raise :class:`InputError` here, before anything is queued."""
+        [count, H, W, C]. Bad requests raise :class:`InputError` here, before anything is queued.
+        ``preview_every``: keep the predicted x0 every this many steps in the trajectory's ``preview``
+        (for ``progress`` to read)."""
         request = SampleRequest.create(request, **fields)
         trajectory = self.pipeline.trajectory(request, progress)
+        trajectory.preview_every = preview_every
         if trajectory.rows > self.max_batch:
             guided = " (guidance takes two rows per image)" if trajectory.guidance.active else ""
             raise InputError(

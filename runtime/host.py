@@ -123,9 +123,9 @@ class Host:
         """(height, width, channels) of the images a request gets."""
         return self.pipeline.image_shape
 
-    def submit(self, request: SampleRequest, progress: ProgressFn | None = None) -> SampleFuture:
+    def submit(self, request: SampleRequest, progress: ProgressFn | None = None, preview_every: int = 0) -> SampleFuture:
         """Queues ``request`` (admitted by the options first); a Future of its uint8 images [count, H, W, C]."""
-        return self.batcher.submit(self.options.admit(request), progress=progress)
+        return self.batcher.submit(self.options.admit(request), progress=progress, preview_every=preview_every)
 
     def stats(self) -> dict[str, Any]:
         """The batcher's counters, its mean rows per call, queue length and requests in flight."""

@@ -34,6 +34,7 @@ from .guidance import NO_GUIDANCE, Guidance
 from .images import to_uint8, to_unit_range
 from .noise import NoiseSource
 from .schedulers import Sampler
+from .schedulers.prediction import predicted_x0
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -82,6 +83,8 @@ class Trajectory:
         self.step_index = begin
         self.state: Any = state
         self.cancelled = False
+        self.preview_every = 0  # > 0: every this many steps (and at the last), keep the predicted x0 in ``preview``
+        self.preview: np.ndarray | None = None  # uint8 [images, H, W, C], the latest; a reader takes it (sets None)
         self._x: np.ndarray | None = None
         self._spare: tuple[np.ndarray, np.ndarray] | None = None  # working space for steps that take it
 
@@ -157,6 +160,9 @@ class Trajectory:
         on a step that calls no model)."""
         i = self.step_index
         old = self.x
+        if self.preview_every and model_output is not None and (
+                (self.steps_done + 1) % self.preview_every == 0 or i + 1 == self.table.num_steps):
+            self.preview = self._preview(i, model_output, old)
         if self._spare is None:
             self._spare = (np.empty_like(old), np.empty_like(old))
         self._x, self.state = self.sampler.step(self.table, i, model_output, old, noise, self.state, self._spare)
@@ -167,6 +173,12 @@ class Trajectory:
             self.feature = None
         if self.progress is not None:
             self.progress(self.steps_done, self.num_steps)
+
+    def _preview(self, i: int, model_output: np.ndarray, sample: np.ndarray) -> np.ndarray | None:
+        x0 = predicted_x0(self.table, i, model_output, sample)
+        if x0 is None:
+            return None
+        return to_uint8(x0 if self.decode is None else self.decode(x0), self.table.unit_data)
 
     def nonfinite_error(self) -> EngineError:
         i = self.step_index

@@ -33,7 +33,7 @@ import urllib.request
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 import ray
 from ray import serve
@@ -48,13 +48,23 @@ from runtime.images import encode_png
 from runtime.requests import SampleRequest
 from runtime.schedulers import SAMPLERS
 
-from . import limits
+from . import jobs, limits
 from .config import ServiceConfig, key_digest
+from .jobs import Job
 
 log = logging.getLogger("ddpm_deploy.serve")
 RETRY_AFTER_S = 1
+PROGRESS_INTERVAL_S = 0.25  # a job's progress events, at most this often (previews and the last step always)
 REPLICA_RETRIES = 2  # a request whose replica dies runs again on another one, at most this many times
 EXTRA_FIELDS = {"format": str}  # how to answer; the rest of the body is a runtime.requests.SampleRequest
+JOB_FIELDS = {"preview_every": int}  # a job's own field
+SSE_KEEPALIVE_S = 15
+
+
+def json_images(result: dict[str, Any]) -> dict[str, Any]:
+    """An engine's answer as the JSON body: base64 PNGs with their metadata, and the replica."""
+    return {"images": [{"png_base64": base64.b64encode(encode_png(image, meta)).decode("ascii"), "metadata": meta}
+                       for image, meta in zip(result["images"], result["metadata"])], "replica": result["replica"]}
 
 
 class Engine:
@@ -62,7 +72,9 @@ class Engine:
 
     def __init__(self, config: dict[str, Any]):
         self.config = ServiceConfig(**config)
-        self.host = Host(self.config.engine, self.config.host_options(), on_call=self._on_call)
+        # the ingress admits each request against its own deadline ceiling (timeout_s, or job_timeout_s for a job)
+        options = dataclasses.replace(self.config.host_options(), timeout_s=max(self.config.timeout_s, self.config.job_timeout_s))
+        self.host = Host(self.config.engine, options, on_call=self._on_call)
         self.pipeline, self.batcher = self.host.pipeline, self.host.batcher
         self.engine_name = self.pipeline.runner.path.name  # an engines folder's: the engine chosen
         self.engine_sha256 = str(self.pipeline.engine_sha256)
@@ -84,10 +96,15 @@ class Engine:
         self.m_step.observe(seconds)
         self.m_queue.set(self.batcher.queue_length)
 
-    async def generate(self, request: SampleRequest) -> dict[str, Any]:
-        """{"status": 200, "images": uint8 [count, H, W, C], "metadata": [...]} or {"status": 4xx/5xx, "message"}."""
+    async def generate(self, request: SampleRequest, progress=None, preview_every: int = 0,
+                       submitted: list | None = None) -> dict[str, Any]:
+        """{"status": 200, "images": uint8 [count, H, W, C], "metadata": [...]} or {"status": 4xx/5xx, "message"}
+        (with "replica" and "engine_sha256"). ``progress``, ``preview_every``: runtime.host.Host.submit's; the
+        request's trajectory is appended to ``submitted``."""
         try:
-            future = self.host.submit(request)
+            future = self.host.submit(request, progress, preview_every)
+            if submitted is not None:
+                submitted.append(future.trajectory)
             self.m_queue.set(self.batcher.queue_length)
             try:
                 await asyncio.wrap_future(future)
@@ -104,6 +121,43 @@ class Engine:
         metadata = [result.png_metadata(i) for i in range(len(result.images))]
         return {"status": 200, "images": result.images, "metadata": metadata, "replica": self.replica,
                 "engine_sha256": self.engine_sha256}
+
+    async def stream(self, request: SampleRequest, preview_every: int = 0):
+        """A job's run (serve/jobs.py): yields {"type": "progress", "steps_done", "steps_total", "preview"} as the
+        request advances (at most every PROGRESS_INTERVAL_S, and at each preview, uint8 images or None), then
+        {"type": "result", ...generate's answer}. Cancelling the stream cancels the request."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        submitted: list = []
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:  # in the batcher's thread
+            preview = None
+            if submitted and submitted[0].preview is not None:
+                preview, submitted[0].preview = submitted[0].preview, None
+            now = time.monotonic()
+            if preview is None and done < total and now - last[0] < PROGRESS_INTERVAL_S:
+                return
+            last[0] = now
+            loop.call_soon_threadsafe(events.put_nowait, {"type": "progress", "steps_done": done, "steps_total": total,
+                                                          "preview": preview})
+
+        task = asyncio.ensure_future(self.generate(request, progress, preview_every, submitted))
+        try:
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not events.empty():
+                    yield events.get_nowait()
+                yield {"type": "result", **task.result()}
+                return
+        finally:
+            if not task.done():  # the job was cancelled (or its ingress went away): free its rows
+                task.cancel()
 
     def info(self) -> dict[str, Any]:
         runner = self.pipeline.runner
@@ -172,6 +226,15 @@ async def read_body(http: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def errors_openapi(*codes: int) -> dict[str, Any]:
+    texts = {400: "a bad request: one line saying what", 401: "no valid API key (when keys are configured)",
+             404: "no such job for this key (or it expired)", 409: "the job has not succeeded (yet)",
+             413: "the body is larger than the service accepts", 429: "too many requests in flight, or jobs, for this key",
+             503: "at capacity or shutting down; retry (Retry-After)", 504: "past the request's deadline",
+             500: "the engine failed"}
+    return {str(code): {"description": texts[code], **TEXT_ERROR} for code in codes}
+
+
 def images_openapi() -> dict[str, Any]:
     """/v1/images in the OpenAPI schema: the request body is the request type's JSON schema plus ``format``."""
     body = SampleRequest.json_schema()
@@ -183,13 +246,26 @@ def images_openapi() -> dict[str, Any]:
             "200": {"description": "the images, each PNG with the metadata runtime.sample writes",
                     "content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
                                 "application/json": {"schema": {"type": "object"}}}},
-            **{str(code): {"description": text, **TEXT_ERROR} for code, text in (
-                (400, "a bad request: one line saying what"), (401, "no valid API key (when keys are configured)"),
-                (413, "the body is larger than the service accepts"), (429, "too many requests in flight for this key"),
-                (503, "at capacity or shutting down; retry (Retry-After)"), (504, "past the request's deadline"),
-                (500, "the engine failed"))},
+            **errors_openapi(400, 401, 413, 429, 503, 504, 500),
         },
     }
+
+
+def jobs_openapi() -> dict[str, Any]:
+    """POST /v1/jobs: the request type's JSON schema plus ``preview_every``."""
+    body = SampleRequest.json_schema()
+    body["properties"]["preview_every"] = {"type": "integer", "minimum": 1,
+                                           "description": "a preview (the predicted x0, a small PNG) in the event stream "
+                                                          "every this many steps"}
+    return {
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {"202": {"description": "the job: id, state, steps; Location: /v1/jobs/{id}",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **errors_openapi(400, 401, 413, 429, 503)},
+    }
+
+
+JOB_OPENAPI = {"responses": errors_openapi(401, 404)}
 
 
 @serve.ingress(app)
@@ -204,6 +280,8 @@ class Api:
         self.key_digests = list(key_digests)
         self.body_limit = body_limit
         self.in_flight: dict[str, int] = {}  # per key id ("" without keys)
+        self.jobs: dict[str, Job] = {}
+        self.job_options = dataclasses.replace(self.host_options, timeout_s=self.config.job_timeout_s)
         self.draining = False
         self.m_http = metrics.Counter("ddpm_http_requests", "HTTP requests to /v1/images, by status", tag_keys=("status",))
         self.m_latency = metrics.Histogram("ddpm_request_seconds", "seconds from arrival to response, answered requests",
@@ -236,7 +314,7 @@ class Api:
         self.draining = True
 
     def requests_in_flight(self) -> int:
-        return sum(self.in_flight.values())
+        return sum(self.in_flight.values()) + sum(job.state not in jobs.FINISHED for job in self.jobs.values())
 
     @app.post("/v1/images", openapi_extra=images_openapi())
     async def images(self, http: Request) -> Response:
@@ -256,13 +334,23 @@ class Api:
         finally:
             self.in_flight[key] -= 1
 
-    async def _images(self, http: Request, started: float) -> Response:
+    async def _request(self, http: Request, extra_fields: dict[str, type]) -> tuple[SampleRequest, dict] | Response:
+        """The body as a request and its extra fields, or the 413/400 answer."""
         try:
             body = await read_body(http, self.body_limit)
         except BodyTooLarge:
-            return self._answer(started, error(413, limits.message(self.body_limit)))
+            return error(413, limits.message(self.body_limit))
         try:
-            request, extra = SampleRequest.from_json(body, "request body", EXTRA_FIELDS)
+            return SampleRequest.from_json(body, "request body", extra_fields)
+        except InputError as exc:
+            return error(400, first_line(exc))
+
+    async def _images(self, http: Request, started: float) -> Response:
+        parsed = await self._request(http, EXTRA_FIELDS)
+        if isinstance(parsed, Response):
+            return self._answer(started, parsed)
+        request, extra = parsed
+        try:
             fmt = extra.get("format", "png" if request.count == 1 else "json")
             if fmt not in ("png", "json") or (fmt == "png" and request.count != 1):
                 raise InputError(f"format must be json, or png for one image; got {brief(fmt)} for count {request.count}")
@@ -289,12 +377,153 @@ class Api:
             if result["status"] == 503:
                 headers["Retry-After"] = str(RETRY_AFTER_S)
             return self._answer(started, error(result["status"], result["message"], **headers))
-        pngs = [encode_png(image, meta) for image, meta in zip(result["images"], result["metadata"])]
         if fmt == "png":
-            return self._answer(started, Response(pngs[0], media_type="image/png", headers=headers))
-        body = {"images": [{"png_base64": base64.b64encode(png).decode("ascii"), "metadata": meta}
-                           for png, meta in zip(pngs, result["metadata"])], "replica": result["replica"]}
-        return self._answer(started, JSONResponse(body, headers=headers))
+            png = encode_png(result["images"][0], result["metadata"][0])
+            return self._answer(started, Response(png, media_type="image/png", headers=headers))
+        return self._answer(started, JSONResponse(json_images(result), headers=headers))
+
+    # jobs (serve/jobs.py) -----------------------------------------------------------------------------
+    @app.post("/v1/jobs", status_code=202, openapi_extra=jobs_openapi())
+    async def create_job(self, http: Request) -> Response:
+        if self.draining:
+            return error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)})
+        key = self._key_id(http)
+        if key is None:
+            return self._unauthorized()
+        parsed = await self._request(http, JOB_FIELDS)
+        if isinstance(parsed, Response):
+            return parsed
+        request, extra = parsed
+        preview_every = extra.get("preview_every", 0)
+        try:
+            if "preview_every" in extra and preview_every < 1:
+                raise InputError(f"preview_every must be a whole number of steps >= 1, got {brief(preview_every)}")
+            request = self.job_options.admit(request)
+        except InputError as exc:
+            return error(400, first_line(exc))
+        self._forget_expired()
+        if len(self.jobs) >= self.config.max_jobs:
+            return error(503, f"the service keeps {self.config.max_jobs} jobs, the most it may; retry later",
+                         **{"Retry-After": str(RETRY_AFTER_S)})
+        if sum(job.key == key for job in self.jobs.values()) >= self.config.max_jobs_per_key:
+            return error(429, f"this key has {self.config.max_jobs_per_key} jobs, the most it may; DELETE finished ones "
+                              "(their results are kept " f"{self.config.job_ttl_s:g} s)", **{"Retry-After": str(RETRY_AFTER_S)})
+        job = Job(Job.new_id(), key, request, preview_every)
+        self.jobs[job.id] = job
+        job.task = asyncio.get_running_loop().create_task(self._run_job(job))
+        return JSONResponse(job.describe(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        for job_id in [j.id for j in self.jobs.values() if j.finished is not None and now - j.finished > self.config.job_ttl_s]:
+            del self.jobs[job_id]
+
+    def _job(self, http: Request, job_id: str) -> Job | Response:
+        """The caller's job, or the 401/404 answer (another key's job is not found either)."""
+        key = self._key_id(http)
+        if key is None:
+            return self._unauthorized()
+        self._forget_expired()
+        job = self.jobs.get(job_id)
+        if job is None or not hmac.compare_digest(job.key, key):
+            return error(404, f"no job {brief(job_id)} for this key (finished jobs are kept {self.config.job_ttl_s:g} s)")
+        return job
+
+    async def _run_job(self, job: Job) -> None:
+        started = time.perf_counter()
+        timeout_s = job.request.timeout_s
+        try:
+            for attempt in range(1 + REPLICA_RETRIES):
+                left = max(timeout_s - (time.perf_counter() - started), 1e-3)
+                stream = self.engine.options(stream=True).stream.remote(dataclasses.replace(job.request, timeout_s=left),
+                                                                       job.preview_every)
+                result = None
+                try:
+                    async for event in stream:
+                        if event["type"] == "progress":
+                            job.progress(event["steps_done"], event["steps_total"], event["preview"])
+                        else:
+                            result = event
+                    break
+                except asyncio.CancelledError:
+                    stream.cancel()
+                    raise
+                except BackPressureError:
+                    return job.finish(jobs.FAILED, 503, "the service is at capacity; retry later")
+                except (RayActorError, ActorUnavailableError) as exc:  # deterministic: running it again gives the same images
+                    log.warning("engine replica lost during job %s (%s); attempt %d of %d", job.id, type(exc).__name__,
+                                attempt + 1, 1 + REPLICA_RETRIES)
+                    if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
+                        return job.finish(jobs.FAILED, 503, f"the engine replica failed ({type(exc).__name__}); retry")
+                    job.restart()
+            if result is None or result["status"] != 200:
+                job.engine_sha256 = result and result.get("engine_sha256")
+                return job.finish(jobs.FAILED, result["status"] if result else 500,
+                                  result["message"] if result else "the engine replica gave no result")
+            job.finish(jobs.SUCCEEDED, 200, result={**json_images(result), "engine_sha256": result["engine_sha256"]})
+        except asyncio.CancelledError:
+            job.finish(jobs.CANCELLED, 410, "the job was cancelled")
+        except Exception as exc:  # never leave a job running forever
+            log.exception("job %s failed", job.id)
+            job.finish(jobs.FAILED, 500, f"the job failed ({type(exc).__name__})")
+
+    @app.get("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI)
+    async def job_state(self, http: Request, job_id: str) -> Response:
+        job = self._job(http, job_id)
+        return job if isinstance(job, Response) else JSONResponse(job.describe())
+
+    @app.get("/v1/jobs/{job_id}/events", openapi_extra=JOB_OPENAPI)
+    async def job_events(self, http: Request, job_id: str) -> Response:
+        """Server-sent events: progress (steps done, total, ETA), preview (base64 PNG), restarted, done; from the
+        start (or after Last-Event-ID) until the job finishes."""
+        job = self._job(http, job_id)
+        if isinstance(job, Response):
+            return job
+        last = http.headers.get("last-event-id", "")
+        after = int(last) if last.isdigit() else -1
+
+        async def events():
+            sent = after
+            while True:
+                changed = job.changed
+                for event_id, name, data in [e for e in job.events if e[0] > sent]:
+                    yield jobs.sse(event_id, name, data)
+                    sent = event_id
+                if job.state in jobs.FINISHED and sent >= job.next_event - 1:
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=SSE_KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield b": keep-alive\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/jobs/{job_id}/result", openapi_extra={"responses": errors_openapi(401, 404, 409, 500, 503, 504)})
+    async def job_result(self, http: Request, job_id: str) -> Response:
+        job = self._job(http, job_id)
+        if isinstance(job, Response):
+            return job
+        if job.state == jobs.SUCCEEDED:
+            result = job.result
+            return JSONResponse({"images": result["images"], "replica": result["replica"]},
+                                headers={"X-Engine-Sha256": result["engine_sha256"], "X-Replica": result["replica"]})
+        if job.state in (jobs.QUEUED, jobs.RUNNING):
+            return error(409, f"job {job.id} is {job.state} ({job.steps_done}/{job.steps_total or '?'} steps); "
+                              "its result is not ready", **{"Retry-After": str(RETRY_AFTER_S)})
+        return error(409 if job.state == jobs.CANCELLED else job.status or 500, job.message or job.state,
+                     **({"X-Engine-Sha256": job.engine_sha256} if job.engine_sha256 else {}))
+
+    @app.delete("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI)
+    async def delete_job(self, http: Request, job_id: str) -> Response:
+        """Cancels the job if it runs (its rows leave the batch at the next step) and forgets it."""
+        job = self._job(http, job_id)
+        if isinstance(job, Response):
+            return job
+        if job.task is not None and not job.task.done():
+            job.task.cancel()
+            await asyncio.wait({job.task}, timeout=10)
+        del self.jobs[job.id]
+        return JSONResponse(job.describe())
 
     @app.get("/healthz")
     async def healthz(self) -> Response:

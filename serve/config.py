@@ -43,13 +43,18 @@ class ServiceConfig:
     max_in_flight_per_key: int = 8  # with API keys: requests in flight per key and ingress replica; more → 429
     shutdown_grace_s: float = 30.0  # on SIGTERM: new requests get 503, those in flight get this long to finish
     cache_dir: str | None = "auto"  # each replica's engine cache (runtime.cache; null: none)
+    max_jobs: int = 64  # jobs (/v1/jobs) kept by the ingress, running or finished; more → 503
+    max_jobs_per_key: int = 8  # jobs kept per API key (or in all, without keys); more → 429
+    job_ttl_s: float = 3600.0  # a finished job's result is kept this long
+    job_timeout_s: float = 7200.0  # a job's default deadline and its ceiling (timeout_s is /v1/images')
 
     # the host's options (runtime.host.HostOptions) where the service requires a value, and the service's own
     SCHEMA = {**HostOptions.SCHEMA, "max_batch": int, "max_count": int, "max_steps": int, "timeout_s": NUMBER,
               "engine": str, "num_replicas": int, "autoscaling": (dict, type(None)), "cpus_per_replica": NUMBER,
               "gpus_per_replica": NUMBER, "host": str, "port": int, "metrics_port": int,
               "max_body_bytes": (int, type(None)), "api_keys_file": (str, type(None)), "protect_info": bool,
-              "max_in_flight_per_key": int, "shutdown_grace_s": NUMBER}
+              "max_in_flight_per_key": int, "shutdown_grace_s": NUMBER, "max_jobs": int, "max_jobs_per_key": int,
+              "job_ttl_s": NUMBER, "job_timeout_s": NUMBER}
 
     @classmethod
     def load(cls, path: str | Path | None = None, text: str | None = None, **overrides: Any) -> ServiceConfig:
@@ -78,6 +83,8 @@ class ServiceConfig:
             raise InputError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.max_in_flight_per_key < 1 or self.shutdown_grace_s < 0:
             raise InputError("max_in_flight_per_key must be at least 1 and shutdown_grace_s >= 0")
+        if self.max_jobs < 1 or self.max_jobs_per_key < 1 or not self.job_ttl_s > 0 or not self.job_timeout_s > 0:
+            raise InputError("max_jobs and max_jobs_per_key must be at least 1, job_ttl_s and job_timeout_s > 0")
         if self.max_count > self.max_batch:
             raise InputError(f"max_count {self.max_count} exceeds max_batch {self.max_batch}: a request must fit one UNet call")
 

@@ -65,3 +65,19 @@ def fold_eps(prediction_type: str, alpha: F32, sigma: F32, scale: F32) -> dict[s
     if prediction_type == "sample":  # eps = (x - alpha * m) / sigma, from the unclipped x0 = m
         return dict(c_x=F32(scale / sigma), c_m=F32(-scale * alpha / sigma))
     return dict(c_x=F32(scale * sigma), c_m=F32(scale * alpha))  # v_prediction: eps = alpha * m + sigma * x
+
+
+def predicted_x0(table, i: int, model_output: np.ndarray, sample: np.ndarray) -> np.ndarray | None:
+    """The model's current estimate of the final sample at step ``i`` (for previews, not for stepping): x0 from the
+    prediction at the table's model timestep, with alpha_bar of the training schedule (interpolated between
+    training timesteps where the table's timestep is fractional). None for samplers whose sample is not
+    ``alpha_t * x0 + sigma_t * eps`` (variance-exploding and consistency samplers)."""
+    from .tables import alphas_cumprod
+
+    config = getattr(table, "config", None)
+    if config is None or table.init_noise_sigma != 1 or table.unit_data:
+        return None
+    ac = alphas_cumprod(config)
+    a = F32(np.interp(float(table.model_timestep(i)), np.arange(len(ac)), ac))
+    channels = sample.shape[1]
+    return to_x0(config.prediction_type, model_output[:, :channels], sample, np.sqrt(a), np.sqrt(F32(1) - a))

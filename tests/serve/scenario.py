@@ -469,6 +469,160 @@ def serve_run(engine: str, out: Path) -> dict:
     return report
 
 
+JOB_REQUEST = {"seed": 21, "steps": 40, "scheduler": "ddim", "count": 2, "preview_every": 10}
+LONG_JOB = {"seed": 22, "steps": 1000, "count": 3, "preview_every": 100}  # several seconds: cancelled mid-way
+
+
+def read_events(client: httpx.Client, url: str, headers: dict) -> list[dict]:
+    """A job's server-sent events until the stream ends: [{"id", "event", "data"}]."""
+    events, current = [], {}
+    with client.stream("GET", url, headers=headers, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), (r.status_code, r.read())
+        for line in r.iter_lines():
+            if not line:
+                if current:
+                    events.append(current)
+                current = {}
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(": ")
+                current[name] = json.loads(value) if name == "data" else int(value) if name == "id" else value
+    return events
+
+
+def jobs(engine: str, out: Path) -> dict:
+    """/v1/jobs: a job with previews followed to its end over server-sent events, its result; ownership per key;
+    cancellation; the per-key bound; a job whose only engine replica is killed runs again."""
+    import ray
+
+    os.environ["DDPM_DEPLOY_API_KEYS"] = ",".join(KEYS)
+    config = ServiceConfig(engine=engine, max_batch=4, max_queue=8, max_count=3, timeout_s=60, port=free_port(),
+                           metrics_port=free_port(), max_jobs_per_key=3, job_timeout_s=600)
+    url = start(config, num_cpus=2)
+    auth, other = ({"Authorization": f"Bearer {k}"} for k in KEYS)
+    report: dict = {}
+    with httpx.Client(timeout=60) as client:
+        created = client.post(f"{url}/v1/jobs", content=json.dumps(JOB_REQUEST), headers=auth)
+        report["created"] = {"status": created.status_code, "body": created.json(), "location": created.headers.get("location")}
+        job_id = created.json()["id"]
+        report["other_key"] = client.get(f"{url}/v1/jobs/{job_id}", headers=other).status_code
+        report["no_key"] = client.get(f"{url}/v1/jobs/{job_id}").status_code
+        report["events"] = read_events(client, f"{url}/v1/jobs/{job_id}/events", auth)
+        report["state"] = client.get(f"{url}/v1/jobs/{job_id}", headers=auth).json()
+        result = client.get(f"{url}/v1/jobs/{job_id}/result", headers=auth)
+        report["result"] = {"status": result.status_code, "engine": result.headers.get("x-engine-sha256")}
+        report["result"]["files"] = save_images({"type": "application/json", "content": result.content}, out, "job")
+        previews = [e for e in report["events"] if e["event"] == "preview"]
+        for e in previews:
+            (out / f"preview_{e['data']['steps_done']}.png").write_bytes(base64.b64decode(e["data"]["png_base64"]))
+        report["resumed"] = read_events(client, f"{url}/v1/jobs/{job_id}/events", {**auth, "Last-Event-ID": "3"})[:1]
+
+        # cancel a long job mid-way: its rows leave the batch
+        stats = lambda: client.get(f"{url}/v1/models", headers=auth).json()["models"][0]["stats"]  # noqa: E731
+        cancelled_before = stats()["cancelled"]
+        long_id = client.post(f"{url}/v1/jobs", content=json.dumps(LONG_JOB), headers=auth).json()["id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"{url}/v1/jobs/{long_id}", headers=auth).json()["steps_done"] < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        running = client.get(f"{url}/v1/jobs/{long_id}", headers=auth).json()
+        early = client.get(f"{url}/v1/jobs/{long_id}/result", headers=auth)
+        deleted = client.delete(f"{url}/v1/jobs/{long_id}", headers=auth)
+        time.sleep(1)
+        report["cancel"] = {"running": running, "early_result": [early.status_code, early.text], "deleted": deleted.json(),
+                            "after": client.get(f"{url}/v1/jobs/{long_id}", headers=auth).status_code,
+                            "cancelled": stats()["cancelled"] - cancelled_before, "in_flight": stats()["in_flight"]}
+
+        # the per-key bound: the first job is kept (finished); two more fit, a fourth is refused
+        more = [client.post(f"{url}/v1/jobs", content=json.dumps({"seed": k, "steps": 5}), headers=auth) for k in range(3)]
+        report["bound"] = [(r.status_code, r.text if r.status_code != 202 else "") for r in more]
+        report["other_key_still_fits"] = client.post(f"{url}/v1/jobs", content='{"steps": 5}', headers=other).status_code
+        report["bad_preview"] = [client.post(f"{url}/v1/jobs", content=body, headers=other).text
+                                 for body in ('{"preview_every": 0}', '{"preview_every": "x"}')]
+        for r in more:
+            if r.status_code == 202:
+                client.delete(f"{url}/v1/jobs/{r.json()['id']}", headers=auth)
+
+        # the only engine replica killed mid-job: Serve replaces it, the job runs again, the same images
+        job = client.post(f"{url}/v1/jobs", content=json.dumps(LONG_JOB | {"seed": 23, "steps": 400}), headers=auth).json()
+        deadline = time.monotonic() + 60
+        while client.get(f"{url}/v1/jobs/{job['id']}", headers=auth).json()["steps_done"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (victim,) = engine_replicas()
+        ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        events = read_events(client, f"{url}/v1/jobs/{job['id']}/events", auth)
+        state = client.get(f"{url}/v1/jobs/{job['id']}", headers=auth).json()
+        result = client.get(f"{url}/v1/jobs/{job['id']}/result", headers=auth)
+        report["replica_killed"] = {"state": state, "restarted": [e for e in events if e["event"] == "restarted"],
+                                    "status": result.status_code,
+                                    "files": save_images({"type": "application/json", "content": result.content}, out, "killed")
+                                    if result.status_code == 200 else result.text}
+    return report
+
+
+def rollout(engine: str, out: Path) -> dict:
+    """A new engine version (the FP16 engine of the same model: a new config, as `serve deploy` of an edited file
+    gives) rolled out while four clients send requests: every answer, which engine gave it, and whether its image
+    equals that engine's offline image."""
+    import shutil
+    import subprocess
+    import threading
+
+    folder = out / "engines"
+    shutil.copytree(Path(engine).parent, folder)
+    subprocess.run([sys.executable, "-m", "export.fp16", "--engines", str(folder)], check=True, capture_output=True)
+    engines = {str(folder / "unet.onnx"): None, str(folder / "unet.fp16.onnx"): None}
+    manifest = json.loads((folder / "manifest.json").read_text())["artifacts"]
+    shas = {manifest[Path(path).name]["sha256"]: path for path in engines}
+    base = dict(max_batch=4, max_queue=16, max_count=1, timeout_s=60, port=free_port(), metrics_port=free_port())
+    old, new = list(engines)
+    url = start(ServiceConfig(engine=old, **base), num_cpus=2)
+    answers: list[dict] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    async def client(c: int) -> None:
+        async with httpx.AsyncClient(timeout=120) as http:
+            k = 0
+            while not stop.is_set():
+                body = {"seed": 1000 * c + k, "steps": 8, "scheduler": "ddim"}
+                sent = time.perf_counter() - t0
+                try:
+                    r = await http.post(f"{url}/v1/images", content=json.dumps(body))
+                    answers.append({"body": body, "sent_s": sent, "status": r.status_code, "engine": r.headers.get("x-engine-sha256"),
+                                    "content": r.content, "latency_s": time.perf_counter() - t0 - sent})
+                except httpx.TransportError as exc:
+                    answers.append({"body": body, "sent_s": sent, "status": None, "error": type(exc).__name__})
+                k += 1
+
+    async def clients() -> None:
+        await asyncio.gather(*(client(c) for c in range(4)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(clients()))
+    thread.start()
+    time.sleep(4)
+    report: dict = {"rollout_started_s": round(time.perf_counter() - t0, 2)}
+    start(ServiceConfig(engine=new, **base))  # serve.run of the new version: new replicas up, then the old drained
+    report["rollout_done_s"] = round(time.perf_counter() - t0, 2)
+    time.sleep(4)
+    stop.set()
+    thread.join(timeout=120)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    from runtime import Pipeline
+    from runtime.requests import SampleRequest
+
+    pipes = {sha: Pipeline.load(path, device="cpu") for sha, path in shas.items()}
+    outcomes = []
+    for a in answers:
+        outcome = {"sent_s": round(a["sent_s"], 2), "latency_s": round(a.get("latency_s", -1), 3), "status": a["status"], "engine": Path(shas.get(a["engine"], "?")).name
+                   if a["status"] == 200 else a.get("error") or a["content"][:200].decode("utf-8", "replace")}
+        if a["status"] == 200 and a["engine"] in pipes:
+            outcome["correct"] = bool(np.array_equal(decode(a), pipes[a["engine"]].sample(SampleRequest(**a["body"]))))
+        outcomes.append(outcome)
+    report["outcomes"] = outcomes
+    return report
+
+
 def fuzz(engine: str, out: Path) -> dict:
     """Schemathesis against the published schema, time-bounded: no server error, every refusal one line
     (tests/serve/schemathesis_hooks.py)."""
@@ -745,7 +899,7 @@ def latent(engine: str, out: Path) -> dict:
     return report
 
 
-SCENARIOS = {"serve_run": serve_run, "soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+SCENARIOS = {"rollout": rollout, "jobs": jobs, "serve_run": serve_run, "soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

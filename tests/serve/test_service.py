@@ -2,6 +2,7 @@
 loopback (serve.netns): Ray listens on all interfaces whatever it is told. The scenario (one Ray start)
 acts as the clients there and reports; the checks are here."""
 
+import base64
 import json
 import os
 import subprocess
@@ -207,6 +208,94 @@ def test_serve_run_of_the_generated_config_passes_the_service_scenarios(demo_cac
     assert {m["engine"] for m in report["mixed"]} == {model["sha256"]}  # X-Engine-Sha256 on every answer
     assert_adversarial_refused(report["adversarial"], model["max_body_bytes"])
     assert report["exit_code"] == 0
+
+
+@pytest.fixture(scope="module")
+def jobs(demo_engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve_jobs")
+    return run_scenario("jobs", demo_engine, tmp / "out", tmp)
+
+
+def test_a_job_streams_progress_and_previews_and_its_result_equals_the_cli(jobs, demo_engine, tmp_path):
+    from tests.serve.scenario import JOB_REQUEST
+
+    created = jobs["created"]
+    assert created["status"] == 202 and created["location"] == f"/v1/jobs/{created['body']['id']}"
+    assert created["body"]["state"] in ("queued", "running")
+    events = jobs["events"]
+    print("\njob events: " + "; ".join(f"{e['id']} {e['event']} " + json.dumps({k: (v[:16] + "..." if k == "png_base64" else v)
+                                                                              for k, v in e["data"].items()}) for e in events))
+    assert [e["id"] for e in events] == list(range(len(events)))
+    progress = [e["data"] for e in events if e["event"] == "progress"]
+    assert [p["steps_done"] for p in progress] == sorted(p["steps_done"] for p in progress) and progress[-1]["steps_done"] == 40
+    assert all(p["steps_total"] == 40 for p in progress) and progress[-1]["eta_s"] == 0
+    previews = [e["data"] for e in events if e["event"] == "preview"]
+    assert [p["steps_done"] for p in previews] == [10, 20, 30, 40]
+    assert events[-1] == {"id": len(events) - 1, "event": "done", "data": {"state": "succeeded", "status": 200}}
+    assert jobs["resumed"][0]["id"] == 4  # Last-Event-ID: 3 resumes after it
+    state = jobs["state"]
+    assert state["state"] == "succeeded" and state["steps_done"] == state["steps_total"] == 40 and state["attempts"] == 1
+    result = jobs["result"]
+    assert result["status"] == 200 and result["engine"] == state["engine_sha256"]
+    request = {k: v for k, v in JOB_REQUEST.items() if k != "preview_every"}
+    expected = sample_offline(demo_engine, request, tmp_path / "cli")
+    got = [read_png(p) for p in result["files"]]
+    assert len(got) == 2
+    for (pixels, text), (want_pixels, want_text) in zip(got, expected):
+        np.testing.assert_array_equal(pixels, want_pixels)
+        assert text == want_text
+    # the last preview is the predicted x0 at the last step: DDIM's image itself, side by side at 16x16
+    last = read_png_bytes(base64.b64decode(previews[-1]["png_base64"]))
+    np.testing.assert_array_equal(last, np.concatenate([g[0] for g in got], axis=1)[..., 0])
+
+
+def read_png_bytes(data):
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im)
+
+
+def test_jobs_belong_to_their_key_are_bounded_and_cancellable(jobs):
+    assert jobs["other_key"] == 404 and jobs["no_key"] == 401
+    cancel = jobs["cancel"]
+    assert cancel["running"]["state"] == "running" and 0 < cancel["running"]["steps_done"] < 1000
+    assert cancel["running"]["eta_s"] > 0
+    assert cancel["early_result"][0] == 409 and "is running" in cancel["early_result"][1]
+    assert cancel["deleted"]["state"] == "cancelled" and cancel["after"] == 404
+    assert cancel["cancelled"] == 1 and cancel["in_flight"] == 0  # its rows left the batch
+    assert [status for status, _ in jobs["bound"]] == [202, 202, 429] and "3 jobs" in jobs["bound"][2][1]
+    assert jobs["other_key_still_fits"] == 202
+    assert "preview_every must be" in jobs["bad_preview"][0] and "wrong type" in jobs["bad_preview"][1]
+
+
+def test_a_job_whose_replica_dies_runs_again_with_the_same_images(jobs, demo_engine, tmp_path):
+    from tests.serve.scenario import LONG_JOB
+
+    killed = jobs["replica_killed"]
+    assert killed["state"]["state"] == "succeeded" and killed["state"]["attempts"] == 2, killed["state"]
+    assert len(killed["restarted"]) == 1 and killed["status"] == 200
+    request = {k: v for k, v in (LONG_JOB | {"seed": 23, "steps": 400}).items() if k != "preview_every"}
+    expected = sample_offline(demo_engine, request, tmp_path / "cli")
+    for path, (want, _) in zip(killed["files"], expected, strict=True):
+        np.testing.assert_array_equal(read_png(path)[0], want)
+
+
+def test_a_new_engine_rolls_out_under_load_with_no_failed_request(demo_engine, tmp_path):
+    report = run_scenario("rollout", demo_engine, tmp_path / "out", tmp_path)
+    outcomes = report["outcomes"]
+    by_engine = {name: sum(o["engine"] == name for o in outcomes) for name in ("unet.onnx", "unet.fp16.onnx")}
+    during = [o for o in outcomes if report["rollout_started_s"] <= o["sent_s"] <= report["rollout_done_s"]]
+    print(f"\nrollout: {len(outcomes)} requests in {report['seconds']} s, update {report['rollout_started_s']}-"
+          f"{report['rollout_done_s']} s; answered by {by_engine}; {len(during)} sent during the update, their slowest "
+          f"{max((o['latency_s'] for o in during), default=0)} s; failed {[o for o in outcomes if o['status'] != 200][:3]}")
+    assert all(o["status"] == 200 for o in outcomes), [o for o in outcomes if o["status"] != 200][:5]
+    assert all(o["correct"] for o in outcomes)  # each image equal to its engine's own, bit for bit
+    assert by_engine["unet.onnx"] > 0 and by_engine["unet.fp16.onnx"] > 0 and sum(by_engine.values()) == len(outcomes)
+    after = [o["engine"] for o in outcomes if o["sent_s"] > report["rollout_done_s"] + 1]
+    assert after and set(after) == {"unet.fp16.onnx"}  # the old replicas are gone
 
 
 def test_json_nested_too_deep_is_400(hostile):
