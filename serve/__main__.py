@@ -13,6 +13,7 @@ is off and its usage statistics are off (RAY_USAGE_STATS_ENABLED=0).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -72,8 +73,91 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--pid-file", default=None, help="write this process's id here while it serves (make serve-stop)")
     p.add_argument("--ready-file", default=None, help="write the service's URL here once it serves (make serve waits for it)")
+    p.add_argument("--expose-ray", action="store_true",
+                   help="run Ray in this network namespace (its ports listen on every interface; see README: Ray's ports); "
+                        "default: a namespace of its own with only the ingress forwarded")
+    p.add_argument("--forward-from", default=None, help=argparse.SUPPRESS)  # inside the namespace: the ingress socket
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def isolated(args, argv: list[str]) -> int:
+    """Ray and the service in a network namespace of their own (serve/netns.py), the ingress forwarded to
+    --host:--port (serve/forward.py): nothing else Ray opens can be reached. Returns the service's exit status."""
+    import subprocess
+    import tempfile
+
+    import psutil
+
+    from runtime.atomic import atomic_write_bytes
+    from runtime.errors import InputError
+
+    from . import netns
+    from .forward import Forwarder, to_unix
+
+    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)  # errors before any start
+    private = Path(tempfile.mkdtemp(prefix="ddpm-serve-"))
+    socket_path, inner_ready = private / "ingress.sock", private / "ready"
+    inner = [sys.executable, "-m", "serve", *strip_options(argv, ("--pid-file", "--ready-file", "--host")),
+             "--host", "127.0.0.1", "--forward-from", str(socket_path), "--ready-file", str(inner_ready)]
+    child = subprocess.Popen(netns.isolate(inner))
+    while not inner_ready.exists() and child.poll() is None:
+        time.sleep(0.2)
+    if child.poll() is not None:
+        return child.returncode
+    try:
+        forwarder = Forwarder(to_unix(str(socket_path)), tcp=(config.host, config.port)).start()
+    except OSError as exc:
+        child.terminate()
+        child.wait()
+        raise InputError(f"cannot listen on {config.host}:{config.port} ({exc.strerror}); choose another --port") from None
+    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pid_file = Path(args.pid_file) if args.pid_file else None
+    if pid_file:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); Ray runs in a network namespace of its own, "
+          f"only {config.host}:{config.port} is reachable; stop with Ctrl-C", flush=True)
+    if args.ready_file:
+        atomic_write_bytes(args.ready_file, f"{url}\n".encode())
+    try:
+        while not stop.wait(0.5) and child.poll() is None:
+            pass
+        if child.poll() is None:  # the service inside drains (its own SIGTERM handling) while this one forwards
+            for proc in psutil.Process(child.pid).children(recursive=True):
+                try:
+                    if "--forward-from" in proc.cmdline():
+                        proc.send_signal(signal.SIGTERM)
+                except psutil.Error:  # gone meanwhile
+                    pass
+        return child.wait()
+    finally:
+        forwarder.stop()
+        for done in (pid_file, Path(args.ready_file) if args.ready_file else None):
+            if done:
+                done.unlink(missing_ok=True)
+        socket_path.unlink(missing_ok=True)
+        inner_ready.unlink(missing_ok=True)
+        private.rmdir()
+
+
+def strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--name value`` or ``--name=value``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
 
 
 def config_parser() -> ArgumentParser:
@@ -113,10 +197,41 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["config"]:
         return write_config(argv[1:])
+    if argv[:1] == ["listeners"]:  # every listening socket in this network namespace, its process and what it carries
+        from .listeners import markdown, table
+
+        port = int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else None  # python -m serve listeners [INGRESS_PORT]
+        print(markdown(table(port)))
+        return 0
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.forward_from is None and not args.expose_ray and args.address is None:
+        from . import netns
+
+        why = netns.available()
+        if why is None:
+            return isolated(args, argv)
+        host = ServiceConfig.load(args.config, host=args.host).host
+        if host not in LOOPBACK:
+            from runtime.errors import InputError
+
+            raise InputError(f"Ray cannot run in a network namespace of its own here ({why}), so its ports would be "
+                             f"reachable from the network beside {host}:{args.port or 8000}; pass --expose-ray to serve "
+                             "anyway (and firewall every Ray port but the ingress: README, Ray's ports), or --host 127.0.0.1")
+        log.warning("Ray runs in this network namespace (%s): its ports listen on every interface; python -m serve "
+                    "listeners prints them", why)
     config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)
     url = start(config, args.address, args.node_ip, args.num_cpus)
+    forwarder = None
+    if args.forward_from:  # inside the namespace: the ingress, reachable through a Unix socket
+        from .forward import Forwarder, to_tcp
+
+        forwarder = Forwarder(to_tcp("127.0.0.1", config.port), unix=args.forward_from).start()
+    elif args.expose_ray or config.host not in LOOPBACK:
+        from .listeners import exposed, table
+
+        for row in exposed(table(config.port, os.getpid())):
+            log.warning("exposed: %s:%d (%s, %s)", row["address"], row["port"], row["process"], row["carries"])
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -124,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if pid_file:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{os.getpid()}\n")
-    print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C", flush=True)
+    if forwarder is None:
+        print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C", flush=True)
     if args.ready_file:
         from runtime.atomic import atomic_write_bytes
 

@@ -623,6 +623,49 @@ def rollout(engine: str, out: Path) -> dict:
     return report
 
 
+def replica_grpc_call(port: int, token: str | None) -> str:
+    """A handle call (Serve's inter-deployment gRPC method) to a replica's port, with or without a bearer token:
+    the gRPC status name it gets."""
+    import grpc
+
+    metadata = [("authorization", f"Bearer {token}")] if token else None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest")
+        try:
+            call(b"", timeout=10, metadata=metadata)
+            return "OK"
+        except grpc.RpcError as exc:
+            return exc.code().name
+
+
+def listeners(engine: str, out: Path) -> dict:
+    """Every listening socket here: with `python -m serve` as it starts by default (Ray in a namespace of its own,
+    the ingress forwarded), then with Ray in this namespace (--expose-ray, or the in-process start), where a handle
+    call to each replica's gRPC port without Ray's token is tried."""
+    import signal
+
+    from serve.listeners import table
+
+    report: dict = {}
+    proc, url = start_service_process(engine, out, {"max_batch": 4, "max_count": 4})
+    port = int(url.rsplit(":", 1)[1])
+    report["ingress_port"] = port
+    report["isolated"] = table(port)
+    with httpx.Client(timeout=60) as client:
+        report["isolated_image"] = client.post(f"{url}/v1/images", content='{"steps": 4}').status_code
+    proc.send_signal(signal.SIGTERM)
+    report["isolated_exit"] = proc.wait(timeout=120)
+    report["isolated_after_exit"] = table()
+
+    config = ServiceConfig(engine=engine, max_batch=4, port=free_port(), metrics_port=free_port())
+    start(config, num_cpus=2)
+    report["exposed"] = table(config.port, os.getpid())
+    replicas = sorted({r["port"] for r in report["exposed"] if r["carries"].startswith("Serve replica")})
+    report["replica_grpc"] = {port: {"no token": replica_grpc_call(port, None), "wrong token": replica_grpc_call(port, "x" * 32)}
+                              for port in replicas}
+    return report
+
+
 def fuzz(engine: str, out: Path) -> dict:
     """Schemathesis against the published schema, time-bounded: no server error, every refusal one line
     (tests/serve/schemathesis_hooks.py)."""
@@ -899,7 +942,7 @@ def latent(engine: str, out: Path) -> dict:
     return report
 
 
-SCENARIOS = {"rollout": rollout, "jobs": jobs, "serve_run": serve_run, "soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
+SCENARIOS = {"listeners": listeners, "rollout": rollout, "jobs": jobs, "serve_run": serve_run, "soak": soak, "conditioned": conditioned, "latent": latent, "basic": basic, "cluster": cluster, "load": load, "hostile": hostile, "fuzz": fuzz, "sigterm": sigterm,
              "make_serve": make_serve, "replaced": replaced}
 
 if __name__ == "__main__":

@@ -42,3 +42,14 @@ def test_bad_configs_are_one_line(tmp_path, text, message):
 def test_unreadable_file(tmp_path):
     with pytest.raises(InputError, match="cannot read the service config"):
         ServiceConfig.load(tmp_path / "missing.json")
+
+
+def test_a_network_host_is_refused_where_ray_cannot_be_fenced_in(monkeypatch, demo_engine):
+    """Without network namespaces, --host 0.0.0.0 would put every Ray port on the network: refused unless
+    --expose-ray (nothing starts: the check comes first)."""
+    from serve import __main__ as cli
+    from serve import netns
+
+    monkeypatch.setattr(netns, "available", lambda: "unshare is not permitted here")
+    with pytest.raises(InputError, match="--expose-ray to serve anyway.*or --host 127.0.0.1"):
+        cli.main(["--engine", str(demo_engine), "--host", "0.0.0.0"])

@@ -54,6 +54,24 @@ def assert_mixed_equal_offline(mixed, engine, tmp_path):
             assert text == want_text, (request, text, want_text)
 
 
+def test_only_the_ingress_is_reachable_and_a_replica_port_refuses_calls_without_the_token(demo_engine, tmp_path):
+    """`python -m serve` (the default start): the one listener in its network namespace is the forwarded ingress.
+    Ray in this namespace (--expose-ray, or an in-process start): every listener is one of Ray's known kinds, the
+    replicas' inter-deployment gRPC servers listen on every interface and refuse a handle call without the token."""
+    from serve.listeners import FORWARDED, INTER_DEPLOYMENT, markdown
+
+    report = run_scenario("listeners", demo_engine, tmp_path / "out", tmp_path)
+    print(f"\npython -m serve (default):\n{markdown(report['isolated'])}\nRay in this namespace:\n{markdown(report['exposed'])}"
+          f"\nhandle calls to the replicas' gRPC ports: {report['replica_grpc']}")
+    assert [(r["address"], r["port"], r["carries"]) for r in report["isolated"]] == [("127.0.0.1", report["ingress_port"], FORWARDED)]
+    assert report["isolated_image"] == 200 and report["isolated_exit"] == 0 and report["isolated_after_exit"] == []
+    assert [r for r in report["exposed"] if r["carries"] == "unknown"] == []
+    inter = [r for r in report["exposed"] if r["carries"] == INTER_DEPLOYMENT]
+    assert len(inter) == 2 and {r["address"] for r in inter} <= {"::", "0.0.0.0"}  # the ingress and the engine replica
+    for row in inter:
+        assert report["replica_grpc"][str(row["port"])] == {"no token": "UNAUTHENTICATED", "wrong token": "UNAUTHENTICATED"}
+
+
 def test_ingress_listens_on_loopback(basic):
     report, _ = basic
     ingress = [a for a in report["listeners"] if a.endswith(f":{report['ingress_port']}")]
