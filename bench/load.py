@@ -2,12 +2,13 @@
 
     python -m bench.load --url http://127.0.0.1:8000 [--rate 2] [--requests 40] [--duration 120]
                          [--mix ddim:10,ddim:20,dpmpp-2m:10,dpmpp-2m:20,ddpm:30] [--seed 0]
-                         [--compare-url URL] [--out docs/serve-load] [--label ...]
+                         [--compare-url URL] [--out docs/serve-load] [--label ...] [--jobs] [--api-key KEY]
 
 Arrivals are exponential with mean 1/rate (seeded: two targets get the very same stream); each request
 is a sampler:steps pair from --mix, in turn, with its own seed. Stops sending after --requests or
 --duration seconds, whichever comes first, and waits for what was sent (at most --duration more).
-Prints, per target: throughput, p50/p95/p99 latency, errors by status; with --out writes OUT.md (a
+With --jobs each request is a job (POST /v1/jobs, its event stream followed to the end, GET .../result, then
+DELETE): the latency is to the result. Prints, per target: throughput, p50/p95/p99 latency, errors by status; with --out writes OUT.md (a
 table) and OUT.png (latency over the run). Loopback only: refuses any host but 127.0.0.1 / localhost.
 """
 
@@ -67,19 +68,38 @@ def schedule(rate: float, count: int, seed: int) -> np.ndarray:
     return np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, count))
 
 
+async def run_job(client, url: str, body: dict, timeout: float):
+    """One job: created, its server-sent events read until "done", its result fetched, then deleted."""
+    r = await client.post(f"{url}/v1/jobs", content=json.dumps(body), timeout=timeout)
+    if r.status_code != 202:
+        return r
+    job = f"{url}/v1/jobs/{r.json()['id']}"
+    async with client.stream("GET", f"{job}/events", timeout=timeout) as events:
+        async for line in events.aiter_lines():
+            if line == "event: done":
+                break
+    r = await client.get(f"{job}/result", timeout=timeout)
+    await client.delete(job, timeout=timeout)
+    return r
+
+
 async def run_stream(url: str, label: str, arrivals: np.ndarray, mix: list[tuple[str, int]], duration: float,
-                     seed: int, timeout: float) -> Result:
+                     seed: int, timeout: float, jobs: bool = False, api_key: str | None = None) -> Result:
     import httpx
 
     result = Result(label, url)
     started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         scheduler, steps = mix[i % len(mix)]
         body = {"seed": seed + i, "steps": steps, "scheduler": scheduler}
         t0 = time.perf_counter()
         try:
-            r = await client.post(f"{url}/v1/images", content=json.dumps(body), timeout=timeout)
+            if jobs:
+                r = await run_job(client, url, body, timeout)
+            else:
+                r = await client.post(f"{url}/v1/images", content=json.dumps(body), timeout=timeout)
             status = str(r.status_code)
             if r.status_code == 200:
                 result.latencies.append(time.perf_counter() - t0)
@@ -90,7 +110,7 @@ async def run_stream(url: str, label: str, arrivals: np.ndarray, mix: list[tuple
             status = type(exc).__name__
         result.statuses[status] = result.statuses.get(status, 0) + 1
 
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1000)) as client:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1000), headers=headers) as client:
         tasks = []
         for i, at in enumerate(arrivals):
             if at > duration:
@@ -150,6 +170,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--mix", default="ddim:10,ddim:20,dpmpp-2m:10,dpmpp-2m:20,ddpm:30")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write OUT.md and OUT.png")
+    p.add_argument("--jobs", action="store_true", help="send each request as a job (/v1/jobs) and follow it to its result")
+    p.add_argument("--api-key", default=None, help="send Authorization: Bearer KEY")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -172,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--rate and --duration must be > 0, --requests >= 1")
     mix = parse_mix(args.mix)
     arrivals = schedule(args.rate, args.requests, args.seed)
-    results = [asyncio.run(run_stream(url.rstrip("/"), label, arrivals, mix, args.duration, args.seed, timeout=args.duration * 2))
+    results = [asyncio.run(run_stream(url.rstrip("/"), label, arrivals, mix, args.duration, args.seed, timeout=args.duration * 2,
+                                      jobs=args.jobs, api_key=args.api_key))
                for url, label in targets]
     for r in results:
         print(json.dumps(r.summary()))

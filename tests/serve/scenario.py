@@ -536,7 +536,9 @@ def jobs(engine: str, out: Path) -> dict:
         # the per-key bound: the first job is kept (finished); two more fit, a fourth is refused
         more = [client.post(f"{url}/v1/jobs", content=json.dumps({"seed": k, "steps": 5}), headers=auth) for k in range(3)]
         report["bound"] = [(r.status_code, r.text if r.status_code != 202 else "") for r in more]
-        report["other_key_still_fits"] = client.post(f"{url}/v1/jobs", content='{"steps": 5}', headers=other).status_code
+        fits = client.post(f"{url}/v1/jobs", content='{"steps": 5}', headers=other)
+        report["other_key_still_fits"] = fits.status_code
+        client.delete(f"{url}/v1/jobs/{fits.json()['id']}", headers=other)
         report["bad_preview"] = [client.post(f"{url}/v1/jobs", content=body, headers=other).text
                                  for body in ('{"preview_every": 0}', '{"preview_every": "x"}')]
         for r in more:
@@ -553,10 +555,17 @@ def jobs(engine: str, out: Path) -> dict:
         events = read_events(client, f"{url}/v1/jobs/{job['id']}/events", auth)
         state = client.get(f"{url}/v1/jobs/{job['id']}", headers=auth).json()
         result = client.get(f"{url}/v1/jobs/{job['id']}/result", headers=auth)
+        report["replica_killed_events"] = len(events)
         report["replica_killed"] = {"state": state, "restarted": [e for e in events if e["event"] == "restarted"],
                                     "status": result.status_code,
                                     "files": save_images({"type": "application/json", "content": result.content}, out, "killed")
                                     if result.status_code == 200 else result.text}
+    # bench.load drives jobs: a bounded Poisson stream, each followed to its result
+    from bench.load import run_stream, schedule
+
+    load = asyncio.run(run_stream(url, "jobs", schedule(2.0, 8, 0), [("ddim", 10), ("dpmpp-2m", 12)], 30, 0, timeout=60,
+                                  jobs=True, api_key=KEYS[1]))
+    report["bench_load"] = load.summary()
     return report
 
 

@@ -287,6 +287,8 @@ def test_jobs_belong_to_their_key_are_bounded_and_cancellable(jobs):
     assert [status for status, _ in jobs["bound"]] == [202, 202, 429] and "3 jobs" in jobs["bound"][2][1]
     assert jobs["other_key_still_fits"] == 202
     assert "preview_every must be" in jobs["bad_preview"][0] and "wrong type" in jobs["bad_preview"][1]
+    load = jobs["bench_load"]  # bench.load --jobs: every job followed to its result, none left behind
+    assert load["sent"] == 8 and load["statuses"] == {"200": 8}, load
 
 
 def test_a_job_whose_replica_dies_runs_again_with_the_same_images(jobs, demo_engine, tmp_path):
