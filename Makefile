@@ -29,7 +29,7 @@ DEMO_ENGINES ?= build/demo/engines
 DEMO_COND_MODEL ?= models/digits16-cond
 DEMO_COND_ENGINES ?= build/demo/cond-engines
 
-.PHONY: help install dev demo quality engine cpu-engines sample embed triton-deps serve serve-stop serve-deps test test-full bench clean
+.PHONY: help install dev demo quality engine cpu-engines sample embed triton-deps serve serve-config serve-stop serve-deps test test-full bench clean
 
 help:
 	@echo "make demo       the shipped digits models → $(DEMO_ENGINES), $(DEMO_COND_ENGINES) (gated FP32 + FP16 ONNX) → out/demo-grid.png, out/demo-digits-grid.png (a row per digit), out/demo-inpaint-grid.png, out/demo-img2img-strip.png, offline"
@@ -43,6 +43,7 @@ help:
 	@echo "make triton-deps  NVIDIA Triton (the nvidia-pytriton wheel) + the runtime in $(TRITON_VENV) (numpy<2) for its tests"
 	@echo "make serve      the HTTP image service (Ray Serve) on 127.0.0.1:$(SERVE_PORT) with $(ENGINES)/unet.onnx, or the demo model's engine; make serve-stop"
 	@echo "make serve-deps only what the service needs (then it starts offline)"
+	@echo "make serve-config  DEPLOY_OUT=deploy: serve_config.yaml (serve run / serve deploy), serve.env, kubernetes/rayservice.yaml (RayService + NetworkPolicy)"
 	@echo "make test       the test suite (installs dev dependencies first)"
 	@echo "make test-full  also the slow checks on the full reference config"
 	@echo "make bench      MODE=quick (tiny model, a few min) or MODE=full (cat-256 config): docs/bench-MODE.md/.png, docs/bench-serving-MODE.md, docs/bench-cpu-precision-MODE.md, docs/bench-export-MODE.md, docs/bench-family-MODE.md, docs/bench-samplers-MODE.md/.png, docs/bench-reuse-MODE.md/.png, docs/bench-int8-MODE.md, docs/bench-peak-MODE.md, and in full mode docs/bench-compose.md/.png (bench.compose's other parts, the searches, run apart)"
@@ -120,6 +121,11 @@ serve: $(VENV)/.serve $(SERVE_ENGINE)
 	while [ ! -f $(SERVE_READY) ] && ! grep -qs '^State:[[:space:]]*Z' /proc/$$pid/status && kill -0 $$pid 2>/dev/null; do sleep 0.5; done; \
 	if [ -f $(SERVE_READY) ]; then echo "serving at $$(cat $(SERVE_READY)) (pid $$pid; log $(SERVE_LOG))"; \
 	else wait $$pid; code=$$?; tail -5 $(SERVE_LOG); echo "make serve: the service exited with status $$code before serving"; exit 1; fi
+
+# Ray Serve's own deployment files from ours: serve_config.yaml (serve run / serve deploy), serve.env, kubernetes/
+DEPLOY_OUT ?= deploy
+serve-config: $(VENV)/.serve $(SERVE_ENGINE)
+	$(PY) -m serve config --engine $(SERVE_ENGINE) --port $(SERVE_PORT) --out $(DEPLOY_OUT)
 
 serve-stop:
 	@if [ -f $(SERVE_PID) ] && kill -0 $$(cat $(SERVE_PID)) 2>/dev/null; then pid=$$(cat $(SERVE_PID)); kill $$pid; \

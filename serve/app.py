@@ -6,6 +6,9 @@ requests from many HTTP calls share every UNet call) behind a FastAPI ingress.
                       → image/png (one image; "format": "json" for JSON) or JSON with base64 PNGs, each
                         PNG with the metadata `runtime.sample` writes; header X-Replica names the replica,
                         X-Engine-Sha256 the engine that answered (on every answer an engine replica gave)
+    POST /v1/jobs     the same request (+ "preview_every") as a job (serve/jobs.py) → 202 {"id", "state", ...}
+    GET  /v1/jobs/ID  state, steps done/total, ETA;  .../events: server-sent events (progress, previews, done);
+                      .../result: the images as JSON (409 while it runs);  DELETE /v1/jobs/ID cancels it
     GET  /healthz     → "ok" once an engine replica answers (never needs a key)
     GET  /v1/models   → the engine: file, sha256, kind, precision, batch profile, image shape, samplers
     GET  /metrics     → Prometheus text from this node's Ray metrics port (ddpm_* series)
