@@ -263,7 +263,11 @@ def jobs_openapi() -> dict[str, Any]:
     return {
         "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
         "responses": {"202": {"description": "the job: id, state, steps; Location: /v1/jobs/{id}",
-                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "content": {"application/json": {"schema": {"type": "object"}}},
+                              # OpenAPI links: how a client (and Schemathesis' stateful phase) follows a job
+                              "links": {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+                                        for name, op in (("state", "getJob"), ("events", "getJobEvents"),
+                                                         ("result", "getJobResult"), ("cancel", "deleteJob"))}},
                       **errors_openapi(400, 401, 413, 429, 503)},
     }
 
@@ -386,7 +390,7 @@ class Api:
         return self._answer(started, JSONResponse(json_images(result), headers=headers))
 
     # jobs (serve/jobs.py) -----------------------------------------------------------------------------
-    @app.post("/v1/jobs", status_code=202, openapi_extra=jobs_openapi())
+    @app.post("/v1/jobs", status_code=202, openapi_extra=jobs_openapi(), operation_id="createJob")
     async def create_job(self, http: Request) -> Response:
         if self.draining:
             return error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)})
@@ -470,12 +474,12 @@ class Api:
             log.exception("job %s failed", job.id)
             job.finish(jobs.FAILED, 500, f"the job failed ({type(exc).__name__})")
 
-    @app.get("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI)
+    @app.get("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI, operation_id="getJob")
     async def job_state(self, http: Request, job_id: str) -> Response:
         job = self._job(http, job_id)
         return job if isinstance(job, Response) else JSONResponse(job.describe())
 
-    @app.get("/v1/jobs/{job_id}/events", openapi_extra=JOB_OPENAPI)
+    @app.get("/v1/jobs/{job_id}/events", openapi_extra=JOB_OPENAPI, operation_id="getJobEvents")
     async def job_events(self, http: Request, job_id: str) -> Response:
         """Server-sent events: progress (steps done, total, ETA), preview (base64 PNG), restarted, done; from the
         start (or after Last-Event-ID) until the job finishes."""
@@ -501,7 +505,8 @@ class Api:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/v1/jobs/{job_id}/result", openapi_extra={"responses": errors_openapi(401, 404, 409, 500, 503, 504)})
+    @app.get("/v1/jobs/{job_id}/result", openapi_extra={"responses": errors_openapi(401, 404, 409, 500, 503, 504)},
+             operation_id="getJobResult")
     async def job_result(self, http: Request, job_id: str) -> Response:
         job = self._job(http, job_id)
         if isinstance(job, Response):
@@ -516,7 +521,7 @@ class Api:
         return error(409 if job.state == jobs.CANCELLED else job.status or 500, job.message or job.state,
                      **({"X-Engine-Sha256": job.engine_sha256} if job.engine_sha256 else {}))
 
-    @app.delete("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI)
+    @app.delete("/v1/jobs/{job_id}", openapi_extra=JOB_OPENAPI, operation_id="deleteJob")
     async def delete_job(self, http: Request, job_id: str) -> Response:
         """Cancels the job if it runs (its rows leave the batch at the next step) and forgets it."""
         job = self._job(http, job_id)
