@@ -12,7 +12,9 @@ from tests.conftest import ROOT
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
-CRD = ROOT.parent / "shared" / "reference" / "kuberay-v1.7.0" / "ray.io_rayservices.yaml"
+CRD_PATH = Path("shared") / "reference" / "kuberay-v1.7.0" / "ray.io_rayservices.yaml"
+# beside the checkout (../shared), or the workplace's shared folder when the checkout is a clone elsewhere (CI)
+CRD = next((base / CRD_PATH for base in (ROOT.parent, Path("/work")) if (base / CRD_PATH).exists()), ROOT.parent / CRD_PATH)
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
 KEYS_ENV = "DDPM_DEPLOY_API_KEYS"
 
