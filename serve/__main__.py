@@ -14,6 +14,7 @@ is off and its usage statistics are off (RAY_USAGE_STATS_ENABLED=0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -58,8 +59,37 @@ def start(config: ServiceConfig, address: str | None = None, node_ip: str = "127
     serve.run(build_app(prepared, name), name=name, route_prefix=route_prefix)
     log.info("%s: %s, request bodies up to %d bytes", name,
              f"{len(prepared.key_digests)} API key(s)" if prepared.key_digests else "no API keys (open)", prepared.body_limit)
+    return public_url(config, route_prefix)
+
+
+def public_url(config: ServiceConfig, route_prefix: str = "/") -> str:
+    """Where a client on this machine reaches the service (a wildcard host through 127.0.0.1)."""
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     return f"http://{host}:{config.port}{route_prefix.rstrip('/')}"
+
+
+@contextlib.contextmanager
+def serving(args, url: str, line: str | None):
+    """While the service serves: SIGINT/SIGTERM set the yielded event; the pid file (--pid-file), the line on stdout
+    and the ready file (--ready-file, holding ``url``) are written, the files removed afterwards."""
+    from runtime.atomic import atomic_write_bytes
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    files = [Path(f) for f in (args.pid_file, args.ready_file) if f]
+    try:
+        if args.pid_file:
+            Path(args.pid_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.pid_file).write_text(f"{os.getpid()}\n")
+        if line is not None:
+            print(line, flush=True)
+        if args.ready_file:
+            atomic_write_bytes(args.ready_file, f"{url}\n".encode())
+        yield stop
+    finally:
+        for done in files:
+            done.unlink(missing_ok=True)
 
 
 def build_parser() -> ArgumentParser:
@@ -84,7 +114,7 @@ def build_parser() -> ArgumentParser:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def isolated(args, argv: list[str]) -> int:
+def isolated(args, argv: list[str], config: ServiceConfig) -> int:
     """Ray and the service in a network namespace of their own (serve/netns.py), the ingress forwarded to
     --host:--port (serve/forward.py): nothing else Ray opens can be reached. Returns the service's exit status."""
     import subprocess
@@ -92,13 +122,11 @@ def isolated(args, argv: list[str]) -> int:
 
     import psutil
 
-    from runtime.atomic import atomic_write_bytes
     from runtime.errors import InputError
 
     from . import netns
     from .forward import Forwarder, to_unix
 
-    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)  # errors before any start
     private = Path(tempfile.mkdtemp(prefix="ddpm-serve-"))
     socket_path, inner_ready = private / "ingress.sock", private / "ready"
     inner = [sys.executable, "-m", "serve", *strip_options(argv, ("--pid-file", "--ready-file", "--host")),
@@ -114,34 +142,23 @@ def isolated(args, argv: list[str]) -> int:
         child.terminate()
         child.wait()
         raise InputError(f"cannot listen on {config.host}:{config.port} ({exc.strerror}); choose another --port") from None
-    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    pid_file = Path(args.pid_file) if args.pid_file else None
-    if pid_file:
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{os.getpid()}\n")
-    print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); Ray runs in a network namespace of its own, "
-          f"only {config.host}:{config.port} is reachable; stop with Ctrl-C", flush=True)
-    if args.ready_file:
-        atomic_write_bytes(args.ready_file, f"{url}\n".encode())
+    url = public_url(config)
+    line = (f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); Ray runs in a network namespace of its "
+            f"own, only {config.host}:{config.port} is reachable; stop with Ctrl-C")
     try:
-        while not stop.wait(0.5) and child.poll() is None:
-            pass
-        if child.poll() is None:  # the service inside drains (its own SIGTERM handling) while this one forwards
-            for proc in psutil.Process(child.pid).children(recursive=True):
-                try:
-                    if "--forward-from" in proc.cmdline():
-                        proc.send_signal(signal.SIGTERM)
-                except psutil.Error:  # gone meanwhile
-                    pass
-        return child.wait()
+        with serving(args, url, line) as stop:
+            while not stop.wait(0.5) and child.poll() is None:
+                pass
+            if child.poll() is None:  # the service inside drains (its own SIGTERM handling) while this one forwards
+                for proc in psutil.Process(child.pid).children(recursive=True):
+                    try:
+                        if "--forward-from" in proc.cmdline():
+                            proc.send_signal(signal.SIGTERM)
+                    except psutil.Error:  # gone meanwhile
+                        pass
+            return child.wait()
     finally:
         forwarder.stop()
-        for done in (pid_file, Path(args.ready_file) if args.ready_file else None):
-            if done:
-                done.unlink(missing_ok=True)
         socket_path.unlink(missing_ok=True)
         inner_ready.unlink(missing_ok=True)
         private.rmdir()
@@ -205,22 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)  # errors before any start
     if args.forward_from is None and not args.expose_ray and args.address is None:
         from . import netns
 
         why = netns.available()
         if why is None:
-            return isolated(args, argv)
-        host = ServiceConfig.load(args.config, host=args.host).host
-        if host not in LOOPBACK:
+            return isolated(args, argv, config)
+        if config.host not in LOOPBACK:
             from runtime.errors import InputError
 
             raise InputError(f"Ray cannot run in a network namespace of its own here ({why}), so its ports would be "
-                             f"reachable from the network beside {host}:{args.port or 8000}; pass --expose-ray to serve "
+                             f"reachable from the network beside {config.host}:{config.port}; pass --expose-ray to serve "
                              "anyway (and firewall every Ray port but the ingress: README, Ray's ports), or --host 127.0.0.1")
         log.warning("Ray runs in this network namespace (%s): its ports listen on every interface; python -m serve "
                     "listeners prints them", why)
-    config = ServiceConfig.load(args.config, engine=args.engine, host=args.host, port=args.port)
     url = start(config, args.address, args.node_ip, args.num_cpus)
     forwarder = None
     if args.forward_from:  # inside the namespace: the ingress, reachable through a Unix socket
@@ -232,30 +248,16 @@ def main(argv: list[str] | None = None) -> int:
 
         for row in exposed(table(config.port, os.getpid())):
             log.warning("exposed: %s:%d (%s, %s)", row["address"], row["port"], row["process"], row["carries"])
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    pid_file = Path(args.pid_file) if args.pid_file else None
-    if pid_file:
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        pid_file.write_text(f"{os.getpid()}\n")
-    if forwarder is None:
-        print(f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C", flush=True)
-    if args.ready_file:
-        from runtime.atomic import atomic_write_bytes
+    line = None if forwarder else f"serving {config.engine} at {url}/v1/images (health: {url}/healthz); stop with Ctrl-C"
+    with serving(args, url, line) as stop:
+        try:
+            stop.wait()
+            drained = drain(config.shutdown_grace_s)
+            print(f"stopping: {drained}", flush=True)
+        finally:
+            from ray import serve
 
-        atomic_write_bytes(args.ready_file, f"{url}\n".encode())
-    try:
-        stop.wait()
-        drained = drain(config.shutdown_grace_s)
-        print(f"stopping: {drained}", flush=True)
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        for done in (pid_file, Path(args.ready_file) if args.ready_file else None):
-            if done:
-                done.unlink(missing_ok=True)
+            serve.shutdown()
     return 0
 
 

@@ -64,6 +64,19 @@ JOB_FIELDS = {"preview_every": int}  # a job's own field
 SSE_KEEPALIVE_S = 15
 
 
+AT_CAPACITY = "the service is at capacity; retry later"
+
+
+def replica_lost(exc: BaseException, attempt: int, started: float, timeout_s: float, during: str = "") -> str | None:
+    """An engine replica died mid-request (Serve replaces it): logged. Sampling is deterministic, so running the
+    request again on another replica gives the very images it would have given; returns None to do so, or the
+    one-line answer once the retries are spent or the request is past its deadline."""
+    log.warning("engine replica lost%s (%s); attempt %d of %d", during, type(exc).__name__, attempt + 1, 1 + REPLICA_RETRIES)
+    if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
+        return f"the engine replica failed ({type(exc).__name__}); retry"
+    return None
+
+
 def json_images(result: dict[str, Any]) -> dict[str, Any]:
     """An engine's answer as the JSON body: base64 PNGs with their metadata, and the replica."""
     return {"images": [{"png_base64": base64.b64encode(encode_png(image, meta)).decode("ascii"), "metadata": meta}
@@ -326,11 +339,9 @@ class Api:
     @app.post("/v1/images", openapi_extra=images_openapi())
     async def images(self, http: Request) -> Response:
         started = time.perf_counter()
-        if self.draining:
-            return self._answer(started, error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)}))
-        key = self._key_id(http)
-        if key is None:
-            return self._answer(started, self._unauthorized())
+        key = self._caller(http)
+        if isinstance(key, Response):
+            return self._answer(started, key)
         if self.key_digests and self.in_flight.get(key, 0) >= self.config.max_in_flight_per_key:
             return self._answer(started, error(429, f"this key has {self.config.max_in_flight_per_key} requests in flight, "
                                                     "the most it may; retry when one finishes",
@@ -340,6 +351,13 @@ class Api:
             return await self._images(http, started)
         finally:
             self.in_flight[key] -= 1
+
+    def _caller(self, http: Request) -> str | Response:
+        """The caller's key id (see _key_id) for a new request, or the answer refusing it: 503 while draining, 401."""
+        if self.draining:
+            return error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)})
+        key = self._key_id(http)
+        return self._unauthorized() if key is None else key
 
     async def _request(self, http: Request, extra_fields: dict[str, type]) -> tuple[SampleRequest, dict] | Response:
         """The body as a request and its extra fields, or the 413/400 answer."""
@@ -371,14 +389,10 @@ class Api:
                 result = await self.engine.generate.remote(dataclasses.replace(request, timeout_s=left))
                 break
             except BackPressureError:
-                return self._answer(started, error(503, "the service is at capacity; retry later", **{"Retry-After": str(RETRY_AFTER_S)}))
+                return self._answer(started, error(503, AT_CAPACITY, **{"Retry-After": str(RETRY_AFTER_S)}))
             except (RayActorError, ActorUnavailableError) as exc:
-                # The replica died mid-request (Serve replaces it). Sampling is deterministic, so running the
-                # request again on another replica gives the very images it would have given.
-                log.warning("engine replica lost (%s); attempt %d of %d", type(exc).__name__, attempt + 1, 1 + REPLICA_RETRIES)
-                if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
-                    return self._answer(started, error(503, f"the engine replica failed ({type(exc).__name__}); retry",
-                                                       **{"Retry-After": str(RETRY_AFTER_S)}))
+                if (failed := replica_lost(exc, attempt, started, timeout_s)) is not None:
+                    return self._answer(started, error(503, failed, **{"Retry-After": str(RETRY_AFTER_S)}))
         headers = {"X-Replica": result["replica"], "X-Attempts": str(attempt + 1), "X-Engine-Sha256": result["engine_sha256"]}
         if result["status"] != 200:
             if result["status"] == 503:
@@ -392,11 +406,9 @@ class Api:
     # jobs (serve/jobs.py) -----------------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=202, openapi_extra=jobs_openapi(), operation_id="createJob")
     async def create_job(self, http: Request) -> Response:
-        if self.draining:
-            return error(503, "the service is shutting down; retry", **{"Retry-After": str(RETRY_AFTER_S)})
-        key = self._key_id(http)
-        if key is None:
-            return self._unauthorized()
+        key = self._caller(http)
+        if isinstance(key, Response):
+            return key
         parsed = await self._request(http, JOB_FIELDS)
         if isinstance(parsed, Response):
             return parsed
@@ -456,12 +468,10 @@ class Api:
                     stream.cancel()
                     raise
                 except BackPressureError:
-                    return job.finish(jobs.FAILED, 503, "the service is at capacity; retry later")
-                except (RayActorError, ActorUnavailableError) as exc:  # deterministic: running it again gives the same images
-                    log.warning("engine replica lost during job %s (%s); attempt %d of %d", job.id, type(exc).__name__,
-                                attempt + 1, 1 + REPLICA_RETRIES)
-                    if attempt == REPLICA_RETRIES or time.perf_counter() - started >= timeout_s:
-                        return job.finish(jobs.FAILED, 503, f"the engine replica failed ({type(exc).__name__}); retry")
+                    return job.finish(jobs.FAILED, 503, AT_CAPACITY)
+                except (RayActorError, ActorUnavailableError) as exc:
+                    if (failed := replica_lost(exc, attempt, started, timeout_s, f" during job {job.id}")) is not None:
+                        return job.finish(jobs.FAILED, 503, failed)
                     job.restart()
             if result is None or result["status"] != 200:
                 job.engine_sha256 = result and result.get("engine_sha256")
