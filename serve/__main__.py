@@ -206,7 +206,8 @@ def write_config(argv: list[str]) -> int:
     for path in deploy.write(prepared, args.out, name=args.name, image=args.image, engines_claim=args.engines_claim,
                              keys_secret=secret, operator_namespace=args.operator_namespace):
         print(path)
-    print(f"run: env $(cat {Path(args.out) / 'serve.env'}) serve run {Path(args.out) / 'serve_config.yaml'}")
+    # --address local: a new Ray here, not the one an earlier `ray start` left in /tmp/ray/ray_current_cluster
+    print(f"run: env $(cat {Path(args.out) / 'serve.env'}) serve run --address local {Path(args.out) / 'serve_config.yaml'}")
     return 0
 
 

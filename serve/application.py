@@ -1,7 +1,7 @@
 """The service as a Ray Serve application like any other: ``import_path`` + ``args`` in a Serve config file.
 
     python -m serve config --engine engines/unet.onnx --out deploy/   # writes serve_config.yaml and serve.env
-    env $(cat deploy/serve.env) serve run deploy/serve_config.yaml      # or: ray start ... then serve deploy
+    env $(cat deploy/serve.env) serve run --address local deploy/serve_config.yaml   # or: ray start ... then serve deploy
     serve build serve.application:app -o serve_config.yaml             # Ray's own generator ($DDPM_DEPLOY_SERVE_CONFIG)
 
 ``build`` is the application builder (Ray Serve calls it with the config file's ``args``: ``{"config": {...}}``, a

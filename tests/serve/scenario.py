@@ -431,7 +431,9 @@ def serve_run(engine: str, out: Path) -> dict:
     node_env = dict(line.split("=", 1) for line in files["serve.env"].read_text().splitlines())
     env = {**os.environ, **node_env, "PYTHONPATH": str(Path.cwd())}
     serve_cli = str(Path(sys.executable).parent / "serve")
-    proc = subprocess.Popen([serve_cli, "run", str(files["serve_config.yaml"])], env=env, stdout=subprocess.PIPE,
+    # --address local: a Ray of its own, never the one /tmp/ray/ray_current_cluster names (an earlier `ray start`, or
+    # a test's ray.cluster_utils.Cluster, leaves it behind; serve run would try to join that, dead or not)
+    proc = subprocess.Popen([serve_cli, "run", "--address", "local", str(files["serve_config.yaml"])], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{config.port}"
     auth = {"Authorization": f"Bearer {KEYS[0]}"}
@@ -445,8 +447,11 @@ def serve_run(engine: str, out: Path) -> dict:
                         break
                 except httpx.TransportError:
                     pass
-                assert proc.poll() is None and time.perf_counter() - started < 240, \
-                    (proc.poll(), proc.communicate(timeout=30)[0][-3000:] if proc.poll() is not None else "not ready")
+                if proc.poll() is not None or time.perf_counter() - started > 120:  # ready in ~10 s when all is well
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    raise AssertionError(f"serve run exited {proc.poll()} or was not ready in 120 s: "
+                                         f"{proc.communicate(timeout=30)[0][-3000:]}")
                 time.sleep(0.5)
             report["startup_s"] = round(time.perf_counter() - started, 1)
             report["models"] = client.get(f"{url}/v1/models", headers=auth).json()
